@@ -1,0 +1,136 @@
+"""The CRL agent: networks, parameters, optimisers, and one SGD step (DESIGN.md §2).
+
+Everything here is a pure function of its arguments; ``sgd_step`` updates the actor and α first, then
+the critic, on the same minibatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from envs.base import TaskSpec
+from rlscale import losses
+from rlscale.buffer import Transitions
+from rlscale.config import TrainConfig
+from rlscale.networks import Actor, Critic, deterministic_action, sample_action
+
+
+@struct.dataclass
+class Learner:
+    actor_params: dict
+    critic_params: dict
+    log_alpha: jax.Array
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    alpha_opt: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """Static structure of the agent for one (config, task) pair."""
+
+    actor: Actor
+    critic: Critic
+    actor_optimizer: optax.GradientTransformation
+    critic_optimizer: optax.GradientTransformation
+    alpha_optimizer: optax.GradientTransformation
+    state_size: int
+    goal_size: int
+    action_size: int
+    target_entropy: float
+    energy: str
+    contrastive_loss: str
+    logsumexp_penalty: float
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, spec: TaskSpec) -> "Agent":
+        return cls(
+            actor=Actor(cfg.trunk(cfg.resolved_actor_depth), spec.action_size),
+            critic=Critic(cfg.trunk(cfg.resolved_critic_depth), cfg.repr_dim),
+            actor_optimizer=optax.adam(cfg.actor_lr),
+            critic_optimizer=optax.adam(cfg.critic_lr),
+            alpha_optimizer=optax.adam(cfg.alpha_lr),
+            state_size=spec.state_size,
+            goal_size=spec.goal_size,
+            action_size=spec.action_size,
+            target_entropy=cfg.target_entropy_per_action_dim * spec.action_size,
+            energy=cfg.energy,
+            contrastive_loss=cfg.contrastive_loss,
+            logsumexp_penalty=cfg.logsumexp_penalty,
+        )
+
+    def init(self, key: jax.Array, initial_alpha: float = 1.0) -> Learner:
+        actor_key, critic_key = jax.random.split(key)
+        state = jnp.zeros((1, self.state_size))
+        goal = jnp.zeros((1, self.goal_size))
+        action = jnp.zeros((1, self.action_size))
+        actor_params = self.actor.init(actor_key, state, goal)["params"]
+        critic_params = self.critic.init(critic_key, state, action, goal)["params"]
+        log_alpha = jnp.asarray(jnp.log(initial_alpha), jnp.float32)
+        return Learner(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            log_alpha=log_alpha,
+            actor_opt=self.actor_optimizer.init(actor_params),
+            critic_opt=self.critic_optimizer.init(critic_params),
+            alpha_opt=self.alpha_optimizer.init(log_alpha),
+        )
+
+    # --- acting ---
+
+    def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
+        """Action for observations ``state ⊕ goal``: stochastic with a key, tanh(mean) without."""
+        mean, log_std = self.actor.apply({"params": actor_params}, obs[..., : self.state_size], obs[..., self.state_size :])
+        if key is None:
+            return deterministic_action(mean)
+        return sample_action(mean, log_std, key)[0]
+
+    # --- learning ---
+
+    def critic_values(self, critic_params, state, action, goal):
+        sa_repr, g_repr = self.critic.apply({"params": critic_params}, state, action, goal)
+        return sa_repr, g_repr
+
+    def critic_loss(self, critic_params, batch: Transitions):
+        sa_repr, g_repr = self.critic_values(critic_params, batch.state, batch.action, batch.goal)
+        logits = losses.energy(sa_repr, g_repr, self.energy)
+        return losses.contrastive_loss(logits, self.contrastive_loss, self.logsumexp_penalty)
+
+    def actor_loss(self, actor_params, critic_params, log_alpha, batch: Transitions, key):
+        mean, log_std = self.actor.apply({"params": actor_params}, batch.state, batch.goal)
+        action, log_prob = sample_action(mean, log_std, key)
+        sa_repr, g_repr = self.critic_values(critic_params, batch.state, action, batch.goal)
+        value = losses.pair_energy(sa_repr, g_repr, self.energy)
+        loss = losses.actor_loss(log_prob, value, jnp.exp(log_alpha))
+        return loss, log_prob
+
+    def sgd_step(self, learner: Learner, batch: Transitions, key: jax.Array) -> tuple[Learner, dict]:
+        (actor_loss, log_prob), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
+            learner.actor_params, learner.critic_params, learner.log_alpha, batch, key
+        )
+        alpha_loss, alpha_grad = jax.value_and_grad(losses.alpha_loss)(learner.log_alpha, log_prob, self.target_entropy)
+        updates, actor_opt = self.actor_optimizer.update(actor_grads, learner.actor_opt, learner.actor_params)
+        actor_params = optax.apply_updates(learner.actor_params, updates)
+        updates, alpha_opt = self.alpha_optimizer.update(alpha_grad, learner.alpha_opt, learner.log_alpha)
+        log_alpha = optax.apply_updates(learner.log_alpha, updates)
+
+        (_, critic_metrics), critic_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
+            learner.critic_params, batch
+        )
+        updates, critic_opt = self.critic_optimizer.update(critic_grads, learner.critic_opt, learner.critic_params)
+        critic_params = optax.apply_updates(learner.critic_params, updates)
+
+        metrics = {
+            **critic_metrics,
+            "actor_loss": actor_loss,
+            "alpha_loss": alpha_loss,
+            "alpha": jnp.exp(log_alpha),
+            "entropy": -jnp.mean(log_prob),
+        }
+        new = Learner(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt)
+        return new, metrics

@@ -1,0 +1,150 @@
+"""On-device replay buffer with hindsight relabelling (DESIGN.md §3).
+
+Storage is a per-env FIFO ring of the last ``capacity`` time steps of every parallel env: arrays of
+shape ``[capacity, num_envs, ...]``. Each stored step holds the full observation (state ⊕ commanded
+goal), the action taken, and the trajectory id of the episode the step belongs to.
+
+Sampling takes, for each env, a window of ``window`` consecutive steps in time order; every step ``i``
+of a window gets a goal from a strictly later step ``j`` of the same trajectory with
+``P(j) ∝ γ^(j - i)`` (a geometric law truncated at the trajectory's last step in the window). The goal
+is the future state's achieved goal (``obs[j][goal_indices]``). A step that is the last of its
+trajectory in the window has no future: it is kept out of minibatches whenever enough other steps
+exist, and otherwise gets its own state as goal (counted in ``self_goal_fraction``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class ReplayBuffer:
+    obs: jax.Array  # [capacity, num_envs, obs_size]
+    action: jax.Array  # [capacity, num_envs, action_size]
+    traj_id: jax.Array  # [capacity, num_envs]
+    insert_pos: jax.Array  # physical index of the next write
+    size: jax.Array  # valid steps per env
+
+    @property
+    def capacity(self) -> int:
+        return self.obs.shape[0]
+
+
+@struct.dataclass
+class Transitions:
+    state: jax.Array
+    action: jax.Array
+    goal: jax.Array
+
+
+def init_buffer(capacity: int, num_envs: int, obs_size: int, action_size: int) -> ReplayBuffer:
+    return ReplayBuffer(
+        obs=jnp.zeros((capacity, num_envs, obs_size), jnp.float32),
+        action=jnp.zeros((capacity, num_envs, action_size), jnp.float32),
+        traj_id=jnp.zeros((capacity, num_envs), jnp.int32),
+        insert_pos=jnp.zeros((), jnp.int32),
+        size=jnp.zeros((), jnp.int32),
+    )
+
+
+def insert(buffer: ReplayBuffer, obs: jax.Array, action: jax.Array, traj_id: jax.Array) -> ReplayBuffer:
+    """Append ``[T, num_envs, ...]`` steps, overwriting the oldest once full."""
+    steps = obs.shape[0]
+    if steps > buffer.capacity:
+        raise ValueError(f"cannot insert {steps} steps into a buffer of capacity {buffer.capacity}")
+    rows = (buffer.insert_pos + jnp.arange(steps)) % buffer.capacity
+    return buffer.replace(
+        obs=buffer.obs.at[rows].set(obs),
+        action=buffer.action.at[rows].set(action),
+        traj_id=buffer.traj_id.at[rows].set(traj_id),
+        insert_pos=(buffer.insert_pos + steps) % buffer.capacity,
+        size=jnp.minimum(buffer.size + steps, buffer.capacity),
+    )
+
+
+def sample_windows(buffer: ReplayBuffer, key: jax.Array, window: int):
+    """One window of ``window`` consecutive steps per env, in time order: arrays ``[num_envs, window, ...]``."""
+    num_envs = buffer.obs.shape[1]
+    oldest = (buffer.insert_pos - buffer.size) % buffer.capacity
+    first = jax.random.randint(key, (num_envs,), 0, buffer.size - window + 1)
+    rows = (oldest + first[:, None] + jnp.arange(window)[None, :]) % buffer.capacity  # [E, W]
+    envs = jnp.arange(num_envs)[:, None]
+    return buffer.obs[rows, envs], buffer.action[rows, envs], buffer.traj_id[rows, envs]
+
+
+def future_offsets(key: jax.Array, traj_id: jax.Array, gamma: float) -> tuple[jax.Array, jax.Array]:
+    """Goal offsets for one env's window.
+
+    Returns ``(offset, has_future)`` of shape ``[W]``: ``offset ≥ 1`` is drawn with P ∝ γ^offset,
+    truncated so that ``i + offset`` stays inside step ``i``'s trajectory; it is 0 where step ``i`` is
+    the last of its trajectory in the window. Trajectory ids never decrease along a window, so the
+    trajectory's last step is found by a sorted search.
+    """
+    window = traj_id.shape[0]
+    last = jnp.searchsorted(traj_id, traj_id, side="right") - 1
+    horizon = last - jnp.arange(window)  # how many future steps share the trajectory
+    u = jax.random.uniform(key, (window,))
+    # Inverse CDF of P(m) ∝ γ^m on m = 1..K:  F(m) = (1 - γ^m) / (1 - γ^K).
+    tail = 1.0 - jnp.power(gamma, horizon.astype(jnp.float32))
+    offset = jnp.ceil(jnp.log1p(-u * tail) / jnp.log(gamma)).astype(jnp.int32)
+    has_future = horizon > 0
+    offset = jnp.where(has_future, jnp.clip(offset, 1, jnp.maximum(horizon, 1)), 0)
+    return offset, has_future
+
+
+def relabel_window(key, obs, action, traj_id, gamma: float, state_size: int, goal_indices: tuple[int, ...]):
+    """Relabel one env's window: ``(Transitions [W], has_future [W])``."""
+    offset, has_future = future_offsets(key, traj_id, gamma)
+    goal_rows = jnp.arange(obs.shape[0]) + offset
+    goal = obs[goal_rows][:, jnp.asarray(goal_indices)]
+    return Transitions(state=obs[:, :state_size], action=action, goal=goal), has_future
+
+
+def windows_needed(num_transitions: int, num_envs: int, window: int) -> int:
+    """How many rounds of window sampling cover ``num_transitions`` (with room for no-future steps)."""
+    per_round = num_envs * window
+    return max(1, math.ceil(num_transitions * (1 + 1 / window) / per_round))
+
+
+def sample_minibatches(
+    buffer: ReplayBuffer,
+    key: jax.Array,
+    *,
+    num_batches: int,
+    batch_size: int,
+    window: int,
+    gamma: float,
+    state_size: int,
+    goal_indices: tuple[int, ...],
+) -> tuple[Transitions, jax.Array]:
+    """``num_batches`` shuffled, relabelled minibatches ``[num_batches, batch_size, ...]``.
+
+    Exactly ``num_batches`` are always returned (the minibatch count is never silently reduced): as many
+    rounds of windows are drawn as needed. Returns the batches and the fraction of self goals.
+    """
+    num_envs = buffer.obs.shape[1]
+    needed = num_batches * batch_size
+    rounds = windows_needed(needed, num_envs, window)
+    round_keys = jax.random.split(key, rounds + 1)
+
+    def one_round(k):
+        window_key, relabel_key = jax.random.split(k)
+        obs, action, traj_id = sample_windows(buffer, window_key, window)
+        keys = jax.random.split(relabel_key, num_envs)
+        return jax.vmap(relabel_window, in_axes=(0, 0, 0, 0, None, None, None))(
+            keys, obs, action, traj_id, gamma, state_size, goal_indices
+        )
+
+    transitions, has_future = jax.vmap(one_round)(round_keys[:-1])
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), transitions)
+    has_future = has_future.reshape(-1)
+    # Random order with every step that has a future ahead of those that do not.
+    order = jnp.argsort(jax.random.uniform(round_keys[-1], has_future.shape) - has_future.astype(jnp.float32))
+    chosen = order[:needed]
+    batches = jax.tree.map(lambda x: x[chosen].reshape((num_batches, batch_size) + x.shape[1:]), flat)
+    self_goal_fraction = 1.0 - jnp.mean(has_future[chosen].astype(jnp.float32))
+    return batches, self_goal_fraction

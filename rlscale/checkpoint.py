@@ -1,0 +1,119 @@
+"""Checkpoints with orbax: ``<run_dir>/checkpoints/{env_step:012d}/``.
+
+A checkpoint holds everything needed to resume: parameters, optimiser states, α, the RNG key, the
+counters and the config (and, with ``save_buffer``, the replay buffer and env states). orbax writes
+each step to a temporary directory and renames it when complete, so a half-written checkpoint is never
+listed, and so never taken as the latest.
+
+This module imports no trainer code, so a checkpoint can be turned into a policy on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
+
+CHECKPOINT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the requested structure."""
+
+
+def _manager(run_dir: str | os.PathLike, keep: int | None = None, read_only: bool = False) -> ocp.CheckpointManager:
+    directory = Path(run_dir).absolute() / CHECKPOINT_DIR
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep or None,
+        step_format_fixed_length=12,
+        enable_async_checkpointing=False,
+        create=not read_only,
+        read_only=read_only,
+    )
+    return ocp.CheckpointManager(directory, options=options)
+
+
+class CheckpointWriter:
+    def __init__(self, run_dir: str | os.PathLike, keep: int = 0):
+        self.run_dir = Path(run_dir)
+        self._manager = _manager(run_dir, keep)
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> Path:
+        tree = serialization.to_state_dict(state)
+        meta = {**meta, "version": CHECKPOINT_VERSION}
+        self._manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True
+        )
+        self._manager.wait_until_finished()
+        return step_path(self.run_dir, step)
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def step_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"{step:012d}"
+
+
+def list_steps(run_dir: str | os.PathLike) -> list[int]:
+    """Completed checkpoint steps of a run, oldest first (temporary, half-written ones excluded)."""
+    if not (Path(run_dir) / CHECKPOINT_DIR).is_dir():
+        return []
+    manager = _manager(run_dir, read_only=True)
+    try:
+        return sorted(manager.all_steps())
+    finally:
+        manager.close()
+
+
+def latest_step(run_dir: str | os.PathLike) -> int | None:
+    steps = list_steps(run_dir)
+    return steps[-1] if steps else None
+
+
+def read_meta(run_dir: str | os.PathLike, step: int) -> dict[str, Any]:
+    manager = _manager(run_dir, read_only=True)
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as err:  # orbax raises many types for unreadable files
+        raise CheckpointError(f"checkpoint {step_path(run_dir, step)} is unreadable: {_short(err)}") from None
+    finally:
+        manager.close()
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {step_path(run_dir, step)} has version {meta.get('version')!r}; this rlscale reads {CHECKPOINT_VERSION}"
+        )
+    return meta
+
+
+def restore(run_dir: str | os.PathLike, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
+    """Restore ``(state, meta)``; ``target`` is a state of the same structure (its values are unused)."""
+    meta = read_meta(run_dir, step)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, serialization.to_state_dict(target))
+    manager = _manager(run_dir, read_only=True)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {step_path(run_dir, step)} cannot be restored: {_short(err)}") from None
+    finally:
+        manager.close()
+    try:
+        state = serialization.from_state_dict(target, restored)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {step_path(run_dir, step)} does not fit this config: {_short(err)}") from None
+    return state, meta
+
+
+def all_finite(tree: Any) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree) if np.issubdtype(np.asarray(x).dtype, np.floating))
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]

@@ -1,0 +1,277 @@
+"""Training configuration: one typed dataclass whose field docstrings are the CLI's ``--help``.
+
+Defaults are the paper's (DESIGN.md §5, Table 7). Per-task presets in ``configs/tasks/<task>.yaml``
+sit on top of them, and command-line options on top of the presets. Derived quantities (how many
+training steps, SGD steps and env steps the run will really do) are computed once, by :func:`plan`,
+and validated before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+
+from rlscale.networks import ACTIVATIONS, TrunkConfig, check_depth
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Contrastive RL (CRL) with residual MLP actor and critic."""
+
+    # --- task ---
+    env: str = "point_u_maze"
+    """Task to train on (see `rlscale envs`)."""
+    eval_env: str | None = None
+    """Task to evaluate on; default: the task's eval variant (mazes: the far-goal `*_eval` layout)."""
+    episode_length: int = 1000
+    """Steps per episode, in training and evaluation."""
+    backend: str | None = None
+    """Brax backend for Brax tasks (spring, positional, generalized, mjx); default: the task's."""
+    fixed_goals_per_env: bool = False
+    """Paper-code behaviour: every parallel env replays its first start and goal after auto-reset."""
+
+    # --- networks ---
+    depth: int = 4
+    """Depth (Dense layers in residual blocks, a multiple of 4) of actor and critic encoders."""
+    actor_depth: int | None = None
+    """Actor depth if different from --depth."""
+    critic_depth: int | None = None
+    """Critic encoder depth if different from --depth."""
+    width: int = 256
+    """Hidden width of every layer."""
+    activation: Literal["swish", "relu"] = "swish"
+    """Activation after each LayerNorm."""
+    layer_norm: bool = True
+    """LayerNorm after every Dense (ablation: off)."""
+    residual: bool = True
+    """Residual connections around each block of 4 units (ablation: off)."""
+    scan_blocks: bool = True
+    """Run residual blocks under nn.scan (compile time independent of depth); off = Python-unrolled."""
+    remat: bool = False
+    """Recompute each block's activations in the backward pass (saves memory at large depth)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dtype of matrix products (parameters, LayerNorm statistics and losses stay float32)."""
+    repr_dim: int = 64
+    """Dimension of the critic's representations φ(s, a) and ψ(g)."""
+
+    # --- objective ---
+    contrastive_loss: Literal["forward_infonce", "backward_infonce", "symmetric_infonce"] = "forward_infonce"
+    """Critic objective."""
+    energy: Literal["l2", "dot"] = "l2"
+    """Critic value: negative L2 distance (paper) or dot product of the representations."""
+    logsumexp_penalty: float = 0.1
+    """Weight of the mean squared logsumexp regulariser."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    initial_alpha: float = 1.0
+    """Starting entropy temperature α (auto-tuned)."""
+    target_entropy_per_action_dim: float = -0.5
+    """Target entropy = this × action dimension."""
+
+    # --- data ---
+    batch_size: int = 512
+    num_envs: int = 512
+    """Parallel environments collecting data."""
+    unroll_length: int = 62
+    """Steps each env collects per training step."""
+    sgd_steps_per_collection: int = 800
+    """Minibatch SGD steps after each collection (never silently reduced)."""
+    max_replay_size: int = 10_000
+    """Replay capacity, in time steps per env."""
+    min_replay_size: int = 1_000
+    """Steps per env collected before training starts."""
+    gamma: float = 0.99
+    """Discount of the geometric goal-offset law."""
+    window_length: int | None = None
+    """Length of the sampled trajectory windows; default: episode_length."""
+
+    # --- run ---
+    total_env_steps: int = 100_000_000
+    """Environment steps to train for (the run does at least this many; the exact count is reported)."""
+    num_evals: int = 50
+    """Number of epochs; each ends with an evaluation, a metrics row and a checkpoint."""
+    num_eval_envs: int = 128
+    """Fresh evaluation episodes per epoch (deterministic actor)."""
+    seed: int = 0
+    run_dir: str | None = None
+    """Run directory; default: runs/<env>_d<depth>_w<width>_b<batch>_s<seed>. Never overwritten."""
+    checkpoint_every: int = 1
+    """Save a checkpoint every this many epochs (the last epoch is always saved)."""
+    keep_checkpoints: int = 5
+    """How many checkpoints to keep (oldest deleted first); 0 keeps all."""
+    save_buffer: bool = False
+    """Also checkpoint the replay buffer and env states, so that a resumed run equals an uninterrupted one."""
+    tensorboard: bool = True
+    """Write TensorBoard event files in the run directory."""
+    wandb: bool = False
+    """Log to Weights & Biases (set WANDB_MODE=offline to log offline)."""
+    wandb_project: str = "rlscale"
+
+    @property
+    def resolved_actor_depth(self) -> int:
+        return self.actor_depth if self.actor_depth is not None else self.depth
+
+    @property
+    def resolved_critic_depth(self) -> int:
+        return self.critic_depth if self.critic_depth is not None else self.depth
+
+    @property
+    def resolved_window_length(self) -> int:
+        return self.window_length if self.window_length is not None else self.episode_length
+
+    def trunk(self, depth: int) -> TrunkConfig:
+        return TrunkConfig(
+            depth=depth,
+            width=self.width,
+            activation=self.activation,
+            layer_norm=self.layer_norm,
+            residual=self.residual,
+            scan_blocks=self.scan_blocks,
+            remat=self.remat,
+            dtype=self.dtype,
+        )
+
+    def default_run_name(self) -> str:
+        depth = (
+            f"d{self.depth}"
+            if self.actor_depth is None and self.critic_depth is None
+            else f"a{self.resolved_actor_depth}c{self.resolved_critic_depth}"
+        )
+        return f"{self.env}_{depth}_w{self.width}_b{self.batch_size}_s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run will really do, derived once from the config."""
+
+    prefill_env_steps: int
+    env_steps_per_training_step: int
+    training_steps_per_epoch: int
+    num_epochs: int
+    sgd_steps_per_training_step: int
+    total_training_steps: int
+    total_sgd_steps: int
+    total_env_steps: int  # ≥ the requested total_env_steps
+
+    def env_steps_after(self, epoch: int) -> int:
+        """Env steps done once ``epoch`` epochs (0 = none, only the prefill) are complete."""
+        return self.prefill_env_steps + epoch * self.training_steps_per_epoch * self.env_steps_per_training_step
+
+    def sgd_steps_after(self, epoch: int) -> int:
+        return epoch * self.training_steps_per_epoch * self.sgd_steps_per_training_step
+
+
+def _positive(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` with a one-line message naming the first bad value."""
+    from envs import names
+
+    if cfg.env not in names():
+        raise ValueError(f"unknown task {cfg.env!r}; valid tasks: {', '.join(names())}")
+    if cfg.eval_env is not None and cfg.eval_env not in names():
+        raise ValueError(f"unknown eval task {cfg.eval_env!r}; valid tasks: {', '.join(names())}")
+    check_depth(cfg.depth, "--depth")
+    check_depth(cfg.resolved_actor_depth, "--actor-depth")
+    check_depth(cfg.resolved_critic_depth, "--critic-depth")
+    if cfg.activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {cfg.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+    for name in (
+        "episode_length", "width", "repr_dim", "batch_size", "num_envs", "unroll_length",
+        "sgd_steps_per_collection", "max_replay_size", "min_replay_size", "total_env_steps",
+        "num_evals", "num_eval_envs", "checkpoint_every",
+    ):
+        _positive(f"--{name.replace('_', '-')}", getattr(cfg, name))
+    if cfg.keep_checkpoints < 0:
+        raise ValueError(f"--keep-checkpoints must be ≥ 0, got {cfg.keep_checkpoints}")
+    if not 0.0 < cfg.gamma < 1.0:
+        raise ValueError(f"--gamma must lie in (0, 1), got {cfg.gamma}")
+    for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.logsumexp_penalty < 0:
+        raise ValueError(f"--logsumexp-penalty must be ≥ 0, got {cfg.logsumexp_penalty}")
+    window = cfg.resolved_window_length
+    _positive("--window-length", window)
+    if cfg.min_replay_size > cfg.max_replay_size:
+        raise ValueError(f"--min-replay-size {cfg.min_replay_size} exceeds --max-replay-size {cfg.max_replay_size}")
+    if window > cfg.min_replay_size:
+        raise ValueError(
+            f"the sampling window ({window} steps, --window-length or --episode-length) exceeds "
+            f"--min-replay-size {cfg.min_replay_size}: windows could not be drawn when training starts"
+        )
+    if cfg.unroll_length > cfg.max_replay_size:
+        raise ValueError(f"--unroll-length {cfg.unroll_length} exceeds --max-replay-size {cfg.max_replay_size}")
+    buffer_steps = cfg.num_envs * cfg.min_replay_size
+    if cfg.batch_size > buffer_steps:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} is larger than the buffer at the start of training "
+            f"(--num-envs {cfg.num_envs} × --min-replay-size {cfg.min_replay_size} = {buffer_steps} steps)"
+        )
+
+
+def plan(cfg: TrainConfig) -> Plan:
+    validate(cfg)
+    prefill = cfg.num_envs * cfg.min_replay_size
+    per_step = cfg.num_envs * cfg.unroll_length
+    remaining = max(0, cfg.total_env_steps - prefill)
+    training_steps = math.ceil(remaining / per_step)
+    # At least one training step per epoch; round up so the run never does fewer steps than asked.
+    per_epoch = max(1, math.ceil(training_steps / cfg.num_evals))
+    total_training_steps = per_epoch * cfg.num_evals
+    return Plan(
+        prefill_env_steps=prefill,
+        env_steps_per_training_step=per_step,
+        training_steps_per_epoch=per_epoch,
+        num_epochs=cfg.num_evals,
+        sgd_steps_per_training_step=cfg.sgd_steps_per_collection,
+        total_training_steps=total_training_steps,
+        total_sgd_steps=total_training_steps * cfg.sgd_steps_per_collection,
+        total_env_steps=prefill + total_training_steps * per_step,
+    )
+
+
+# --- presets ---------------------------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("configs") / "tasks"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(task: str) -> dict[str, Any]:
+    """The preset overrides of a task (empty when the task has no preset file)."""
+    path = resources.files("configs") / "tasks" / f"{task}.yaml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"preset configs/tasks/{task}.yaml must be a mapping of option: value")
+    TrainConfig.from_dict({**data, "env": task}, source=f"configs/tasks/{task}.yaml")  # check the keys
+    return data
+
+
+def config_for(task: str, **overrides: Any) -> TrainConfig:
+    """Paper defaults, then the task's preset, then ``overrides``."""
+    return TrainConfig.from_dict({**load_preset(task), **overrides, "env": task})
+
+

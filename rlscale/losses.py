@@ -1,0 +1,81 @@
+"""CRL losses as pure functions (DESIGN.md §2). No rewards, no target networks.
+
+Logits ``L[i, j] = f(s_i, a_i, g_j)``; the diagonal holds the positive pairs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+ENERGIES = ("l2", "dot")
+CONTRASTIVE_LOSSES = ("forward_infonce", "backward_infonce", "symmetric_infonce")
+
+
+def energy(sa_repr: jax.Array, g_repr: jax.Array, kind: str = "l2") -> jax.Array:
+    """Pairwise critic values ``[B, B]``: −‖φ_i − ψ_j‖₂ (plain, not squared) or φ_i · ψ_j."""
+    if kind == "l2":
+        diff = sa_repr[:, None, :] - g_repr[None, :, :]
+        # The epsilon keeps the gradient of the norm finite where φ_i = ψ_j.
+        return -jnp.sqrt(jnp.sum(jnp.square(diff), axis=-1) + 1e-12)
+    if kind == "dot":
+        return sa_repr @ g_repr.T
+    raise ValueError(f"unknown energy {kind!r}; valid: {', '.join(ENERGIES)}")
+
+
+def pair_energy(sa_repr: jax.Array, g_repr: jax.Array, kind: str = "l2") -> jax.Array:
+    """Row-wise critic values ``f(s_i, a_i, g_i)`` (``[B]``), without the B×B matrix."""
+    if kind == "l2":
+        return -jnp.sqrt(jnp.sum(jnp.square(sa_repr - g_repr), axis=-1) + 1e-12)
+    if kind == "dot":
+        return jnp.sum(sa_repr * g_repr, axis=-1)
+    raise ValueError(f"unknown energy {kind!r}; valid: {', '.join(ENERGIES)}")
+
+
+def contrastive_loss(
+    logits: jax.Array, kind: str = "forward_infonce", logsumexp_penalty: float = 0.1
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """InfoNCE over a ``[B, B]`` logit matrix plus ``penalty · mean(logsumexp²)``.
+
+    forward: softmax over goals (each row), the paper's default; backward: softmax over state-action
+    pairs (each column); symmetric: the mean of the two. The penalty uses the logsumexp of the
+    softmax's own normaliser (both, averaged, for symmetric).
+    """
+    diag = jnp.diagonal(logits)
+    lse_rows = jax.nn.logsumexp(logits, axis=1)
+    lse_cols = jax.nn.logsumexp(logits, axis=0)
+    if kind == "forward_infonce":
+        nce = -jnp.mean(diag - lse_rows)
+        penalty = jnp.mean(jnp.square(lse_rows))
+        lse = lse_rows
+    elif kind == "backward_infonce":
+        nce = -jnp.mean(diag - lse_cols)
+        penalty = jnp.mean(jnp.square(lse_cols))
+        lse = lse_cols
+    elif kind == "symmetric_infonce":
+        nce = -0.5 * (jnp.mean(diag - lse_rows) + jnp.mean(diag - lse_cols))
+        penalty = 0.5 * (jnp.mean(jnp.square(lse_rows)) + jnp.mean(jnp.square(lse_cols)))
+        lse = 0.5 * (lse_rows + lse_cols)
+    else:
+        raise ValueError(f"unknown contrastive loss {kind!r}; valid: {', '.join(CONTRASTIVE_LOSSES)}")
+    loss = nce + logsumexp_penalty * penalty
+    is_top = jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0])
+    metrics = {
+        "critic_loss": loss,
+        "infonce": nce,
+        "logsumexp": jnp.mean(lse),
+        "categorical_accuracy": jnp.mean(is_top.astype(jnp.float32)),
+        "logits_pos": jnp.mean(diag),
+        "logits_neg": (jnp.sum(logits) - jnp.sum(diag)) / (logits.size - diag.size),
+    }
+    return loss, metrics
+
+
+def actor_loss(log_prob: jax.Array, critic_value: jax.Array, alpha: jax.Array) -> jax.Array:
+    """mean(α · log π(a|s, g) − f(s, a, g)), a ~ π reparameterised, g the relabelled goal."""
+    return jnp.mean(jax.lax.stop_gradient(alpha) * log_prob - critic_value)
+
+
+def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+    """SAC temperature loss: α is pushed up when the entropy −log π falls below the target."""
+    return jnp.exp(log_alpha) * jnp.mean(jax.lax.stop_gradient(-log_prob - target_entropy))

@@ -1,0 +1,191 @@
+"""The paper's residual MLP (DESIGN.md §1) and the CRL actor and critic built from it.
+
+Network: an input unit ``Dense(width) → LayerNorm → Swish`` (not counted in depth), then ``depth / 4``
+residual blocks of four such units whose output is added to the block's input (post-activation
+residual, nothing after the add), then an output layer with no norm or activation.
+
+The blocks run under ``nn.scan`` so that the compiled program, and so the compile time, does not grow
+with depth; ``scan_blocks=False`` unrolls them in Python (the paper's implementation, kept as the
+baseline for benchmarks). ``remat=True`` recomputes each block's activations in the backward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"swish": nn.swish, "relu": nn.relu}
+UNITS_PER_BLOCK = 4
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+# Variance scaling 1/3, fan-in, uniform: weights ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrunkConfig:
+    """Shape and ablation switches of one residual MLP."""
+
+    depth: int = 4
+    width: int = 256
+    activation: str = "swish"
+    layer_norm: bool = True
+    residual: bool = True
+    scan_blocks: bool = True
+    remat: bool = False
+    dtype: str = "float32"  # dtype of the matrix products; parameters stay float32
+
+    def __post_init__(self):
+        check_depth(self.depth)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.width < 1:
+            raise ValueError(f"width must be a positive integer, got {self.width}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"unknown dtype {self.dtype!r}; valid: float32, bfloat16")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.depth // UNITS_PER_BLOCK
+
+
+def check_depth(depth: int, what: str = "depth") -> None:
+    if not isinstance(depth, int) or depth < UNITS_PER_BLOCK or depth % UNITS_PER_BLOCK:
+        raise ValueError(
+            f"{what} must be a positive multiple of {UNITS_PER_BLOCK} (it counts the Dense layers inside "
+            f"residual blocks of {UNITS_PER_BLOCK}), got {depth!r}; e.g. 4, 8, 16, 64, 1024"
+        )
+
+
+class Unit(nn.Module):
+    """``Dense → LayerNorm → activation``."""
+
+    cfg: TrunkConfig
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(self.cfg.width, kernel_init=kernel_init, dtype=jnp.dtype(self.cfg.dtype))(x)
+        if self.cfg.layer_norm:
+            # Statistics in float32 whatever the matmul dtype.
+            x = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32)(x)
+        return ACTIVATIONS[self.cfg.activation](x)
+
+
+class ResidualBlock(nn.Module):
+    cfg: TrunkConfig
+
+    @nn.compact
+    def __call__(self, x, _=None):
+        h = x
+        for i in range(UNITS_PER_BLOCK):
+            h = Unit(self.cfg, name=f"unit_{i}")(h)
+        if self.cfg.residual:
+            h = h + x
+        return h, None
+
+
+class Trunk(nn.Module):
+    """Input unit, residual blocks, output layer of ``out_size`` (or several heads)."""
+
+    cfg: TrunkConfig
+    out_size: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = Unit(self.cfg, name="input")(x)
+        block = nn.remat(ResidualBlock) if self.cfg.remat else ResidualBlock
+        if self.cfg.scan_blocks:
+            blocks = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                length=self.cfg.num_blocks,
+            )(self.cfg, name="blocks")
+            x, _ = blocks(x, None)
+        else:
+            for i in range(self.cfg.num_blocks):
+                x, _ = block(self.cfg, name=f"block_{i}")(x)
+        return nn.Dense(self.out_size, kernel_init=kernel_init, dtype=jnp.float32, name="output")(
+            x.astype(jnp.float32)
+        )
+
+
+def unstack_block_params(params: dict) -> dict:
+    """Scanned-trunk params (blocks stacked on a leading axis) → the unrolled layout (``block_i``)."""
+    params = dict(params)
+    stacked = params.pop("blocks")
+    num_blocks = jax.tree.leaves(stacked)[0].shape[0]
+    for i in range(num_blocks):
+        params[f"block_{i}"] = jax.tree.map(lambda leaf: leaf[i], stacked)
+    return params
+
+
+class Actor(nn.Module):
+    """π(a | s, g): trunk on concat(state, goal) with mean and log-std heads."""
+
+    cfg: TrunkConfig
+    action_size: int
+
+    @nn.compact
+    def __call__(self, state, goal):
+        out = Trunk(self.cfg, 2 * self.action_size, name="trunk")(jnp.concatenate([state, goal], axis=-1))
+        mean, raw_log_std = jnp.split(out, 2, axis=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_log_std) + 1)
+        return mean, log_std
+
+
+class Critic(nn.Module):
+    """Two encoders with their own parameters: φ(s, a) and ψ(g), each of ``repr_dim`` outputs."""
+
+    cfg: TrunkConfig
+    repr_dim: int = 64
+
+    def setup(self):
+        self.sa_encoder = Trunk(self.cfg, self.repr_dim)
+        self.g_encoder = Trunk(self.cfg, self.repr_dim)
+
+    def __call__(self, state, action, goal):
+        return self.encode_sa(state, action), self.encode_goal(goal)
+
+    def encode_sa(self, state, action):
+        return self.sa_encoder(jnp.concatenate([state, action], axis=-1))
+
+    def encode_goal(self, goal):
+        return self.g_encoder(goal)
+
+
+def trunk_param_count(in_size: int, out_size: int, depth: int, width: int, layer_norm: bool = True) -> int:
+    """Closed-form parameter count of one trunk (DESIGN.md §1)."""
+    norm = 2 * width if layer_norm else 0
+    unit = lambda fan_in: fan_in * width + width + norm  # noqa: E731
+    return unit(in_size) + depth * unit(width) + width * out_size + out_size
+
+
+def param_count(tree) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+# --- the tanh-squashed Gaussian policy ---------------------------------------------------------
+
+
+def _tanh_log_det(pre_tanh: jax.Array) -> jax.Array:
+    # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|.
+    return 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+
+
+def sample_action(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised tanh-Gaussian sample and its log-probability (with the tanh correction)."""
+    std = jnp.exp(log_std)
+    noise = jax.random.normal(key, mean.shape, mean.dtype)
+    pre_tanh = mean + std * noise
+    gaussian_log_prob = -0.5 * jnp.square(noise) - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    log_prob = jnp.sum(gaussian_log_prob - _tanh_log_det(pre_tanh), axis=-1)
+    return jnp.tanh(pre_tanh), log_prob
+
+
+def deterministic_action(mean: jax.Array) -> jax.Array:
+    return jnp.tanh(mean)

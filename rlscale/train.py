@@ -1,0 +1,283 @@
+"""The CRL training loop.
+
+``Trainer.training_step(state, key)`` is one pure, jittable step: collect ``unroll_length`` steps in
+each of ``num_envs`` envs, insert them in the replay buffer, draw ``sgd_steps_per_collection``
+relabelled minibatches and ``lax.scan`` the SGD steps over them. ``Trainer.epoch`` scans training steps;
+the host loop (:func:`train`) runs epochs and, after each, evaluates, logs a metrics row and saves a
+checkpoint. Keys derive from the seed and the epoch index alone, so a resumed run draws the same
+randomness as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from rich.console import Console
+
+import envs
+from envs.wrappers import EpisodeEnv, EpisodeState
+from rlscale import checkpoint as ckpt
+from rlscale import run_dir as rd
+from rlscale.agent import Agent, Learner
+from rlscale.buffer import ReplayBuffer, init_buffer, insert, sample_minibatches
+from rlscale.config import Plan, TrainConfig, plan
+from rlscale.evaluation import make_unroll, summarize
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+@struct.dataclass
+class TrainingState:
+    learner: Learner
+    env_state: EpisodeState  # batched over num_envs
+    buffer: ReplayBuffer
+
+
+def make_task(cfg: TrainConfig, name: str | None = None) -> envs.GoalTask:
+    overrides: dict[str, Any] = {"episode_length": cfg.episode_length}
+    if cfg.backend is not None:
+        overrides["backend"] = cfg.backend
+    return envs.make(name or cfg.env, **overrides)
+
+
+class Trainer:
+    """Everything static about a run: task, agent, plan, and the pure functions built from them."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.plan: Plan = plan(cfg)
+        self.task = make_task(cfg)
+        self.spec = self.task.spec
+        self.eval_task = make_task(cfg, cfg.eval_env or self.spec.eval_task)
+        eval_spec = self.eval_task.spec
+        if (eval_spec.obs_size, eval_spec.action_size) != (self.spec.obs_size, self.spec.action_size):
+            raise ValueError(
+                f"eval task {eval_spec.name!r} (obs {eval_spec.obs_size}, action {eval_spec.action_size}) does not fit "
+                f"task {self.spec.name!r} (obs {self.spec.obs_size}, action {self.spec.action_size})"
+            )
+        self.env = EpisodeEnv(self.task, cfg.episode_length, cfg.fixed_goals_per_env)
+        self.agent = Agent.build(cfg, self.spec)
+        self.eval_unroll = make_unroll(self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.agent.act)
+
+    # --- pure functions ---
+
+    def collect(self, learner: Learner, env_state: EpisodeState, key: jax.Array, length: int):
+        """Unroll the stochastic actor toward the commanded goals: ``(env_state, (obs, action, traj_id))``."""
+
+        def step(env_state, step_key):
+            obs = env_state.task.obs
+            action = self.agent.act(learner.actor_params, obs, step_key)
+            nxt, _ = jax.vmap(self.env.step)(env_state, action)
+            return nxt, (obs, action, env_state.traj_id)
+
+        return jax.lax.scan(step, env_state, jax.random.split(key, length))
+
+    def init_env_and_buffer(self, learner: Learner, key: jax.Array) -> TrainingState:
+        """Fresh envs and a buffer prefilled with ``min_replay_size`` steps per env of the current actor."""
+        reset_key, prefill_key = jax.random.split(key)
+        cfg = self.cfg
+        env_state = jax.vmap(self.env.reset)(jax.random.split(reset_key, cfg.num_envs))
+        buffer = init_buffer(cfg.max_replay_size, cfg.num_envs, self.spec.obs_size, self.spec.action_size)
+        env_state, data = self.collect(learner, env_state, prefill_key, cfg.min_replay_size)
+        return TrainingState(learner=learner, env_state=env_state, buffer=insert(buffer, *data))
+
+    def init(self, key: jax.Array) -> TrainingState:
+        learner_key, env_key = jax.random.split(key)
+        return self.init_env_and_buffer(self.agent.init(learner_key, self.cfg.initial_alpha), env_key)
+
+    def training_step(self, state: TrainingState, key: jax.Array) -> tuple[TrainingState, dict]:
+        cfg = self.cfg
+        collect_key, sample_key, sgd_key = jax.random.split(key, 3)
+        env_state, data = self.collect(state.learner, state.env_state, collect_key, cfg.unroll_length)
+        buffer = insert(state.buffer, *data)
+        batches, self_goal_fraction = sample_minibatches(
+            buffer,
+            sample_key,
+            num_batches=cfg.sgd_steps_per_collection,
+            batch_size=cfg.batch_size,
+            window=cfg.resolved_window_length,
+            gamma=cfg.gamma,
+            state_size=self.spec.state_size,
+            goal_indices=self.spec.goal_indices,
+        )
+
+        def sgd(learner, inputs):
+            batch, step_key = inputs
+            return self.agent.sgd_step(learner, batch, step_key)
+
+        sgd_keys = jax.random.split(sgd_key, cfg.sgd_steps_per_collection)
+        learner, metrics = jax.lax.scan(sgd, state.learner, (batches, sgd_keys))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["self_goal_fraction"] = self_goal_fraction
+        return TrainingState(learner=learner, env_state=env_state, buffer=buffer), metrics
+
+    def epoch(self, state: TrainingState, key: jax.Array) -> tuple[TrainingState, dict]:
+        keys = jax.random.split(key, self.plan.training_steps_per_epoch)
+        state, metrics = jax.lax.scan(self.training_step, state, keys)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        leaves = jax.tree.leaves((state.learner, metrics))
+        metrics["all_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        return state, metrics
+
+    def evaluate(self, actor_params, key: jax.Array) -> dict:
+        return self.eval_unroll(actor_params, key)
+
+
+# --- the host loop ------------------------------------------------------------------------------
+
+
+def _keys(seed: int) -> dict[str, jax.Array]:
+    init, train, evaluate, refill = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return {"init": init, "train": train, "eval": evaluate, "refill": refill}
+
+
+def _saved_tree(state: TrainingState, rng: jax.Array, with_buffer: bool) -> dict:
+    tree = {"learner": state.learner, "rng": rng}
+    if with_buffer:
+        tree["env_state"] = state.env_state
+        tree["buffer"] = state.buffer
+    return tree
+
+
+def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, console: Console | None = None) -> Path:
+    """Run (or resume) a training run; returns its run directory."""
+    console = console or Console()
+    if resume is not None:
+        run_path = Path(resume)
+        stored = rd.read_config(run_path)
+        cfg = TrainConfig.from_dict(stored["config"], source=str(run_path / rd.CONFIG_FILE))
+        trainer = Trainer(cfg)
+    else:
+        assert cfg is not None
+        cfg = dataclasses.replace(cfg, run_dir=cfg.run_dir or str(Path("runs") / cfg.default_run_name()))
+        trainer = Trainer(cfg)  # validates everything before a file is written
+        run_path = rd.create(cfg.run_dir)
+        info = {"config": cfg.to_dict(), "plan": dataclasses.asdict(trainer.plan), "environment": rd.environment_info()}
+        rd.write_atomic(run_path / rd.CONFIG_FILE, rd.dumps_json(info))
+    run_plan = trainer.plan
+
+    keys = _keys(cfg.seed)
+    log = rd.MetricsLog(run_path, cfg.tensorboard, _wandb_run(cfg, run_path))
+    writer = ckpt.CheckpointWriter(run_path, cfg.keep_checkpoints)
+    t_start = time.perf_counter()
+    state_template = jax.eval_shape(trainer.init, keys["init"])
+    start_epoch, walltime = 0, 0.0
+    last_good = None
+
+    latest = ckpt.latest_step(run_path) if resume is not None else None
+    if latest is not None:
+        meta = ckpt.read_meta(run_path, latest)
+        template = _saved_tree(state_template, keys["init"], meta["has_buffer"])
+        saved, meta = ckpt.restore(run_path, latest, template)
+        start_epoch, walltime = meta["counters"]["epoch"], meta["walltime"]
+        if meta["has_buffer"]:
+            state = TrainingState(saved["learner"], saved["env_state"], saved["buffer"])
+        else:
+            refill = jax.jit(trainer.init_env_and_buffer)
+            state = refill(saved["learner"], jax.random.fold_in(keys["refill"], start_epoch))
+            console.print(f"[yellow]resumed without a saved buffer: refilled it with {run_plan.prefill_env_steps:,} fresh env steps (not counted)")
+        dropped = log.truncate_after(run_plan.env_steps_after(start_epoch))
+        last_good = ckpt.step_path(run_path, latest)
+        console.print(f"resuming {run_path} at epoch {start_epoch}/{run_plan.num_epochs} from {last_good}" + (f" (dropped {dropped} metric rows written after it)" if dropped else ""))
+    else:
+        if resume is not None:
+            log.truncate_after(-1)
+            console.print(f"{run_path} has no complete checkpoint: starting it from the beginning")
+        state = jax.jit(trainer.init)(keys["init"])
+
+    _print_plan(console, cfg, run_plan, trainer, run_path)
+    compile_start = time.perf_counter()
+    epoch_fn = jax.jit(trainer.epoch, donate_argnums=0).lower(state, keys["train"]).compile()
+    eval_fn = jax.jit(trainer.evaluate).lower(state.learner.actor_params, keys["eval"]).compile()
+    compile_seconds = time.perf_counter() - compile_start
+    console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
+
+    try:
+        for epoch in range(start_epoch, run_plan.num_epochs):
+            t0 = time.perf_counter()
+            state, train_metrics = epoch_fn(state, jax.random.fold_in(keys["train"], epoch))
+            train_metrics = jax.device_get(train_metrics)
+            t1 = time.perf_counter()
+            if not bool(train_metrics.pop("all_finite")):
+                raise NonFiniteError(
+                    f"non-finite loss or parameters in epoch {epoch + 1}; nothing was saved for it; "
+                    f"last good checkpoint: {last_good or 'none'}"
+                )
+            eval_metrics = summarize(eval_fn(state.learner.actor_params, jax.random.fold_in(keys["eval"], epoch)))
+            t2 = time.perf_counter()
+            walltime += t2 - t0
+            done = epoch + 1
+            env_steps = run_plan.env_steps_after(done)
+            row = {
+                "epoch": done,
+                "training/env_steps": env_steps,
+                "training/sgd_steps": run_plan.sgd_steps_after(done),
+                **{f"training/{k}": float(v) for k, v in train_metrics.items()},
+                "training/sps": run_plan.training_steps_per_epoch * run_plan.env_steps_per_training_step / (t1 - t0),
+                "training/sgd_sps": run_plan.training_steps_per_epoch * run_plan.sgd_steps_per_training_step / (t1 - t0),
+                **eval_metrics,
+                "time/epoch_seconds": t1 - t0,
+                "time/eval_seconds": t2 - t1,
+                "walltime": walltime,
+            }
+            log.append(row)
+            _print_row(console, row, run_plan, time.perf_counter() - t_start, epoch - start_epoch + 1)
+            if done % cfg.checkpoint_every == 0 or done == run_plan.num_epochs:
+                meta = {
+                    "config": cfg.to_dict(),
+                    "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": run_plan.sgd_steps_after(done)},
+                    "walltime": walltime,
+                    "has_buffer": cfg.save_buffer,
+                    "task": cfg.env,
+                    "eval_task": trainer.eval_task.spec.name,
+                }
+                last_good = writer.save(env_steps, _saved_tree(state, keys["init"], cfg.save_buffer), meta)
+    finally:
+        writer.close()
+        log.close()
+    console.print(f"[green]done: {run_path} ({run_plan.total_env_steps:,} env steps, {run_plan.total_sgd_steps:,} SGD steps)")
+    return run_path
+
+
+def _wandb_run(cfg: TrainConfig, run_path: Path):
+    if not cfg.wandb:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise RuntimeError("--wandb needs the wandb package: pip install 'rlscale[wandb]'") from None
+    return wandb.init(project=cfg.wandb_project, name=run_path.name, dir=str(run_path), config=cfg.to_dict(), resume="allow", id=run_path.name)
+
+
+def _print_plan(console: Console, cfg: TrainConfig, p: Plan, trainer: Trainer, run_path: Path) -> None:
+    from rlscale.networks import param_count
+
+    params = jax.eval_shape(trainer.agent.init, jax.random.PRNGKey(0))
+    console.print(
+        f"[bold]{run_path}[/]: {cfg.env} (eval {trainer.eval_task.spec.name}), actor depth {cfg.resolved_actor_depth}, "
+        f"critic depth {cfg.resolved_critic_depth}, width {cfg.width}, batch {cfg.batch_size}, seed {cfg.seed}; "
+        f"{param_count((params.actor_params, params.critic_params)):,} parameters\n"
+        f"plan: {p.prefill_env_steps:,} prefill + {p.num_epochs} epochs × {p.training_steps_per_epoch} training steps × "
+        f"{p.env_steps_per_training_step:,} env steps = {p.total_env_steps:,} env steps (asked {cfg.total_env_steps:,}); "
+        f"{p.sgd_steps_per_training_step} SGD steps per collection, {p.total_sgd_steps:,} in all"
+    )
+
+
+def _print_row(console: Console, row: dict, p: Plan, elapsed: float, epochs_done_here: int) -> None:
+    remaining = p.num_epochs - row["epoch"]
+    eta = elapsed / epochs_done_here * remaining
+    console.print(
+        f"epoch {row['epoch']:>4}/{p.num_epochs}  steps {row['training/env_steps']:>12,}  "
+        f"env/s {row['training/sps']:>9,.0f}  sgd/s {row['training/sgd_sps']:>7,.1f}  "
+        f"time@goal {row['eval/episode_success']:>7.1f}  success_any {row['eval/episode_success_any']:.2f}  "
+        f"critic {row['training/critic_loss']:.3f}  actor {row['training/actor_loss']:.3f}  "
+        f"α {row['training/alpha']:.3g}  ETA {eta / 60:.1f} min"
+    )
