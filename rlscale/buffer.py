@@ -8,8 +8,9 @@ Sampling takes, for each env, a window of ``window`` consecutive steps in time o
 of a window gets a goal from a strictly later step ``j`` of the same trajectory with
 ``P(j) ∝ γ^(j - i)`` (a geometric law truncated at the trajectory's last step in the window). The goal
 is the future state's achieved goal (``obs[j][goal_indices]``). A step that is the last of its
-trajectory in the window has no future: it is kept out of minibatches whenever enough other steps
-exist, and otherwise gets its own state as goal (counted in ``self_goal_fraction``).
+trajectory in the window has no future and is kept out of minibatches: when too few steps with a
+future were drawn, some of those are used twice (counted in ``resampled_fraction``); only a buffer
+with no such step at all would give self goals.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def sample_minibatches(
     """``num_batches`` shuffled, relabelled minibatches ``[num_batches, batch_size, ...]``.
 
     Exactly ``num_batches`` are always returned (the minibatch count is never silently reduced): as many
-    rounds of windows are drawn as needed. Returns the batches and the fraction of self goals.
+    rounds of windows are drawn as needed. Returns the batches and the fraction of minibatch rows that repeat a transition.
     """
     num_envs = buffer.obs.shape[1]
     needed = num_batches * batch_size
@@ -142,9 +143,10 @@ def sample_minibatches(
     transitions, has_future = jax.vmap(one_round)(round_keys[:-1])
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), transitions)
     has_future = has_future.reshape(-1)
-    # Random order with every step that has a future ahead of those that do not.
+    # Steps with a future first, in random order; if there are fewer than needed, wrap around them.
     order = jnp.argsort(jax.random.uniform(round_keys[-1], has_future.shape) - has_future.astype(jnp.float32))
-    chosen = order[:needed]
+    num_valid = jnp.sum(has_future)
+    chosen = order[jnp.arange(needed) % jnp.maximum(num_valid, 1)]
     batches = jax.tree.map(lambda x: x[chosen].reshape((num_batches, batch_size) + x.shape[1:]), flat)
-    self_goal_fraction = 1.0 - jnp.mean(has_future[chosen].astype(jnp.float32))
-    return batches, self_goal_fraction
+    resampled_fraction = jnp.maximum(needed - num_valid, 0) / needed
+    return batches, resampled_fraction

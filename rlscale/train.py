@@ -98,7 +98,7 @@ class Trainer:
         collect_key, sample_key, sgd_key = jax.random.split(key, 3)
         env_state, data = self.collect(state.learner, state.env_state, collect_key, cfg.unroll_length)
         buffer = insert(state.buffer, *data)
-        batches, self_goal_fraction = sample_minibatches(
+        batches, resampled_fraction = sample_minibatches(
             buffer,
             sample_key,
             num_batches=cfg.sgd_steps_per_collection,
@@ -116,7 +116,7 @@ class Trainer:
         sgd_keys = jax.random.split(sgd_key, cfg.sgd_steps_per_collection)
         learner, metrics = jax.lax.scan(sgd, state.learner, (batches, sgd_keys))
         metrics = jax.tree.map(jnp.mean, metrics)
-        metrics["self_goal_fraction"] = self_goal_fraction
+        metrics["resampled_fraction"] = resampled_fraction
         return TrainingState(learner=learner, env_state=env_state, buffer=buffer), metrics
 
     def epoch(self, state: TrainingState, key: jax.Array) -> tuple[TrainingState, dict]:

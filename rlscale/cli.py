@@ -1,0 +1,96 @@
+"""``rlscale`` command line: ``rlscale train``, ``rlscale envs``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+USAGE = """usage: rlscale COMMAND [options]
+
+commands:
+  train   train a CRL agent (rlscale train --help); resume with: rlscale train --resume RUN_DIR
+  envs    list the registered tasks and their facts
+"""
+
+
+class CliError(Exception):
+    pass
+
+
+def _train(args: list[str]) -> None:
+    import tyro
+
+    from rlscale.config import TrainConfig, config_for
+    from rlscale.train import train
+
+    if "--resume" in args or any(a.startswith("--resume=") for a in args):
+        parser = argparse.ArgumentParser(prog="rlscale train", add_help=False)
+        parser.add_argument("--resume", required=True)
+        known, extra = parser.parse_known_args(args)
+        if extra:
+            raise CliError(
+                f"with --resume the run's options come from {known.resume}/config.json; unexpected: {' '.join(extra)}"
+            )
+        train(resume=known.resume)
+        return
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--env", default=TrainConfig.env)
+    known, _ = pre.parse_known_args(args)
+    from envs import names
+
+    if known.env not in names():
+        raise CliError(f"unknown task {known.env!r}; valid tasks: {', '.join(names())}")
+    defaults = config_for(known.env)
+    cfg = tyro.cli(
+        TrainConfig,
+        default=defaults,
+        args=args,
+        prog="rlscale train",
+        description=(
+            "Train contrastive RL. Defaults are the paper's, then the task's preset in configs/tasks/ "
+            "(shown as the defaults below for the chosen --env). Resume a run with: rlscale train --resume RUN_DIR"
+        ),
+    )
+    train(cfg)
+
+
+def _envs(args: list[str]) -> None:
+    import envs
+
+    if args:
+        raise CliError(f"rlscale envs takes no options, got {' '.join(args)}")
+    for name in envs.names():
+        spec = envs.make(name).spec
+        print(
+            f"{name:24s} obs {spec.obs_size:4d} (state {spec.state_size}, goal idx {list(spec.goal_indices)})  "
+            f"action {spec.action_size:2d}  success < {spec.success_threshold} m  eval: {spec.eval_task}"
+        )
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"train": _train, "envs": _envs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"rlscale: error: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    from rlscale.checkpoint import CheckpointError
+    from rlscale.run_dir import RunDirError
+    from rlscale.train import NonFiniteError
+
+    try:
+        COMMANDS[command](rest)
+    except (CliError, ValueError, RunDirError, CheckpointError, NonFiniteError) as err:
+        print(f"rlscale {command}: error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, NonFiniteError) else 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

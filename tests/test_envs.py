@@ -1,0 +1,144 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from envs.mazes import LAYOUTS, maze
+from envs.wrappers import EpisodeEnv
+
+POINT_TASKS = [n for n in envs.names() if n.startswith("point_")]
+EXPECTED = {  # name: (obs size, goal indices, success threshold)
+    **{n: (6, (0, 1), 0.5) for n in POINT_TASKS},
+    "ant": (31, (0, 1), 0.5),
+    "reacher": (13, (4, 5, 6), 0.05),
+}
+
+
+def test_registry_names_and_unknown_task():
+    assert set(EXPECTED) == set(envs.names())
+    with pytest.raises(ValueError, match="unknown task 'point_v_maze'; valid tasks: .*point_u_maze"):
+        envs.make("point_v_maze")
+    with pytest.raises(ValueError, match="bad override for task 'point_u_maze'"):
+        envs.make("point_u_maze", colour="red")
+
+
+@pytest.mark.parametrize("name", envs.names())
+def test_every_task_resets_and_steps_batched(name):
+    task = envs.make(name, episode_length=20)
+    obs_size, goal_indices, threshold = EXPECTED[name]
+    spec = task.spec
+    assert (spec.obs_size, spec.goal_indices, spec.success_threshold) == (obs_size, goal_indices, threshold)
+    env = EpisodeEnv(task)
+    num_envs = 4
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    step = jax.jit(jax.vmap(env.step))
+    key = jax.random.PRNGKey(1)
+    traj_ids, dones = [], []
+    for _ in range(50):
+        key, k = jax.random.split(key)
+        action = jax.random.uniform(k, (num_envs, spec.action_size), minval=-1, maxval=1)
+        before = state
+        state, info = step(state, action)
+        assert state.task.obs.shape == (num_envs, obs_size)
+        assert np.all(np.isfinite(state.task.obs))
+        # success is computed with the task's threshold from the achieved goal.
+        dist = np.asarray(info.metrics["dist"])
+        np.testing.assert_array_equal(np.asarray(info.metrics["success"]), (dist < threshold).astype(np.float32))
+        traj_ids.append(np.asarray(before.traj_id))
+        dones.append(np.asarray(info.done))
+    traj_ids, dones = np.array(traj_ids), np.array(dones)
+    # The trajectory id increments exactly at resets.
+    np.testing.assert_array_equal(np.diff(traj_ids, axis=0), dones[:-1].astype(int))
+    assert dones.sum() >= 2 * num_envs  # 20-step episodes: at least two resets per env in 50 steps
+
+
+@pytest.mark.parametrize("name", POINT_TASKS)
+def test_point_dist_matches_observation(name):
+    task = envs.make(name)
+    state = task.reset(jax.random.PRNGKey(3))
+    state = task.step(state, jnp.array([0.3, -0.7]))
+    expected = np.linalg.norm(state.obs[:2] - state.obs[4:6])
+    np.testing.assert_allclose(state.metrics["dist"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", POINT_TASKS)
+def test_maze_goals_are_goal_cell_centres_and_start_in_reset_cell(name):
+    task = envs.make(name)
+    layout = task.maze
+    states = jax.vmap(task.reset)(jax.random.split(jax.random.PRNGKey(0), 400))
+    goals = np.asarray(states.goal)
+    cells = {tuple(c) for c in layout.goals.tolist()}
+    assert {tuple(g) for g in goals.tolist()} == cells  # every goal a G-cell centre, all of them drawn
+    assert np.all(np.abs(states.obs[:, :2] - layout.start) <= 0.1 + 1e-6)
+
+
+EVAL_GOALS = {  # ENV_SPECS §2, world coordinates of the far cells
+    "point_u4_maze_eval": {(16, 4), (20, 4), (20, 8), (20, 12)},
+    "point_u5_maze_eval": {(16, 4), (16, 24)} | {(20, y) for y in range(4, 25, 4)},
+    "point_big_maze_eval": {(4, 20), (4, 24), (8, 24), (20, 12), (20, 24), (24, 8), (24, 12), (24, 20), (24, 24)},
+    "point_u_maze_eval": {(12, 4), (12, 8), (12, 12)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVAL_GOALS))
+def test_eval_layouts_hold_only_far_cells_and_same_walls(name):
+    eval_maze = envs.make(name).maze
+    assert {tuple(g) for g in eval_maze.goals.astype(int).tolist()} == EVAL_GOALS[name]
+    train_maze = maze(name.removeprefix("point_").removesuffix("_eval"))
+    np.testing.assert_array_equal(eval_maze.walls, train_maze.walls)
+    assert envs.make(name.removesuffix("_eval")).spec.eval_task == name
+
+
+def test_layout_goal_counts():
+    counts = {"u_maze": 6, "big_maze": 25, "hardest_maze": 45, "u4_maze": 10, "u5_maze": 16}
+    for layout, n in counts.items():
+        assert len(maze(layout).goals) == n, layout
+    assert set(counts) < set(LAYOUTS)
+
+
+def test_point_driven_at_a_wall_does_not_pass_it():
+    task = envs.make("point_u_maze")
+    state = task.reset(jax.random.PRNGKey(0))  # start (4, 4); wall row 0 spans x < 2
+    step = jax.jit(task.step)
+    for _ in range(30):
+        state = step(state, jnp.array([-1.0, 0.0]))
+    sub_move = task.max_step / task.substeps  # the point stops within one sub-move of the wall face
+    assert 2.0 + task.radius - 1e-5 <= float(state.obs[0]) <= 2.0 + task.radius + sub_move + 1e-5
+    # Along the corridor it moves freely.
+    for _ in range(5):
+        state = step(state, jnp.array([0.0, 1.0]))
+    assert float(state.obs[1]) > 8.0
+    # Cell (2, 1) below the start is a wall: pushing +x from the start cell stops at its face (x = 6).
+    state = task.reset(jax.random.PRNGKey(0))
+    for _ in range(30):
+        state = step(state, jnp.array([1.0, 0.0]))
+    assert 6.0 - task.radius - sub_move - 1e-5 <= float(state.obs[0]) <= 6.0 - task.radius + 1e-5
+
+
+def test_fresh_goals_each_episode_and_paper_flag():
+    task = envs.make("point_big_maze", episode_length=3)
+
+    def goals_seen(fixed):
+        env = EpisodeEnv(task, fixed_goals_per_env=fixed)
+        state = env.reset(jax.random.PRNGKey(0))
+        step = jax.jit(env.step)
+        seen = set()
+        for _ in range(60):
+            seen.add(tuple(np.asarray(state.task.goal).tolist()))
+            state, _ = step(state, jnp.zeros(2))
+        return seen
+
+    assert len(goals_seen(False)) > 1
+    assert len(goals_seen(True)) == 1
+
+
+def test_state_part_does_not_depend_on_goal():
+    for name in ("ant", "reacher", "point_u_maze"):
+        task = envs.make(name)
+        a = task.reset(jax.random.PRNGKey(0))
+        b = a.replace(goal=a.goal + 1.0)
+        sa, sb = task.step(a, jnp.zeros(task.spec.action_size)), task.step(b, jnp.zeros(task.spec.action_size))
+        n = task.spec.state_size
+        np.testing.assert_array_equal(sa.obs[:n], sb.obs[:n])
+        assert not np.allclose(sa.obs[n:], sb.obs[n:])
