@@ -31,8 +31,8 @@ class PointMaze(GoalTask):
         name: str | None = None,
         eval_task: str | None = None,
         episode_length: int = 200,
-        max_step: float = 1.0,
-        substeps: int = 4,
+        max_step: float = 2.0,
+        substeps: int = 8,
         radius: float = 0.4,
         start_noise: float = 0.1,
     ):

@@ -11,6 +11,7 @@ USAGE = """usage: rlscale COMMAND [options]
 commands:
   train   train a CRL agent (rlscale train --help); resume with: rlscale train --resume RUN_DIR
   envs    list the registered tasks and their facts
+  sweep   launch or resume the runs of a sweep file (rlscale sweep --help; configs/sweeps/)
 """
 
 
@@ -68,7 +69,18 @@ def _envs(args: list[str]) -> None:
         )
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"train": _train, "envs": _envs}
+def _sweep(args: list[str]) -> None:
+    from launch.launcher import main as sweep
+    from rlscale.train import PREEMPTED_EXIT_CODE, Preempted
+
+    code = sweep(args)
+    if code == PREEMPTED_EXIT_CODE:
+        raise Preempted("the sweep was stopped by a signal; rerun it to resume")
+    if code:
+        raise SystemExit(code)  # 1: some run failed or is unfinished (reported above)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"train": _train, "envs": _envs, "sweep": _sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from rlscale.checkpoint import CheckpointError
     from rlscale.run_dir import RunDirError
-    from rlscale.train import NonFiniteError
+    from rlscale.train import PREEMPTED_EXIT_CODE, NonFiniteError, Preempted
 
     try:
         COMMANDS[command](rest)
+    except Preempted:
+        return PREEMPTED_EXIT_CODE
     except (CliError, ValueError, RunDirError, CheckpointError, NonFiniteError) as err:
         print(f"rlscale {command}: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, NonFiniteError) else 2

@@ -10,7 +10,10 @@ randomness as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +33,17 @@ from rlscale.config import Plan, TrainConfig, plan
 from rlscale.evaluation import make_unroll, summarize
 
 
+# Exit status of a run stopped by SIGTERM (Slurm preemption, Ray cancellation) after it saved a
+# checkpoint: resume it, do not count it as failed. 75 is EX_TEMPFAIL ("try again later").
+PREEMPTED_EXIT_CODE = 75
+
+
 class NonFiniteError(RuntimeError):
     pass
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; the run saved a checkpoint at the end of the current epoch and stopped."""
 
 
 @struct.dataclass
@@ -149,7 +161,7 @@ def _saved_tree(state: TrainingState, rng: jax.Array, with_buffer: bool) -> dict
 
 def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, console: Console | None = None) -> Path:
     """Run (or resume) a training run; returns its run directory."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     if resume is not None:
         run_path = Path(resume)
         stored = rd.read_config(run_path)
@@ -165,86 +177,115 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, cons
     run_plan = trainer.plan
 
     keys = _keys(cfg.seed)
-    log = rd.MetricsLog(run_path, cfg.tensorboard, _wandb_run(cfg, run_path))
-    writer = ckpt.CheckpointWriter(run_path, cfg.keep_checkpoints)
     t_start = time.perf_counter()
-    state_template = jax.eval_shape(trainer.init, keys["init"])
-    start_epoch, walltime = 0, 0.0
-    last_good = None
-
-    latest = ckpt.latest_step(run_path) if resume is not None else None
-    if latest is not None:
-        meta = ckpt.read_meta(run_path, latest)
-        template = _saved_tree(state_template, keys["init"], meta["has_buffer"])
-        saved, meta = ckpt.restore(run_path, latest, template)
-        start_epoch, walltime = meta["counters"]["epoch"], meta["walltime"]
-        if meta["has_buffer"]:
-            state = TrainingState(saved["learner"], saved["env_state"], saved["buffer"])
-        else:
-            refill = jax.jit(trainer.init_env_and_buffer)
-            state = refill(saved["learner"], jax.random.fold_in(keys["refill"], start_epoch))
-            console.print(f"[yellow]resumed without a saved buffer: refilled it with {run_plan.prefill_env_steps:,} fresh env steps (not counted)")
-        dropped = log.truncate_after(run_plan.env_steps_after(start_epoch))
-        last_good = ckpt.step_path(run_path, latest)
-        console.print(f"resuming {run_path} at epoch {start_epoch}/{run_plan.num_epochs} from {last_good}" + (f" (dropped {dropped} metric rows written after it)" if dropped else ""))
-    else:
-        if resume is not None:
-            log.truncate_after(-1)
-            console.print(f"{run_path} has no complete checkpoint: starting it from the beginning")
-        state = jax.jit(trainer.init)(keys["init"])
+    # Restore before anything is written, so that a bad checkpoint leaves the run directory untouched.
+    state, start_epoch, walltime, last_good = _initial_state(trainer, run_path, resume is not None, keys, console)
+    log = rd.MetricsLog(run_path, cfg.tensorboard, _wandb_run(cfg, run_path))
+    dropped = log.truncate_after(run_plan.env_steps_after(start_epoch) if last_good else -1)
+    if dropped:
+        console.print(f"dropped {dropped} metric rows written after the last checkpoint")
+    writer = ckpt.CheckpointWriter(run_path, cfg.keep_checkpoints)
 
     _print_plan(console, cfg, run_plan, trainer, run_path)
+    if start_epoch >= run_plan.num_epochs:
+        writer.close()
+        log.close()
+        console.print(f"[green]{run_path} is already complete ({run_plan.num_epochs} epochs)")
+        return run_path
     compile_start = time.perf_counter()
     epoch_fn = jax.jit(trainer.epoch, donate_argnums=0).lower(state, keys["train"]).compile()
     eval_fn = jax.jit(trainer.evaluate).lower(state.learner.actor_params, keys["eval"]).compile()
     compile_seconds = time.perf_counter() - compile_start
     console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
 
+    sigterm = threading.Event()
     try:
-        for epoch in range(start_epoch, run_plan.num_epochs):
-            t0 = time.perf_counter()
-            state, train_metrics = epoch_fn(state, jax.random.fold_in(keys["train"], epoch))
-            train_metrics = jax.device_get(train_metrics)
-            t1 = time.perf_counter()
-            if not bool(train_metrics.pop("all_finite")):
-                raise NonFiniteError(
-                    f"non-finite loss or parameters in epoch {epoch + 1}; nothing was saved for it; "
-                    f"last good checkpoint: {last_good or 'none'}"
-                )
-            eval_metrics = summarize(eval_fn(state.learner.actor_params, jax.random.fold_in(keys["eval"], epoch)))
-            t2 = time.perf_counter()
-            walltime += t2 - t0
-            done = epoch + 1
-            env_steps = run_plan.env_steps_after(done)
-            row = {
-                "epoch": done,
-                "training/env_steps": env_steps,
-                "training/sgd_steps": run_plan.sgd_steps_after(done),
-                **{f"training/{k}": float(v) for k, v in train_metrics.items()},
-                "training/sps": run_plan.training_steps_per_epoch * run_plan.env_steps_per_training_step / (t1 - t0),
-                "training/sgd_sps": run_plan.training_steps_per_epoch * run_plan.sgd_steps_per_training_step / (t1 - t0),
-                **eval_metrics,
-                "time/epoch_seconds": t1 - t0,
-                "time/eval_seconds": t2 - t1,
-                "walltime": walltime,
-            }
-            log.append(row)
-            _print_row(console, row, run_plan, time.perf_counter() - t_start, epoch - start_epoch + 1)
-            if done % cfg.checkpoint_every == 0 or done == run_plan.num_epochs:
-                meta = {
-                    "config": cfg.to_dict(),
-                    "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": run_plan.sgd_steps_after(done)},
+        with _sigterm_sets(sigterm):
+            for epoch in range(start_epoch, run_plan.num_epochs):
+                t0 = time.perf_counter()
+                state, train_metrics = epoch_fn(state, jax.random.fold_in(keys["train"], epoch))
+                train_metrics = jax.device_get(train_metrics)
+                t1 = time.perf_counter()
+                if not bool(train_metrics.pop("all_finite")):
+                    raise NonFiniteError(
+                        f"non-finite loss or parameters in epoch {epoch + 1}; nothing was saved for it; "
+                        f"last good checkpoint: {last_good or 'none'}"
+                    )
+                eval_metrics = summarize(eval_fn(state.learner.actor_params, jax.random.fold_in(keys["eval"], epoch)))
+                t2 = time.perf_counter()
+                walltime += t2 - t0
+                done = epoch + 1
+                env_steps = run_plan.env_steps_after(done)
+                epoch_steps = run_plan.training_steps_per_epoch
+                row = {
+                    "epoch": done,
+                    "training/env_steps": env_steps,
+                    "training/sgd_steps": run_plan.sgd_steps_after(done),
+                    **{f"training/{k}": float(v) for k, v in train_metrics.items()},
+                    "training/sps": epoch_steps * run_plan.env_steps_per_training_step / (t1 - t0),
+                    "training/sgd_sps": epoch_steps * run_plan.sgd_steps_per_training_step / (t1 - t0),
+                    **eval_metrics,
+                    "time/epoch_seconds": t1 - t0,
+                    "time/eval_seconds": t2 - t1,
+                    "time/compile_seconds": compile_seconds,
                     "walltime": walltime,
-                    "has_buffer": cfg.save_buffer,
-                    "task": cfg.env,
-                    "eval_task": trainer.eval_task.spec.name,
                 }
-                last_good = writer.save(env_steps, _saved_tree(state, keys["init"], cfg.save_buffer), meta)
+                log.append(row)
+                _print_row(console, row, run_plan, time.perf_counter() - t_start, epoch - start_epoch + 1)
+                if done % cfg.checkpoint_every == 0 or done == run_plan.num_epochs or sigterm.is_set():
+                    meta = {
+                        "config": cfg.to_dict(),
+                        "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": run_plan.sgd_steps_after(done)},
+                        "walltime": walltime,
+                        "has_buffer": cfg.save_buffer,
+                        "task": cfg.env,
+                        "eval_task": trainer.eval_task.spec.name,
+                    }
+                    last_good = writer.save(env_steps, _saved_tree(state, keys["init"], cfg.save_buffer), meta)
+                if sigterm.is_set() and done < run_plan.num_epochs:
+                    console.print(f"[yellow]SIGTERM: stopped after epoch {done} with checkpoint {last_good}; resume with --resume")
+                    raise Preempted(str(last_good))
     finally:
         writer.close()
         log.close()
     console.print(f"[green]done: {run_path} ({run_plan.total_env_steps:,} env steps, {run_plan.total_sgd_steps:,} SGD steps)")
     return run_path
+
+
+@contextlib.contextmanager
+def _sigterm_sets(event: threading.Event):
+    """While inside, SIGTERM sets ``event`` instead of killing the process (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _initial_state(trainer: Trainer, run_path: Path, resuming: bool, keys: dict, console: Console):
+    """``(state, start_epoch, walltime, last_good_checkpoint)`` from the latest checkpoint, or fresh."""
+    latest = ckpt.latest_step(run_path) if resuming else None
+    if latest is None:
+        if resuming:
+            console.print(f"{run_path} has no complete checkpoint: starting it from the beginning")
+        return jax.jit(trainer.init)(keys["init"]), 0, 0.0, None
+    meta = ckpt.read_meta(run_path, latest)
+    state_template = jax.eval_shape(trainer.init, keys["init"])
+    saved, meta = ckpt.restore(run_path, latest, _saved_tree(state_template, keys["init"], meta["has_buffer"]))
+    start_epoch = meta["counters"]["epoch"]
+    if meta["has_buffer"]:
+        state = TrainingState(saved["learner"], saved["env_state"], saved["buffer"])
+    else:
+        state = jax.jit(trainer.init_env_and_buffer)(saved["learner"], jax.random.fold_in(keys["refill"], start_epoch))
+        console.print(
+            f"[yellow]no buffer in the checkpoint: refilled it with {trainer.plan.prefill_env_steps:,} fresh env steps (not counted)"
+        )
+    last_good = ckpt.step_path(run_path, latest)
+    console.print(f"resuming {run_path} at epoch {start_epoch}/{trainer.plan.num_epochs} from {last_good}")
+    return state, start_epoch, meta["walltime"], last_good
 
 
 def _wandb_run(cfg: TrainConfig, run_path: Path):

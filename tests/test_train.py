@@ -1,0 +1,129 @@
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from helpers import TINY, without_timing
+
+from rlscale import checkpoint as ckpt
+from rlscale import losses
+from rlscale import run_dir as rd
+from rlscale.config import TrainConfig, config_for, plan
+from rlscale.train import NonFiniteError, train
+
+
+def _run(tmp_path, name, **overrides):
+    cfg = TrainConfig(**{**TINY, **overrides, "run_dir": str(tmp_path / name)})
+    return train(cfg)
+
+
+def test_run_directory_is_self_describing(tmp_path):
+    run = _run(tmp_path, "run")
+    info = json.loads((run / "config.json").read_text())
+    assert info["config"]["depth"] == 4 and info["config"]["env"] == "point_u_maze"
+    assert info["plan"]["total_env_steps"] == 320 and info["plan"]["total_sgd_steps"] == 3 * 2 * 4
+    assert info["environment"]["packages"]["jax"] == jax.__version__
+    assert "git_commit" in info["environment"] and info["environment"]["devices"]
+    rows = rd.read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["training/env_steps"] for r in rows] == [160, 240, 320]
+    for key in (
+        "eval/episode_success", "eval/episode_success_any", "eval/episode_dist", "eval/avg_episode_length",
+        "training/critic_loss", "training/actor_loss", "training/alpha", "training/logsumexp", "training/sps",
+        "training/sgd_steps", "walltime",
+    ):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert all(0 <= r["eval/episode_success"] <= 20 for r in rows)
+    assert ckpt.list_steps(run) == [160, 240, 320]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name[0].isdigit()) == [
+        "000000000160", "000000000240", "000000000320",
+    ]
+
+
+def test_plan_never_floors_env_steps():
+    cfg = TrainConfig(**{**TINY, "total_env_steps": 1000, "num_evals": 7})
+    p = plan(cfg)
+    assert p.total_env_steps >= 1000
+    assert p.total_env_steps - 1000 < p.num_epochs * p.env_steps_per_training_step
+    assert p.total_sgd_steps == p.total_training_steps * cfg.sgd_steps_per_collection
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_second_checkpoint(monkeypatch):
+    """Make the run die after writing epoch 2's metrics row but before its checkpoint."""
+    original = ckpt.CheckpointWriter.save
+    calls = {"n": 0}
+
+    def save(self, step, state, meta):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Interrupted()
+        return original(self, step, state, meta)
+
+    monkeypatch.setattr(ckpt.CheckpointWriter, "save", save)
+
+
+@pytest.mark.parametrize("save_buffer", [True, False])
+def test_kill_and_resume(tmp_path, monkeypatch, save_buffer):
+    reference = rd.read_metrics(_run(tmp_path, "reference", save_buffer=save_buffer))
+    with monkeypatch.context() as patch:
+        _interrupt_second_checkpoint(patch)
+        with pytest.raises(Interrupted):
+            _run(tmp_path, "interrupted", save_buffer=save_buffer)
+    run = tmp_path / "interrupted"
+    assert len(rd.read_metrics(run)) == 2 and ckpt.list_steps(run) == [160]
+    train(resume=run)
+    rows = rd.read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # no duplicated or lost rows
+    assert [r["training/env_steps"] for r in rows] == [r["training/env_steps"] for r in reference]
+    assert [r["training/sgd_steps"] for r in rows] == [r["training/sgd_steps"] for r in reference]
+    assert ckpt.list_steps(run) == [160, 240, 320]
+    if save_buffer:  # the resumed run is exactly the uninterrupted one
+        assert [without_timing(r) for r in rows] == [without_timing(r) for r in reference]
+    else:  # same learner at the restart point, different (refilled) data afterwards
+        assert without_timing(rows[0]) == without_timing(reference[0])
+    assert rows[-1]["walltime"] >= rows[0]["walltime"]
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path):
+    run = _run(tmp_path, "run")
+    before = (run / "metrics.jsonl").read_text()
+    train(resume=run)
+    assert (run / "metrics.jsonl").read_text() == before
+    assert ckpt.list_steps(run) == [160, 240, 320]
+
+
+def test_non_finite_loss_stops_the_run_and_saves_nothing(tmp_path, monkeypatch):
+    original = losses.contrastive_loss
+
+    def poisoned(logits, *args, **kwargs):
+        loss, metrics = original(logits, *args, **kwargs)
+        return loss * np.nan, metrics
+
+    monkeypatch.setattr(losses, "contrastive_loss", poisoned)
+    with pytest.raises(NonFiniteError, match=r"epoch 1; nothing was saved for it; last good checkpoint: none"):
+        _run(tmp_path, "nan")
+    assert ckpt.list_steps(tmp_path / "nan") == []
+    assert rd.read_metrics(tmp_path / "nan") == []
+
+
+def test_crl_learns_point_u_maze_on_cpu(tmp_path):
+    """Depth 4, CPU: success-any ≥ 0.8 on the far goal cells of the U-maze within 3 minutes."""
+    cfg = config_for(
+        "point_u_maze", depth=4, width=64, total_env_steps=650_000, num_evals=13, seed=0,
+        run_dir=str(tmp_path / "learn"), tensorboard=False,
+    )
+    assert cfg.batch_size == 256 and cfg.episode_length == 100  # the preset
+    start = time.perf_counter()
+    run = train(cfg)
+    seconds = time.perf_counter() - start
+    success_any = [r["eval/episode_success_any"] for r in rd.read_metrics(run)]
+    print(f"point_u_maze, depth 4: success-any per epoch {success_any}, {seconds:.0f} s")
+    assert success_any[0] < 0.5  # the far cells are not reachable by chance
+    assert max(success_any) >= 0.8
+    assert seconds < 180
