@@ -171,6 +171,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, cons
         assert cfg is not None
         cfg = dataclasses.replace(cfg, run_dir=cfg.run_dir or str(Path("runs") / cfg.default_run_name()))
         trainer = Trainer(cfg)  # validates everything before a file is written
+        if cfg.wandb:
+            _import_wandb()
         run_path = rd.create(cfg.run_dir)
         info = {"config": cfg.to_dict(), "plan": dataclasses.asdict(trainer.plan), "environment": rd.environment_info()}
         rd.write_atomic(run_path / rd.CONFIG_FILE, rd.dumps_json(info))
@@ -288,13 +290,18 @@ def _initial_state(trainer: Trainer, run_path: Path, resuming: bool, keys: dict,
     return state, start_epoch, meta["walltime"], last_good
 
 
-def _wandb_run(cfg: TrainConfig, run_path: Path):
-    if not cfg.wandb:
-        return None
+def _import_wandb():
     try:
         import wandb
     except ImportError:
-        raise RuntimeError("--wandb needs the wandb package: pip install 'rlscale[wandb]'") from None
+        raise ValueError("--wandb needs the wandb package: pip install 'rlscale[wandb]'") from None
+    return wandb
+
+
+def _wandb_run(cfg: TrainConfig, run_path: Path):
+    if not cfg.wandb:
+        return None
+    wandb = _import_wandb()
     return wandb.init(project=cfg.wandb_project, name=run_path.name, dir=str(run_path), config=cfg.to_dict(), resume="allow", id=run_path.name)
 
 
