@@ -66,8 +66,11 @@ class TrainConfig:
     logsumexp_penalty: float = 0.1
     """Weight of the mean squared logsumexp regulariser."""
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
     critic_lr: float = 3e-4
+    """Adam learning rate of both critic encoders."""
     alpha_lr: float = 3e-4
+    """Adam learning rate of log α."""
     initial_alpha: float = 1.0
     """Starting entropy temperature α (auto-tuned)."""
     target_entropy_per_action_dim: float = -0.5
@@ -75,6 +78,7 @@ class TrainConfig:
 
     # --- data ---
     batch_size: int = 512
+    """Minibatch size of each SGD step (also the number of contrastive negatives + 1)."""
     num_envs: int = 512
     """Parallel environments collecting data."""
     unroll_length: int = 62
@@ -98,6 +102,7 @@ class TrainConfig:
     num_eval_envs: int = 128
     """Fresh evaluation episodes per epoch (deterministic actor)."""
     seed: int = 0
+    """Seed of every random draw of the run (init, envs, sampling, evaluation)."""
     run_dir: str | None = None
     """Run directory; default: runs/<env>_d<depth>_w<width>_b<batch>_s<seed>. Never overwritten."""
     checkpoint_every: int = 1
