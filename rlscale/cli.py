@@ -69,18 +69,14 @@ def _envs(args: list[str]) -> None:
         )
 
 
-def _sweep(args: list[str]) -> None:
+def _sweep(args: list[str]) -> int:
     from launch.launcher import main as sweep
-    from rlscale.train import PREEMPTED_EXIT_CODE, Preempted
 
-    code = sweep(args)
-    if code == PREEMPTED_EXIT_CODE:
-        raise Preempted("the sweep was stopped by a signal; rerun it to resume")
-    if code:
-        raise SystemExit(code)  # 1: some run failed or is unfinished (reported above)
+    # 0 all done, 1 some run failed or is unfinished (reported), 2 bad input, 75 stopped by a signal.
+    return sweep(args)
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"train": _train, "envs": _envs, "sweep": _sweep}
+COMMANDS: dict[str, Callable[[list[str]], int | None]] = {"train": _train, "envs": _envs, "sweep": _sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,13 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     from rlscale.train import PREEMPTED_EXIT_CODE, NonFiniteError, Preempted
 
     try:
-        COMMANDS[command](rest)
+        return COMMANDS[command](rest) or 0
     except Preempted:
         return PREEMPTED_EXIT_CODE
     except (CliError, ValueError, RunDirError, CheckpointError, NonFiniteError) as err:
         print(f"rlscale {command}: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, NonFiniteError) else 2
-    return 0
 
 
 if __name__ == "__main__":

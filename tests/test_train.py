@@ -1,7 +1,6 @@
 import json
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np

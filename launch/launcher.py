@@ -1,0 +1,326 @@
+"""``rlscale sweep FILE``: expand a sweep file, validate every run, then launch what is left to do.
+
+Each run owns ``<runs root>/<sweep name>/<readable name>_<id>/`` (the id is a short hash of its resolved
+config), so a rerun of the same file finds its runs again: finished runs are skipped, interrupted ones
+resumed (``rlscale train --resume``), failed ones skipped until ``--retry-failed``. Logs, failed-run
+markers and locks live in ``<sweep dir>/logs/``; ``summary.csv`` (and ``summary.png``) in the sweep dir.
+
+Exit status: 0 when every run is done, 1 when some run failed or is unfinished, 2 for bad input, 75
+when the launcher was stopped by SIGTERM or SIGINT (its runs were told to save and stop; rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from launch import runs, sweepfile
+from launch.sweepfile import SweepError
+
+FORWARD_PREFIXES = ("JAX_", "XLA_", "RLSCALE_", "WANDB_", "TF_CPP_")
+CACHE_DIR = ".jax_cache"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one-line errors, exit status 2 (through rlscale.cli)
+        raise SweepError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="rlscale sweep",
+        description="Launch (or resume) the runs of a sweep file (configs/sweeps/*.yaml). Options given here "
+        "override the file's launcher settings.",
+    )
+    p.add_argument("file", help="sweep file (YAML)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and their exact commands; launch nothing")
+    p.add_argument("--summarize", action="store_true", help="only rebuild summary.csv (and the plot) from the run dirs")
+    p.add_argument("--retry-failed", action="store_true", help="also rerun runs recorded as failed")
+    p.add_argument("--runs-root", default="runs", help="folder of the sweep folders (default: runs)")
+    p.add_argument("--backend", choices=sweepfile.BACKENDS, help="local (default), ray or slurm")
+    p.add_argument("--workers", type=int, help="runs at once (local; ray: in flight)")
+    p.add_argument("--runs-per-gpu", type=int, help="local: runs sharing one GPU")
+    p.add_argument("--no-compilation-cache", action="store_true", help="do not share XLA compilations between runs")
+    p.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--gpus-per-run", type=float, help="ray: num_gpus per run (fractions share a GPU); slurm: GPUs per job")
+    p.add_argument("--cpus-per-run", type=float, help="ray: num_cpus per run; slurm: CPUs per job")
+    p.add_argument("--max-retries", type=int, help="ray: retries of a run whose worker died")
+    p.add_argument("--partition", help="slurm partition")
+    p.add_argument("--time", help="slurm time limit per job: minutes or [D-]HH:MM[:SS]")
+    p.add_argument("--array-parallelism", type=int, help="slurm: jobs of the array running at once")
+    p.add_argument("--slurm-cluster", choices=sweepfile.SLURM_CLUSTERS, help="submitit executor (local: this machine)")
+    return p
+
+
+def _apply_options(launcher: sweepfile.Launcher, args: argparse.Namespace) -> sweepfile.Launcher:
+    """The file's launcher settings with the command line on top (checked like the file's)."""
+    launcher = dataclasses.replace(
+        launcher, ray=dataclasses.replace(launcher.ray), slurm=dataclasses.replace(launcher.slurm)
+    )
+
+    def put(target, schema, key, value, flag):
+        if value is None:
+            return
+        check, description = schema[key]
+        if not check(value):
+            raise SweepError(f"{flag} {value!r} is not {description}")
+        setattr(target, key, value)
+
+    def whole(value, flag):
+        if value is None or float(value).is_integer():
+            return None if value is None else int(value)
+        raise SweepError(f"{flag} {value!r} is not a whole number")
+
+    L, R, S = sweepfile._LAUNCHER_SCHEMA, sweepfile._RAY_SCHEMA, sweepfile._SLURM_SCHEMA
+    put(launcher, L, "backend", args.backend, "--backend")
+    put(launcher, L, "workers", args.workers, "--workers")
+    put(launcher, L, "runs_per_gpu", args.runs_per_gpu, "--runs-per-gpu")
+    if args.no_compilation_cache:
+        launcher.compilation_cache = False
+    put(launcher.ray, R, "address", args.ray_address, "--ray-address")
+    put(launcher.ray, R, "max_retries", args.max_retries, "--max-retries")
+    put(launcher.slurm, S, "partition", args.partition, "--partition")
+    put(launcher.slurm, S, "time", args.time, "--time")
+    put(launcher.slurm, S, "array_parallelism", args.array_parallelism, "--array-parallelism")
+    put(launcher.slurm, S, "cluster", args.slurm_cluster, "--slurm-cluster")
+    if args.gpus_per_run is not None:
+        put(launcher.ray, R, "num_gpus", args.gpus_per_run, "--gpus-per-run")
+        if launcher.backend == "slurm":
+            put(launcher.slurm, S, "gpus", whole(args.gpus_per_run, "--gpus-per-run"), "--gpus-per-run")
+    if args.cpus_per_run is not None:
+        put(launcher.ray, R, "num_cpus", args.cpus_per_run, "--cpus-per-run")
+        if launcher.backend == "slurm":
+            put(launcher.slurm, S, "cpus", whole(args.cpus_per_run, "--cpus-per-run"), "--cpus-per-run")
+    return launcher
+
+
+def make_specs(run_list: list[sweepfile.Run], sweep_dir: Path, compilation_cache: bool) -> list[runs.RunSpec]:
+    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIXES)}
+    if compilation_cache and "JAX_COMPILATION_CACHE_DIR" not in env:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(sweep_dir / CACHE_DIR)
+    env_items = tuple(sorted(env.items()))
+    cwd = os.getcwd()
+    return [
+        runs.RunSpec(
+            id=run.id,
+            name=run.name,
+            run_dir=str(sweep_dir / run.name),
+            train_args=tuple(run.train_args(str(sweep_dir / run.name))),
+            env=env_items,
+            cwd=cwd,
+        )
+        for run in run_list
+    ]
+
+
+def make_backend(launcher: sweepfile.Launcher, sweep_dir: Path, sweep_name: str):
+    if launcher.backend == "local":
+        from launch.local_backend import LocalBackend
+
+        return LocalBackend(launcher.workers, launcher.runs_per_gpu)
+    if launcher.backend == "ray":
+        from launch.ray_backend import RayBackend
+
+        r = launcher.ray
+        return RayBackend(r.address, r.num_gpus, r.num_cpus, r.max_retries, launcher.workers)
+    try:
+        from launch.slurm_backend import SlurmBackend
+    except ImportError:
+        raise SweepError("the slurm backend needs submitit: pip install 'rlscale[slurm]'") from None
+    return SlurmBackend(launcher.slurm, sweep_dir / "slurm", f"rlscale-{sweep_name}")
+
+
+class Reporter:
+    """Progress lines, one per event (thread-safe)."""
+
+    def __init__(self, specs: list[runs.RunSpec], out=None):
+        self.position = {s.id: i + 1 for i, s in enumerate(specs)}
+        self.total = len(specs)
+        self.started_at: dict[str, float] = {}
+        self.failed: list[runs.RunSpec] = []
+        self._lock = threading.Lock()
+        self._out = out or sys.stdout
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            print(text, file=self._out, flush=True)
+
+    def _tag(self, spec: runs.RunSpec) -> str:
+        return f"[{self.position[spec.id]:>{len(str(self.total))}}/{self.total}]"
+
+    def note(self, text: str) -> None:
+        self._print(text)
+
+    def started(self, spec: runs.RunSpec, where: str | None) -> None:
+        self.started_at[spec.id] = time.monotonic()
+        how = "resume" if runs.is_started(spec.run_dir) else "start "
+        self._print(f"{self._tag(spec)} {how}   {spec.name}{f' ({where})' if where else ''}")
+
+    def finished(self, spec: runs.RunSpec, code: int | None, message: str | None = None) -> None:
+        took = time.monotonic() - self.started_at.get(spec.id, time.monotonic())
+        if code == 0:
+            self._print(f"{self._tag(spec)} done     {spec.name} ({took:.0f} s)")
+            return
+        if code == runs.PREEMPTED:
+            self._print(f"{self._tag(spec)} stopped  {spec.name}: it will resume from its last checkpoint ({took:.0f} s)")
+            return
+        self.failed.append(spec)
+        reason = message or runs.describe_exit(code)
+        tail = runs.log_tail(spec.log_path)
+        indented = "\n".join("      | " + line for line in tail.splitlines())
+        self._print(f"{self._tag(spec)} FAILED   {spec.name}: {reason}; log: {spec.log_path}\n{indented}")
+
+
+def _print_dry_run(sweep, run_list, specs, checked, launcher, sweep_dir) -> None:
+    print(f"sweep {sweep.name} ({sweep.path}): {len(run_list)} runs in {sweep_dir}")
+    print(f"backend: {launcher.backend}" + (f", {launcher.workers} worker(s)" if launcher.workers else ""))
+    if specs and specs[0].env:
+        print("environment of the runs: " + " ".join(f"{k}={v}" for k, v in specs[0].env))
+    width = len(str(len(run_list)))
+    counts: dict[str, int] = {}
+    for run, spec in zip(run_list, specs):
+        status = runs.state(spec)
+        counts[status] = counts.get(status, 0) + 1
+        p = checked.plans.get(run.id)
+        budget = f"{p.total_env_steps:,} env steps, {p.num_epochs} epochs" if p else ""
+        action = {"done": "skip (done)", "failed": "skip (failed; --retry-failed)", "partial": "resume", "pending": "start"}[status]
+        print(f"[{run.index + 1:>{width}}/{len(run_list)}] {status:8s} {run.name}  {budget}  -> {action}")
+        if status != "done":
+            print("    " + " ".join(spec.command(resume=status == "partial" or runs.is_started(spec.run_dir))))
+    print(f"{len(run_list)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for task, task_runs in sorted(checked.unregistered.items()):
+        print("note: " + sweepfile.unregistered_note(task, task_runs))
+
+
+def _cpu_only_jax() -> None:
+    """Building a task for its parameter count initialises JAX in this process: keep it off the GPUs
+    (this process only; the runs' environments are untouched)."""
+    import jax
+
+    try:
+        jax.config.update("jax_platforms", "cpu")
+    except Exception:  # noqa: BLE001 - backends already initialised (a launcher called in-process)
+        pass
+
+
+def _summarize(sweep, run_list, specs, checked, sweep_dir: Path, show: bool) -> list[dict]:
+    from launch import summary
+
+    _cpu_only_jax()
+
+    table = summary.rows(sweep, run_list, specs, checked.plans)
+    path = sweep_dir / "summary.csv"
+    summary.write_csv(table, path)
+    if show:
+        print(summary.format_table(table))
+    print(f"summary: {path}")
+    print(summary.plot(table, sweep_dir / "summary.png", sweep.name))
+    return table
+
+
+@dataclasses.dataclass
+class _Signals:
+    count: int = 0
+    previous: dict = dataclasses.field(default_factory=dict)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 1:
+            message = (f"\n{signal.Signals(signum).name}: starting no more runs; running ones save a checkpoint at the "
+                       "end of their epoch and stop (again to kill them now)\n")
+            os.write(sys.stderr.fileno(), message.encode())  # unbuffered: print is not reentrant
+            runs.request_stop(signal.SIGTERM)
+        else:
+            runs.request_stop(signal.SIGKILL)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    sweep = sweepfile.load(args.file)
+    launcher = _apply_options(sweep.launcher, args)
+    run_list = sweepfile.expand(sweep)
+    checked = sweepfile.check(sweep, run_list)
+    if checked.errors:
+        more = f" (and {len(checked.errors) - 1} more invalid runs)" if len(checked.errors) > 1 else ""
+        raise SweepError(checked.errors[0] + more)
+    sweep_dir = Path(args.runs_root).absolute() / sweep.name
+    specs = make_specs(run_list, sweep_dir, launcher.compilation_cache)
+
+    if args.summarize:
+        _summarize(sweep, run_list, specs, checked, sweep_dir, show=True)
+        return 0
+    if args.dry_run:
+        _print_dry_run(sweep, run_list, specs, checked, launcher, sweep_dir)
+        return 0
+    if checked.unregistered:
+        notes = "; ".join(sweepfile.unregistered_note(t, r) for t, r in sorted(checked.unregistered.items()))
+        raise SweepError(f"{sweep.path}: nothing launched: {notes}")
+
+    reporter = Reporter(specs)
+    todo = []
+    for spec in specs:
+        status = runs.state(spec)
+        if status == "done":
+            reporter.note(f"{reporter._tag(spec)} done     {spec.name} (skipped)")
+        elif status == "failed" and not args.retry_failed:
+            marker = runs.read_marker(spec) or {}
+            reporter.note(
+                f"{reporter._tag(spec)} failed   {spec.name} earlier ({marker.get('message', 'see log')}): skipped; "
+                f"--retry-failed to rerun it; log: {spec.log_path}"
+            )
+        else:
+            todo.append(spec)
+
+    backend = make_backend(launcher, sweep_dir, sweep.name)
+    for spec in todo:
+        runs.clear_marker(spec)  # --retry-failed
+    start = time.monotonic()
+    signals = _Signals()
+    runs.reset_stop()
+    if todo:
+        print(f"sweep {sweep.name}: {len(todo)} of {len(specs)} runs to do in {sweep_dir}; {backend.describe()}", flush=True)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        signals.install()
+        try:
+            queue = todo
+            for _ in range(launcher.max_preemptions + 1):
+                results = backend.run(queue, reporter)
+                again = [s for s in queue if results.get(s.id) == runs.PREEMPTED]
+                if runs.stopping() or not again:
+                    break
+                reporter.note(f"resubmitting {len(again)} run(s) stopped by SIGTERM: they resume from their checkpoints")
+                queue = again
+        finally:
+            signals.restore()
+    stopped = runs.stopping()
+    runs.reset_stop()
+
+    states = [runs.state(s) for s in specs]
+    counts = {s: states.count(s) for s in ("done", "failed", "partial", "pending") if states.count(s)}
+    _summarize(sweep, run_list, specs, checked, sweep_dir, show=False)
+    minutes = (time.monotonic() - start) / 60
+    print(f"sweep {sweep.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({minutes:.1f} min)")
+    failed = [s for s, st in zip(specs, states) if st == "failed"]
+    for spec in failed:
+        print(f"  failed: {spec.name} (log: {spec.log_path})")
+    if stopped:
+        print("stopped: rerun the same command to resume")
+        return runs.PREEMPTED
+    return 0 if all(st == "done" for st in states) else 1

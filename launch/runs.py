@@ -1,0 +1,286 @@
+"""One run of a sweep, as every backend executes it: state on disk, locking, the subprocess, markers.
+
+:func:`execute` is the only code that starts ``rlscale train``. Backends call it where the run executes:
+in a thread of the launcher (local), in a Ray worker (ray) or in a Slurm job (slurm). It
+
+1. takes an exclusive lock on ``<sweep dir>/logs/<run>.lock`` (the training process inherits it, so a
+   run is never trained by two processes at once, even when the process that started it died);
+2. returns at once if the run is complete;
+3. starts ``python -m rlscale.cli train ...`` fresh, or ``train --resume RUN_DIR`` when the run
+   directory already has a ``config.json``, with stdout and stderr appended to ``logs/<run>.log``;
+4. records a failed-run marker ``logs/<run>.failed.json`` (exit status, command, log tail) when the run
+   fails, and removes it when the run completes.
+
+Exit status 75 (``rlscale.train.PREEMPTED_EXIT_CODE``: SIGTERM, checkpoint saved) is not a failure; nor is
+a run killed by SIGTERM, SIGINT or SIGHUP before it could save (both are reported as 75 and resumed).
+
+The training process is started through ``launch/_child.py``, which asks Linux to send it SIGTERM when
+the process that started it dies (a killed Ray worker, a cancelled Slurm job): it then finishes its
+epoch, saves a checkpoint and exits, releasing the lock for the retry.
+
+Nothing here imports JAX: the launcher must not touch the accelerators.
+
+Fault injection for tests: with ``RLSCALE_SWEEP_FAULT=kill_worker_once:<marker file>`` in the
+environment, the first :func:`execute` that manages to create the marker file kills its own process
+with SIGKILL right after starting the training process (a worker dying mid-run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+PREEMPTED = 75  # rlscale.train.PREEMPTED_EXIT_CODE (not imported: that module imports JAX)
+INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FAULT_ENV = "RLSCALE_SWEEP_FAULT"
+LOG_DIR = "logs"
+TAIL_LINES = 20
+# The exec wrapper, run by path with -S (it needs only the standard library): nothing in the working
+# directory can shadow it, and it starts in milliseconds.
+CHILD = str(Path(__file__).with_name("_child.py"))
+
+_live: dict[int, subprocess.Popen] = {}  # pid -> training process started by this process
+_stopping = threading.Event()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to execute one run anywhere (picklable for Ray and submitit)."""
+
+    id: str
+    name: str
+    run_dir: str  # absolute
+    train_args: tuple[str, ...]  # options of a fresh `rlscale train`, including --run-dir
+    env: tuple[tuple[str, str], ...] = ()  # environment variables for the training process
+    cwd: str | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.run_dir).parent / LOG_DIR
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    @property
+    def marker_path(self) -> Path:
+        return self.log_dir / f"{self.name}.failed.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.log_dir / f"{self.name}.lock"
+
+    def command(self, resume: bool, python: str | None = None) -> list[str]:
+        python = python or sys.executable
+        if resume:
+            return [python, "-m", "rlscale.cli", "train", "--resume", self.run_dir]
+        return [python, "-m", "rlscale.cli", "train", *self.train_args]
+
+
+# --- state on disk -----------------------------------------------------------------------------
+
+
+def is_started(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "config.json").is_file()
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """The run's final checkpoint (its plan's total env steps) exists.
+
+    orbax writes a checkpoint under a temporary name and renames it when complete, so a directory named
+    exactly by the step is a complete checkpoint (the check reads no checkpoint and imports no JAX).
+    """
+    path = Path(run_dir) / "config.json"
+    try:
+        total = json.loads(path.read_text())["plan"]["total_env_steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (Path(run_dir) / "checkpoints" / f"{int(total):012d}").is_dir()
+
+
+def read_marker(spec: RunSpec) -> dict | None:
+    try:
+        return json.loads(spec.marker_path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def state(spec: RunSpec) -> str:
+    """done, failed (a failed-run marker), partial (started, not complete) or pending."""
+    if is_complete(spec.run_dir):
+        return "done"
+    if spec.marker_path.exists():
+        return "failed"
+    if is_started(spec.run_dir):
+        return "partial"
+    return "pending"
+
+
+def log_tail(path: str | Path, lines: int = TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def mark_failed(spec: RunSpec, code: int | None, message: str, command: list[str] | None = None) -> None:
+    from rlscale.run_dir import write_atomic
+
+    spec.log_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "run": spec.name,
+        "exit_code": code,
+        "message": message,
+        "command": command,
+        "log": str(spec.log_path),
+        "time": _now(),
+        "tail": log_tail(spec.log_path),
+    }
+    write_atomic(spec.marker_path, json.dumps(record, indent=2) + "\n")
+
+
+def clear_marker(spec: RunSpec) -> None:
+    spec.marker_path.unlink(missing_ok=True)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+# --- stopping ----------------------------------------------------------------------------------
+
+
+def stopping() -> bool:
+    return _stopping.is_set()
+
+
+def request_stop(sig: int = signal.SIGTERM) -> None:
+    """Start no more runs; send ``sig`` to the training processes this process started."""
+    _stopping.set()
+    for proc in list(_live.values()):
+        try:
+            proc.send_signal(sig)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+def reset_stop() -> None:
+    _stopping.clear()
+
+
+def wait_for_children(deadline_s: float) -> None:
+    """Wait (without reaping) until this process's training processes have exited, or the deadline."""
+    end = time.monotonic() + deadline_s
+    for pid in list(_live):
+        while time.monotonic() < end:
+            try:
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                break
+            if info is not None:
+                break
+            time.sleep(0.5)
+
+
+# --- executing a run ---------------------------------------------------------------------------
+
+
+def _log(log, text: str) -> None:
+    log.write(f"=== {_now()} [pid {os.getpid()}] {text}\n".encode())
+    log.flush()
+
+
+def _fault(env: dict[str, str]) -> str | None:
+    value = env.get(FAULT_ENV, "")
+    kind, _, marker = value.partition(":")
+    if kind != "kill_worker_once" or not marker:
+        return None
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    return kind
+
+
+def execute(spec: RunSpec, extra_env: dict[str, str] | None = None) -> int:
+    """Run (or resume) one run to its end; returns 0, 75 (stopped; resume it) or the failing status."""
+    spec.log_dir.mkdir(parents=True, exist_ok=True)
+    Path(spec.run_dir).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **dict(spec.env), **(extra_env or {})}
+    with open(spec.lock_path, "a+b") as lock, open(spec.log_path, "ab") as log:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log(log, f"waiting for the process that holds {spec.lock_path} (a previous attempt still running)")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_complete(spec.run_dir):
+            _log(log, "already complete")
+            clear_marker(spec)
+            return 0
+        if stopping():
+            return PREEMPTED
+        resume = is_started(spec.run_dir)
+        command = spec.command(resume)
+        _log(log, f"{'resume' if resume else 'start'}: {' '.join(command)}")
+        proc = subprocess.Popen(
+            [sys.executable, "-S", CHILD, str(os.getpid()), *command],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else None,
+            pass_fds=(lock.fileno(),),  # the training process holds the lock until it exits
+            # Its own process group: a Ctrl-C at the terminal reaches only the launcher, which asks the run
+            # to stop cleanly (SIGTERM: save at the end of the epoch) instead of losing the epoch.
+            process_group=0,
+        )
+        _live[proc.pid] = proc
+        if stopping():  # a stop request that came while the process was being started
+            proc.send_signal(signal.SIGTERM)
+        try:
+            if _fault(env):
+                _log(log, f"{FAULT_ENV}: killing this worker (pid {os.getpid()})")
+                os.kill(os.getpid(), signal.SIGKILL)
+            try:
+                code = proc.wait()
+            except BaseException:  # KeyboardInterrupt (Ray cancellation): stop the run cleanly
+                proc.send_signal(signal.SIGTERM)
+                while True:
+                    try:
+                        proc.wait()
+                        break
+                    except BaseException:
+                        continue
+                raise
+        finally:
+            _live.pop(proc.pid, None)
+        _log(log, describe_exit(code))
+    if code == 0:
+        clear_marker(spec)
+        return 0
+    if code == PREEMPTED or -code in INTERRUPTING_SIGNALS:
+        return PREEMPTED
+    mark_failed(spec, code, describe_exit(code), command)
+    return code

@@ -1,0 +1,191 @@
+"""The sweep's summary: ``<sweep dir>/summary.csv`` (one row per run, rebuilt from the run directories)
+and, when matplotlib is installed, ``summary.png`` (score against depth, one line per task).
+
+A run's score is the mean time at goal (``eval/episode_success``) over its last 5 evaluations
+(DESIGN.md §4); ``success_any`` likewise. Parameter counts are closed-form
+(``rlscale.networks.trunk_param_count``, the actor and both critic encoders), so no network is built.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from launch import runs
+from launch.sweepfile import Run, Sweep
+from rlscale.run_dir import atomic_output, write_atomic
+
+LAST_EVALS = 5
+COLUMNS = [
+    "run_id", "run_name", "run_dir", "task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed",
+    "params", "env_steps", "total_env_steps", "final_score", "success_any", "walltime_s", "status",
+]
+
+_specs: dict[str, Any] = {}
+
+
+def _task_spec(task: str):
+    """The task's spec, or None for an unregistered task."""
+    if task not in _specs:
+        import envs
+
+        if task not in envs.names():
+            _specs[task] = None
+        else:
+            try:
+                _specs[task] = envs.make(task).spec
+            except Exception:  # noqa: BLE001 - a summary never fails for want of a parameter count
+                _specs[task] = None
+    return _specs[task]
+
+
+def param_count(cfg) -> int | None:
+    """Parameters of the actor and the two critic encoders."""
+    from rlscale.networks import trunk_param_count
+
+    spec = _task_spec(cfg.env)
+    if spec is None:
+        return None
+    actor = trunk_param_count(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, cfg.width, cfg.layer_norm)
+    sa = trunk_param_count(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
+    g = trunk_param_count(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
+    return actor + sa + g
+
+
+def _mean_last(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))][-LAST_EVALS:]
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: dict) -> list[dict[str, Any]]:
+    from rlscale.run_dir import read_metrics
+
+    extra_axes = [a for a in sweep.axes if a not in COLUMNS and a not in ("env",)]
+    table = []
+    for run, spec in zip(run_list, specs):
+        cfg = run.config
+        metrics = read_metrics(spec.run_dir)
+        last = metrics[-1] if metrics else {}
+        plan = plans.get(run.id)
+        row = {
+            "run_id": run.id,
+            "run_name": run.name,
+            "run_dir": spec.run_dir,
+            "task": cfg.env,
+            "depth": cfg.depth,
+            "actor_depth": cfg.resolved_actor_depth,
+            "critic_depth": cfg.resolved_critic_depth,
+            "width": cfg.width,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+            "params": param_count(cfg),
+            "env_steps": last.get("training/env_steps", 0),
+            "total_env_steps": plan.total_env_steps if plan else None,
+            "final_score": _mean_last(metrics, "eval/episode_success"),
+            "success_any": _mean_last(metrics, "eval/episode_success_any"),
+            "walltime_s": last.get("walltime"),
+            "status": runs.state(spec),
+        }
+        for axis in extra_axes:
+            row[axis] = getattr(cfg, axis)
+        table.append(row)
+    return table
+
+
+def write_csv(table: list[dict[str, Any]], path: Path) -> None:
+
+    columns = COLUMNS + [k for k in (table[0] if table else {}) if k not in COLUMNS]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in table:
+        writer.writerow({k: _fmt(row.get(k)) for k in columns})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, out.getvalue())
+
+
+def _label(row: dict, varying: list[str]) -> str:
+    parts = [row["task"]]
+    for key in varying:
+        parts.append(f"{key}={row[key]}")
+    return " ".join(parts)
+
+
+def plot_lines(done: list[dict[str, Any]]) -> dict[str, dict[int, list[float]]]:
+    """label -> critic depth -> scores (one per seed): one line per task, split by any knob that takes
+    several values at one (task, depth) point (width, batch size, ablations, actor depth)."""
+    ignore = {"run_id", "run_name", "run_dir", "task", "depth", "critic_depth", "seed", "params", "env_steps",
+              "total_env_steps", "final_score", "success_any", "walltime_s", "status"}
+    points: dict[tuple, list[dict]] = {}
+    for r in done:
+        points.setdefault((r["task"], r["critic_depth"]), []).append(r)
+    varying = [
+        k for k in done[0]
+        if k not in ignore and any(len({str(r[k]) for r in point}) > 1 for point in points.values())
+    ]
+    lines: dict[str, dict[int, list[float]]] = {}
+    for r in done:
+        lines.setdefault(_label(r, varying), {}).setdefault(int(r["critic_depth"]), []).append(float(r["final_score"]))
+    return lines
+
+
+def plot(table: list[dict[str, Any]], path: Path, title: str) -> str:
+    """Write the PNG; returns a one-line message saying what was done."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install matplotlib)"
+    done = [r for r in table if r["status"] == "done" and r["final_score"] is not None]
+    if not done:
+        return "no finished run yet: no plot"
+    lines = plot_lines(done)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, by_depth in sorted(lines.items()):
+        depths = sorted(by_depth)
+        means = [statistics.fmean(by_depth[d]) for d in depths]
+        errors = [statistics.stdev(by_depth[d]) / math.sqrt(len(by_depth[d])) if len(by_depth[d]) > 1 else 0.0 for d in depths]
+        ax.errorbar(depths, means, yerr=errors, marker="o", capsize=3, label=label)
+    all_depths = sorted({int(r["critic_depth"]) for r in done})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(all_depths, [str(d) for d in all_depths])
+    ax.set_xlabel("depth (critic; log2 scale)")
+    ax.set_ylabel(f"time at goal (mean of last {LAST_EVALS} evals)")
+    ax.set_title(f"{title}: mean over seeds ± 1 s.e.")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return f"plot: {path}"
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    header = f"{'status':8s} {'run':48s} {'params':>10s} {'env steps':>12s} {'score':>8s} {'any':>5s} {'wall s':>8s}"
+    lines = [header]
+    for r in table:
+        score = "" if r["final_score"] is None else f"{r['final_score']:.1f}"
+        anyv = "" if r["success_any"] is None else f"{r['success_any']:.2f}"
+        wall = "" if r["walltime_s"] is None else f"{r['walltime_s']:.0f}"
+        params = "" if r["params"] is None else f"{r['params']:,}"
+        lines.append(
+            f"{r['status']:8s} {r['run_name']:48s} {params:>10s} {r['env_steps']:>12,} {score:>8s} {anyv:>5s} {wall:>8s}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,469 @@
+"""The sweep launcher: expansion and validation of sweep files, and every backend on tiny runs.
+
+The runs share one XLA compilation cache (a session folder), and their configs differ only by seed and
+number of epochs (never by the epoch's shape), so only the first run compiles.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import TINY
+
+from launch import launcher, local_backend, runs, summary, sweepfile
+from rlscale import checkpoint as ckpt
+from rlscale.cli import main as cli_main
+
+# Subprocesses are started after JAX initialised in this process (fork + exec: harmless).
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds training processes through /proc")
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEPS = REPO / "configs" / "sweeps"
+
+# TINY with longer epochs (100 SGD steps per collection: a SIGTERM can land mid-run) and always 2
+# training steps per epoch, so that runs of any number of epochs share compiled programs.
+BASE = {k: v for k, v in TINY.items() if k != "env"} | {"sgd_steps_per_collection": 100}
+
+
+def _budget(epochs: int) -> dict:
+    return {"num_evals": epochs, "total_env_steps": 80 + epochs * 2 * 40}
+
+
+def write_sweep(path: Path, grid: dict, base: dict | None = None, **extra) -> Path:
+    data = {"name": path.stem, "base": {**BASE, **_budget(3), **(base or {})}, "grid": grid, **extra}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def expand(text: str, tmp_path: Path, name: str = "s.yaml") -> list[sweepfile.Run]:
+    path = tmp_path / name
+    path.write_text(text)
+    return sweepfile.expand(sweepfile.load(path))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture
+def compile_cache(cache_dir, monkeypatch):
+    """One XLA compilation cache for every training process of the session."""
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache_dir))
+
+
+def _specs(sweep_file: Path, root: Path) -> list[runs.RunSpec]:
+    sweep = sweepfile.load(sweep_file)
+    return launcher.make_specs(sweepfile.expand(sweep), root.absolute() / sweep.name, compilation_cache=False)
+
+
+def _snapshot(run_dir: str) -> dict:
+    return {
+        str(p.relative_to(run_dir)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(Path(run_dir).rglob("*"))
+        if p.is_file()
+    }
+
+
+def _summary_rows(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the launcher exited ({proc.returncode}) before {what}")
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _children(pid: int) -> list[int]:
+    """Processes started by ``pid`` (the training processes of a launcher)."""
+    found = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except FileNotFoundError:  # the process has exited
+        pass
+    return found
+
+
+def _launch(sweep_file: Path, root: Path, *options: str, log: Path) -> subprocess.Popen:
+    """``rlscale sweep`` in a new process group, as a user would start it."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rlscale.cli", "sweep", str(sweep_file), "--runs-root", str(root), *options],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+# --- expansion ---------------------------------------------------------------------------------
+
+
+def test_grid_zip_and_exclude_expand_in_file_order(tmp_path):
+    text = """
+name: demo
+base: {width: 32, total_env_steps: 320}
+zip:
+  - env: [point_u_maze, point_big_maze]
+    num_evals: [2, 4]
+grid:
+  depth: [4, 8, 16]
+  seed: [0, 1]
+exclude:
+  - {env: point_big_maze, depth: 16}
+  - {depth: 8, seed: 1}
+"""
+    run_list = expand(text, tmp_path)
+    got = [(r.config.env, r.config.num_evals, r.config.depth, r.config.seed) for r in run_list]
+    expected = [
+        (env, evals, depth, seed)
+        for env, evals in (("point_u_maze", 2), ("point_big_maze", 4))
+        for depth in (4, 8, 16)
+        for seed in (0, 1)
+        if not (env == "point_big_maze" and depth == 16) and not (depth == 8 and seed == 1)
+    ]
+    assert got == expected and len(got) == 12 - 2 - 2
+    assert all(r.config.width == 32 and r.config.run_dir is None for r in run_list)
+    # The task's preset applies below the sweep's options.
+    assert run_list[0].config.episode_length == sweepfile.config_for("point_u_maze").episode_length
+    assert run_list[0].name == f"point_u_maze_d4_w32_b256_s0_{run_list[0].id}"
+    assert len({r.id for r in run_list}) == len(run_list)
+
+
+def test_ids_do_not_depend_on_key_order_or_number_spelling(tmp_path):
+    a = expand("name: a\nbase: {width: 32, gamma: 0.99, actor_lr: 3e-4}\ngrid: {env: [point_u_maze], seed: [0, 1]}\n", tmp_path, "a.yaml")
+    b = expand("grid: {seed: [0, 1], env: [point_u_maze]}\nbase: {actor_lr: 0.0003, gamma: 0.99, width: 32}\nname: b\n", tmp_path, "b.yaml")
+    assert [r.id for r in a] == [r.id for r in b]
+    assert a[0].config.actor_lr == 3e-4  # YAML reads 3e-4 as a string; the launcher reads a number
+    c = expand("name: c\nbase: {width: 32, seed: 0}\ngrid: {env: [point_u_maze], gamma: [0.99]}\n", tmp_path, "c.yaml")
+    assert c[0].id == a[0].id  # where a value is set does not matter, only the resolved config
+    d = expand("name: d\nbase: {width: 64}\ngrid: {env: [point_u_maze], seed: [0]}\n", tmp_path, "d.yaml")
+    assert d[0].id != a[0].id
+
+
+@pytest.mark.parametrize(
+    "text,line,message",
+    [
+        ("name: x\ngrid:\n  env: [point_u_maze]\n  dept: [4]\n", 4, "unknown option 'dept' in grid (did you mean 'depth'?)"),
+        ("name: x\ngrids:\n  env: [point_u_maze]\n", 2, "unknown key 'grids' (did you mean 'grid'?)"),
+        ("name: x\ngrid:\n  env: [point_u_maze]\n  depth: [4,\n    eight]\n", 5, "depth: 'eight' is not an integer"),
+        ("name: x\nbase:\n  layer_norm: no_thanks\ngrid: {env: [point_u_maze]}\n", 3, "layer_norm: 'no_thanks' is not true or false"),
+        ("name: x\nbase: {activation: gelu}\ngrid: {env: [point_u_maze]}\n", 2, "activation: 'gelu' is not one of 'swish', 'relu'"),
+        ("name: x\nzip:\n  - env: [point_u_maze, point_big_maze]\n    seed: [0]\n", 3, "zip group 1: lists must have equal lengths, got env: 2, seed: 1"),
+        ("name: x\ngrid:\n  env: [point_u_maze]\n  depth: [4, 8]\nexclude:\n  - {depth: 12}\n", 6, "exclude entry 1: depth=12 is not one of the axis's values"),
+        ("name: x\ngrid:\n  env: [point_u_maze]\n  env: [point_big_maze]\n", 4, "duplicate key 'env' (first at line 3)"),
+        ("name: x\nbase: {run_dir: here}\ngrid: {env: [point_u_maze]}\n", 2, "run_dir cannot be set in a sweep"),
+        ("name: x\nbase: {depth: 4}\ngrid: {env: [point_u_maze], depth: [8]}\n", 3, "depth is set in base (line 2) and varied here"),
+        ("name: x\ngrid: {env: [point_u_maze]}\nlauncher:\n  backend: local\n  slurm: {partition: a, gpu: 1}\n", 5, "unknown setting 'gpu' in launcher.slurm"),
+        ("name: x\ngrid: {env: [point_u_maze]}\nlauncher: {backend: kubernetes}\n", 3, "launcher.backend: 'kubernetes' is not one of local, ray, slurm"),
+        ("name: x\ngrid:\n  env: [point_u_maze\n", 4, "invalid YAML"),
+        ("name: x\ngrid:\n  depth: [4]\n", 1, "no task: set env in base, grid or zip"),
+    ],
+)
+def test_bad_sweep_files_name_file_and_line(tmp_path, text, line, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(sweepfile.SweepError) as info:
+        sweepfile.expand(sweepfile.load(path))
+    assert str(info.value).startswith(f"{path}:{line}: ") and message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_runs_are_reported_with_the_line_of_the_value_before_anything_runs(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nbase: {width: 32}\ngrid:\n  env: [point_u_maze]\n  depth: [4, 6]\n  batch_size: [256]\n")
+    assert cli_main(["sweep", str(path), "--runs-root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rlscale sweep: error: {path}:5: run 2 (point_u_maze_d6_w32_b256_s0_")
+    assert "--depth must be a positive multiple of 4" in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+PAPER_COUNTS = {
+    "paper_depth": 10 * 5 * 5,
+    "paper_batch_size": 4 * 5 * 3,
+    "paper_width_vs_depth": 3 * 8 * 3,
+    "paper_actor_vs_critic": 3 * 3 * 3 * 3,
+    "paper_depth_1024": 8 * 3,
+    "paper_ablations": 4 * 4 * 3,
+}
+
+
+@pytest.mark.parametrize("name,count", sorted(PAPER_COUNTS.items()))
+def test_paper_sweeps_expand_and_validate_all_but_the_missing_tasks(name, count):
+    sweep = sweepfile.load(SWEEPS / f"{name}.yaml")
+    run_list = sweepfile.expand(sweep)
+    assert len(run_list) == count and sweep.name == name
+    checked = sweepfile.check(sweep, run_list)
+    assert checked.errors == []  # every option of every run is valid; only the tasks are missing
+    assert len(checked.plans) == count
+
+
+def test_paper_depth_budgets_and_eval_tasks():
+    run_list = sweepfile.expand(sweepfile.load(SWEEPS / "paper_depth.yaml"))
+    budgets = {r.config.env: (r.config.total_env_steps, r.config.eval_env) for r in run_list}
+    assert budgets["ant_u5_maze"] == (400_000_000, "ant_u5_maze_eval")
+    assert budgets["ant_hardest_maze"] == (200_000_000, None)
+    assert budgets["humanoid"] == (100_000_000, None)
+    assert {r.config.depth for r in run_list} == {4, 8, 16, 32, 64} and {r.config.width for r in run_list} == {256}
+    deep = sweepfile.expand(sweepfile.load(SWEEPS / "paper_depth_1024.yaml"))
+    assert max((r.config.resolved_critic_depth, r.config.resolved_actor_depth) for r in deep) == (1024, 512)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
+def test_paper_sweeps_dry_run(name, tmp_path, capsys):
+    assert cli_main(["sweep", str(SWEEPS / f"{name}.yaml"), "--dry-run", "--runs-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{PAPER_COUNTS[name]} runs: {PAPER_COUNTS[name]} pending" in out
+    assert out.count(" -m rlscale.cli train --env ") == PAPER_COUNTS[name]
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_dry_run_lists_commands_and_notes_unregistered_tasks(tmp_path, capsys):
+    path = tmp_path / "future.yaml"
+    path.write_text(
+        "name: future\nbase: {total_env_steps: 1000000}\n"
+        "zip:\n  - layer_norm: [true, false]\n    activation: [swish, relu]\n"
+        "grid:\n  env: [teleport_maze, point_u_maze]\n  depth: [4, 16]\n"
+    )
+    root = tmp_path / "runs"
+    assert cli_main(["sweep", str(path), "--dry-run", "--runs-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "8 runs: 8 pending" in out and "note: task teleport_maze is not registered yet: 4 run(s) can be listed" in out
+    assert f"-m rlscale.cli train --env teleport_maze --depth 16 --activation relu --no-layer-norm --total-env-steps 1000000 " \
+           f"--run-dir {root / 'future' / 'teleport_maze_d16_w256_b512_s0_'}" in out
+    assert not root.exists()
+    # Launching them is refused before anything runs.
+    assert cli_main(["sweep", str(path), "--runs-root", str(root)]) == 2
+    assert "nothing launched: task teleport_maze is not registered yet" in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_quickstart_is_valid_and_small():
+    sweep = sweepfile.load(SWEEPS / "quickstart.yaml")
+    run_list = sweepfile.expand(sweep)
+    checked = sweepfile.check(sweep, run_list)
+    assert len(run_list) == 12 and not checked.errors and not checked.unregistered
+    assert {r.config.depth for r in run_list} == {4, 8, 16}
+    assert all(r.config.width <= 128 and checked.plans[r.id].total_env_steps <= 200_000 for r in run_list)
+
+
+def test_gpu_detection_and_slots():
+    assert local_backend.detect_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert local_backend.detect_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert local_backend.detect_gpus({"CUDA_VISIBLE_DEVICES": "0,-1,1"}) == ["0"]
+    assert local_backend.detect_gpus({"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "0"}) == []
+    assert local_backend.slots([], None) == [{}]
+    assert local_backend.slots([], 3) == [{}, {}, {}]
+    assert local_backend.slots(["0", "1"], None) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    shared = local_backend.slots(["0", "1"], None, runs_per_gpu=2)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in shared] == ["0", "1", "0", "1"]
+    assert all(s["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for s in shared)
+
+
+def test_param_count_matches_the_networks():
+    import jax
+
+    import envs
+    from rlscale.agent import Agent
+    from rlscale.config import config_for
+    from rlscale.networks import param_count
+
+    for overrides in ({"depth": 8, "width": 32}, {"actor_depth": 4, "critic_depth": 12, "width": 16, "layer_norm": False}):
+        cfg = config_for("point_u_maze", **overrides)
+        agent = Agent.build(cfg, envs.make("point_u_maze").spec)
+        learner = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
+        assert summary.param_count(cfg) == param_count((learner.actor_params, learner.critic_params))
+
+
+def _table(**knobs) -> list[dict]:
+    return [
+        {"task": task, "depth": d, "critic_depth": d, "actor_depth": d, "width": 256, "seed": seed,
+         "final_score": float(d * (seed + 1)), "status": "done", **{k: f(d, seed) for k, f in knobs.items()}}
+        for task in ("point_u_maze", "point_big_maze") for d in (4, 8, 16) for seed in (0, 1)
+    ]
+
+
+def test_plot_has_one_line_per_task_unless_another_knob_varies():
+    lines = summary.plot_lines(_table())  # actor depth follows depth: not a knob of its own
+    assert lines == {
+        "point_u_maze": {4: [4.0, 8.0], 8: [8.0, 16.0], 16: [16.0, 32.0]},
+        "point_big_maze": {4: [4.0, 8.0], 8: [8.0, 16.0], 16: [16.0, 32.0]},
+    }
+    lines = summary.plot_lines(_table(layer_norm=lambda d, seed: seed == 0))
+    assert sorted(lines) == [f"{t} layer_norm={v}" for t in ("point_big_maze", "point_u_maze") for v in (False, True)]
+
+
+def test_plot_of_score_against_depth(tmp_path):
+    pytest.importorskip("matplotlib")
+    message = summary.plot(_table(), tmp_path / "summary.png", "demo")
+    assert message == f"plot: {tmp_path / 'summary.png'}"
+    assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- backends on tiny runs ---------------------------------------------------------------------
+
+
+@needs_proc
+def test_local_sweep_survives_sigkill_reports_failures_and_retries_them(tmp_path, compile_cache, capsys):
+    sweep_file = write_sweep(tmp_path / "kill.yaml", {"env": ["point_u_maze"], "seed": [0, 1, 2, 3]})
+    root = tmp_path / "runs"
+    specs = _specs(sweep_file, root)
+    sweep_dir = root / "kill"
+
+    # 1. One worker: wait until the first run finished and the second started, then kill everything
+    #    (launcher and training process, which runs in its own process group) as a crash would.
+    proc = _launch(sweep_file, root, "--workers", "1", log=tmp_path / "first.log")
+    try:
+        _wait_for(lambda: runs.is_complete(specs[0].run_dir) and runs.is_started(specs[1].run_dir), 240,
+                  "run 1 to finish and run 2 to start", proc)
+    finally:
+        training = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in training:
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    finished = [s for s in specs if runs.is_complete(s.run_dir)]
+    before = {s.id: _snapshot(s.run_dir) for s in finished}
+    assert runs.state(specs[0]) == "done" and not runs.is_started(specs[3].run_dir)
+
+    # 2. Rerun, with run 4's directory blocked by a stray file: it fails, the others complete.
+    Path(specs[3].run_dir).mkdir(parents=True)
+    (Path(specs[3].run_dir) / "stray.txt").write_text("not a run")
+    assert launcher.main([str(sweep_file), "--runs-root", str(root), "--workers", "2"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED   {specs[3].name}: exit status 2; log: {specs[3].log_path}" in out
+    assert "already exists; pass --resume" in out  # the tail of the failed run's log
+    assert [runs.state(s) for s in specs] == ["done", "done", "done", "failed"]
+    assert {s.id: _snapshot(s.run_dir) for s in finished} == before  # finished runs were not touched
+    assert "resume: " in specs[1].log_path.read_text()  # the interrupted run was resumed, not restarted
+    marker = json.loads(specs[3].marker_path.read_text())
+    assert marker["exit_code"] == 2 and "already exists" in marker["tail"]
+    names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name not in ("logs",))
+    assert names == sorted(s.name for s in specs)
+    rows = _summary_rows(sweep_dir)
+    assert [r["run_id"] for r in rows] == [s.id for s in specs]
+    assert [r["status"] for r in rows] == ["done", "done", "done", "failed"]
+    assert all(r["env_steps"] == "320" and r["params"] == str(summary.param_count(sweepfile.config_for("point_u_maze", width=32))) for r in rows[:3])
+
+    # 3. Without --retry-failed the failed run is skipped; with it, it is rerun.
+    log_size = specs[3].log_path.stat().st_size
+    assert launcher.main([str(sweep_file), "--runs-root", str(root)]) == 1
+    assert "--retry-failed to rerun it" in capsys.readouterr().out
+    assert specs[3].log_path.stat().st_size == log_size
+    (Path(specs[3].run_dir) / "stray.txt").unlink()
+    assert launcher.main([str(sweep_file), "--runs-root", str(root), "--retry-failed"]) == 0
+    assert [runs.state(s) for s in specs] == ["done"] * 4 and not specs[3].marker_path.exists()
+    rows = _summary_rows(sweep_dir)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    assert all(r["final_score"] != "" and r["success_any"] != "" for r in rows)
+    assert {s.id: _snapshot(s.run_dir) for s in finished} == before
+
+    # 4. The summary is rebuilt from the run directories alone.
+    text = (sweep_dir / "summary.csv").read_text()
+    (sweep_dir / "summary.csv").unlink()
+    assert cli_main(["sweep", str(sweep_file), "--runs-root", str(root), "--summarize"]) == 0
+    assert (sweep_dir / "summary.csv").read_text() == text
+
+
+@needs_proc
+def test_sigterm_saves_a_checkpoint_and_the_run_is_resumed_not_restarted(tmp_path, compile_cache):
+    epochs = 20
+    sweep_file = write_sweep(tmp_path / "term.yaml", {"env": ["point_u_maze"]}, base=_budget(epochs))
+    root = tmp_path / "runs"
+    (spec,) = _specs(sweep_file, root)
+    metrics = Path(spec.run_dir) / "metrics.jsonl"
+
+    def rows() -> int:
+        return metrics.read_text().count("\n") if metrics.exists() else 0
+
+    proc = _launch(sweep_file, root, log=tmp_path / "launcher.log")
+    try:
+        # 1. SIGTERM to the training process alone (a preempted worker): it saves and exits 75, and the
+        #    launcher resubmits it at once.
+        _wait_for(lambda: rows() >= 1, 240, "the first epoch", proc)
+        (child,) = _children(proc.pid)
+        os.kill(child, signal.SIGTERM)
+        _wait_for(lambda: spec.log_path.read_text().count("] resume: ") == 1, 120, "the resubmission", proc)
+        first_stop = ckpt.read_meta(spec.run_dir, ckpt.latest_step(spec.run_dir))["counters"]["epoch"]
+        # 2. SIGTERM to launcher and training process together (a preempted node): both stop.
+        _wait_for(lambda: rows() > first_stop, 240, "an epoch after resuming", proc)
+        (child,) = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGTERM)
+        os.kill(child, signal.SIGTERM)
+        assert proc.wait(timeout=120) == runs.PREEMPTED
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "resubmitting 1 run(s) stopped by SIGTERM" in (tmp_path / "launcher.log").read_text()
+    step = ckpt.latest_step(spec.run_dir)
+    done_epochs = ckpt.read_meta(spec.run_dir, step)["counters"]["epoch"]  # a loadable checkpoint
+    assert first_stop < done_epochs < epochs, "the SIGTERMs should land before the last epoch"
+    assert runs.state(spec) == "partial" and not spec.marker_path.exists()
+    assert spec.log_path.read_text().count("exit status 75") == 2
+    kept = metrics.read_text()
+    assert kept.count("\n") == done_epochs
+
+    # 3. The next launcher invocation resumes the run from its checkpoint.
+    assert launcher.main([str(sweep_file), "--runs-root", str(root)]) == 0
+    log = spec.log_path.read_text()
+    assert f"resuming {spec.run_dir} at epoch {first_stop}/{epochs}" in log
+    assert f"resuming {spec.run_dir} at epoch {done_epochs}/{epochs}" in log
+    lines = metrics.read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, epochs + 1))  # no row twice
+    assert metrics.read_text().startswith(kept)  # the rows from before were kept as they were
+    assert runs.state(spec) == "done"
+
+
+def test_ray_backend_retries_a_run_whose_worker_died(tmp_path, compile_cache, monkeypatch):
+    ray = pytest.importorskip("ray")
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv(runs.FAULT_ENV, f"kill_worker_once:{marker}")
+    sweep_file = write_sweep(tmp_path / "ray.yaml", {"env": ["point_u_maze"], "seed": [0, 1]})
+    root = tmp_path / "runs"
+    specs = _specs(sweep_file, root)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024**2)
+    try:
+        assert ray.is_initialized()
+        code = launcher.main([str(sweep_file), "--runs-root", str(root), "--backend", "ray", "--max-retries", "2"])
+    finally:
+        ray.shutdown()
+    assert code == 0 and marker.exists()
+    assert [runs.state(s) for s in specs] == ["done", "done"]
+    logs = [s.log_path.read_text() for s in specs]
+    killed = [log for log in logs if "killing this worker" in log]
+    assert len(killed) == 1
+    attempts = [line for line in killed[0].splitlines() if "] start: " in line or "] resume: " in line]
+    assert len(attempts) == 2  # the first attempt, and Ray's retry
+    assert len(_summary_rows(root / "ray")) == 2
+
+
+def test_slurm_backend_runs_a_job_array_through_submitit(tmp_path, compile_cache):
+    pytest.importorskip("submitit")
+    sweep_file = write_sweep(tmp_path / "slurm.yaml", {"env": ["point_u_maze"], "seed": [0, 1]})
+    root = tmp_path / "runs"
+    specs = _specs(sweep_file, root)
+    code = launcher.main([
+        str(sweep_file), "--runs-root", str(root), "--backend", "slurm", "--slurm-cluster", "local",
+        "--gpus-per-run", "0", "--time", "20",
+    ])
+    assert code == 0
+    assert [runs.state(s) for s in specs] == ["done", "done"]
+    assert any((root / "slurm" / "slurm").iterdir())  # submitit's job folders
+    assert [r["status"] for r in _summary_rows(root / "slurm")] == ["done", "done"]
