@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
@@ -110,8 +109,31 @@ def restore(run_dir: str | os.PathLike, step: int, target: Any) -> tuple[Any, di
     return state, meta
 
 
-def all_finite(tree: Any) -> bool:
-    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree) if np.issubdtype(np.asarray(x).dtype, np.floating))
+def restore_raw(run_dir: str | os.PathLike, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state_dict, meta)`` as saved, without a target structure (for loading a policy alone)."""
+    meta = read_meta(run_dir, step)
+    manager = _manager(run_dir, read_only=True)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {step_path(run_dir, step)} cannot be restored: {_short(err)}") from None
+    finally:
+        manager.close()
+    return restored, meta
+
+
+def locate(path: str | os.PathLike) -> tuple[Path, int]:
+    """``(run_dir, step)`` for a run directory (its latest checkpoint) or one checkpoint's directory."""
+    path = Path(path)
+    if path.parent.name == CHECKPOINT_DIR and path.name.isdigit():
+        run_dir, step = path.parent.parent, int(path.name)
+        if step not in list_steps(run_dir):
+            raise CheckpointError(f"{path} is not a complete checkpoint")
+        return run_dir, step
+    step = latest_step(path)
+    if step is None:
+        raise CheckpointError(f"{path} has no checkpoint (expected a run directory with {CHECKPOINT_DIR}/ or a checkpoint directory)")
+    return path, step
 
 
 def _short(err: Exception) -> str:

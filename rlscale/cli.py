@@ -11,7 +11,9 @@ USAGE = """usage: rlscale COMMAND [options]
 commands:
   train   train a CRL agent (rlscale train --help); resume with: rlscale train --resume RUN_DIR
   envs    list the registered tasks and their facts
+  eval    evaluate checkpoints of a run, a checkpoint or a sweep (rlscale eval --help)
   sweep   launch or resume the runs of a sweep file (rlscale sweep --help; configs/sweeps/)
+  plot    scaling figures, aggregates and depth fits of a sweep directory (rlscale plot --help)
 """
 
 
@@ -56,6 +58,12 @@ def _train(args: list[str]) -> None:
     train(cfg)
 
 
+def _eval(args: list[str]) -> int:
+    from rlscale.evaluate import main as evaluate
+
+    return evaluate(args)
+
+
 def _envs(args: list[str]) -> None:
     import envs
 
@@ -76,7 +84,23 @@ def _sweep(args: list[str]) -> int:
     return sweep(args)
 
 
-COMMANDS: dict[str, Callable[[list[str]], int | None]] = {"train": _train, "envs": _envs, "sweep": _sweep}
+def _plot(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rlscale plot",
+        description="Figures (PNG and PDF), per-run scores, rliable aggregates and depth fits of a sweep directory.",
+    )
+    parser.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep directory, e.g. runs/quickstart")
+    parser.add_argument("--out", default=None, help="output folder (default: SWEEP_DIR/plots)")
+    parser.add_argument("--reference", action="store_true", help="overlay the paper's numbers (configs/paper_results.yaml)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval (default 2000)")
+    known = parser.parse_args(args)
+    from rlscale.analysis import plot_sweep
+
+    plot_sweep(known.sweep_dir, known.out, reference=known.reference, reps=known.reps)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int | None]] = {"train": _train, "envs": _envs, "eval": _eval, "sweep": _sweep, "plot": _plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,17 @@ import numpy as np
 
 from envs.base import GoalTask
 
-PolicyFn = Callable[[jax.Array, jax.Array], jax.Array]  # (obs, key) -> action
+RUN_KEYS = ("init", "train", "eval", "refill")
+
+
+def run_keys(seed: int) -> dict[str, jax.Array]:
+    """The root keys of a run; every random draw of training and evaluation derives from these."""
+    return dict(zip(RUN_KEYS, jax.random.split(jax.random.PRNGKey(seed), len(RUN_KEYS))))
+
+
+def eval_key(seed: int, epoch_index: int) -> jax.Array:
+    """The key of the evaluation after epoch ``epoch_index`` (0-based) of a run with this seed."""
+    return jax.random.fold_in(run_keys(seed)["eval"], epoch_index)
 
 
 def make_unroll(task: GoalTask, episode_length: int, num_episodes: int, act: Callable):

@@ -30,7 +30,7 @@ from rlscale import run_dir as rd
 from rlscale.agent import Agent, Learner
 from rlscale.buffer import ReplayBuffer, init_buffer, insert, sample_minibatches
 from rlscale.config import Plan, TrainConfig, plan
-from rlscale.evaluation import make_unroll, summarize
+from rlscale.evaluation import eval_key, make_unroll, run_keys, summarize
 
 
 # Exit status of a run stopped by SIGTERM (Slurm preemption, Ray cancellation) after it saved a
@@ -146,11 +146,6 @@ class Trainer:
 # --- the host loop ------------------------------------------------------------------------------
 
 
-def _keys(seed: int) -> dict[str, jax.Array]:
-    init, train, evaluate, refill = jax.random.split(jax.random.PRNGKey(seed), 4)
-    return {"init": init, "train": train, "eval": evaluate, "refill": refill}
-
-
 def _saved_tree(state: TrainingState, rng: jax.Array, with_buffer: bool) -> dict:
     tree = {"learner": state.learner, "rng": rng}
     if with_buffer:
@@ -178,7 +173,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, cons
         rd.write_atomic(run_path / rd.CONFIG_FILE, rd.dumps_json(info))
     run_plan = trainer.plan
 
-    keys = _keys(cfg.seed)
+    keys = run_keys(cfg.seed)
     t_start = time.perf_counter()
     # Restore before anything is written, so that a bad checkpoint leaves the run directory untouched.
     state, start_epoch, walltime, last_good = _initial_state(trainer, run_path, resume is not None, keys, console)
@@ -213,7 +208,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, cons
                         f"non-finite loss or parameters in epoch {epoch + 1}; nothing was saved for it; "
                         f"last good checkpoint: {last_good or 'none'}"
                     )
-                eval_metrics = summarize(eval_fn(state.learner.actor_params, jax.random.fold_in(keys["eval"], epoch)))
+                eval_metrics = summarize(eval_fn(state.learner.actor_params, eval_key(cfg.seed, epoch)))
                 t2 = time.perf_counter()
                 walltime += t2 - t0
                 done = epoch + 1
@@ -242,6 +237,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, cons
                         "has_buffer": cfg.save_buffer,
                         "task": cfg.env,
                         "eval_task": trainer.eval_task.spec.name,
+                        "state_size": trainer.spec.state_size,
                     }
                     last_good = writer.save(env_steps, _saved_tree(state, keys["init"], cfg.save_buffer), meta)
                 if sigterm.is_set() and done < run_plan.num_epochs:

@@ -1,0 +1,147 @@
+"""``rlscale eval``: evaluate checkpoints without training and without touching them.
+
+PATH is a run directory (its latest checkpoint, or every checkpoint with ``--all-checkpoints``), one
+checkpoint directory, or a sweep directory (every run's latest checkpoint, compared in one table).
+Results go to the console and to ``<run_dir>/eval/<task>/<step:012d>.json``: a list with one entry per
+distinct setting (episodes, seed, stochastic), so a different setting never replaces another's result.
+
+With the run's own seed, its eval task and ``--episodes`` equal to its ``num_eval_envs``, the numbers
+are exactly those logged for that checkpoint's epoch during training (same policy, same episodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import envs
+from rlscale import checkpoint as ckpt
+from rlscale.evaluation import eval_key, make_unroll, summarize
+from rlscale.policy import LoadedPolicy, load
+from rlscale.run_dir import CONFIG_FILE, write_atomic
+
+
+class EvalError(ValueError):
+    pass
+
+
+def make_eval_task(policy: LoadedPolicy, task: str | None) -> envs.GoalTask:
+    name = task or policy.eval_task
+    overrides: dict[str, Any] = {"episode_length": policy.config["episode_length"]}
+    if policy.config.get("backend"):
+        overrides["backend"] = policy.config["backend"]
+    env = envs.make(name, **overrides)
+    action_size = policy.actor_params["trunk"]["output"]["kernel"].shape[1] // 2
+    if (env.spec.obs_size, env.spec.action_size) != (policy.obs_size, action_size):
+        raise EvalError(
+            f"task {name!r} has observation size {env.spec.obs_size} and action size {env.spec.action_size}, but the "
+            f"policy in {ckpt.step_path(policy.run_dir, policy.step)} takes {policy.obs_size} and gives {action_size}"
+        )
+    return env
+
+
+def evaluate(policy: LoadedPolicy, task: str | None = None, episodes: int = 128, seed: int | None = None,
+             stochastic: bool = False) -> dict[str, Any]:
+    """Evaluate a loaded policy; returns the summary row (also the content of the JSON entry)."""
+    if episodes < 1:
+        raise EvalError(f"--episodes must be a positive integer, got {episodes}")
+    env = make_eval_task(policy, task)
+    seed = policy.config["seed"] if seed is None else seed
+    epoch = policy.meta["counters"]["epoch"]
+    unroll = make_unroll(env, policy.config["episode_length"], episodes, policy.act)
+    per_episode = jax.jit(unroll, static_argnums=2)(policy.actor_params, eval_key(seed, epoch - 1), stochastic)
+    return {
+        "task": env.spec.name,
+        "step": policy.step,
+        "epoch": epoch,
+        "episodes": episodes,
+        "seed": seed,
+        "stochastic": stochastic,
+        "episode_length": policy.config["episode_length"],
+        **summarize(per_episode),
+    }
+
+
+def record(run_dir: Path, result: dict[str, Any]) -> Path:
+    """Add ``result`` to ``eval/<task>/<step>.json``, replacing only an entry with the same settings."""
+    out = run_dir / "eval" / result["task"] / f"{result['step']:012d}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    entries = json.loads(out.read_text()) if out.exists() else []
+    same = lambda e: all(e[k] == result[k] for k in ("episodes", "seed", "stochastic", "episode_length"))  # noqa: E731
+    entries = [e for e in entries if not same(e)] + [result]
+    write_atomic(out, json.dumps(entries, indent=2) + "\n")
+    return out
+
+
+def run_dirs_of(path: Path) -> list[Path]:
+    """The run directories a PATH stands for (one, or every run of a sweep directory)."""
+    if (path / CONFIG_FILE).is_file() or (path.parent.name == ckpt.CHECKPOINT_DIR):
+        return [path]
+    runs = sorted(p for p in path.iterdir() if (p / CONFIG_FILE).is_file()) if path.is_dir() else []
+    if not runs:
+        raise EvalError(f"{path} is neither a run directory, a checkpoint nor a sweep directory of runs")
+    return runs
+
+
+def _format(rows: list[dict[str, Any]]) -> str:
+    head = f"{'run':44s} {'task':22s} {'step':>12s} {'time@goal':>10s} {'± s.e.':>7s} {'any':>5s} {'final dist':>10s} {'length':>7s}"
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"{r['run'][-44:]:44s} {r['task']:22s} {r['step']:>12,d} {r['eval/episode_success']:>10.1f} "
+            f"{r['eval/episode_success_stderr']:>7.1f} {r['eval/episode_success_any']:>5.2f} "
+            f"{r['eval/episode_dist']:>10.2f} {r['eval/avg_episode_length']:>7.0f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rlscale eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", type=Path, help="run directory, checkpoint directory or sweep directory")
+    parser.add_argument("--task", default=None, help="task to evaluate on (default: the run's eval task)")
+    parser.add_argument("--episodes", type=int, default=128, help="evaluation episodes (default 128)")
+    parser.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of tanh(mean)")
+    parser.add_argument("--all-checkpoints", action="store_true", help="every saved checkpoint: a learning curve")
+    args = parser.parse_args(argv)
+    if not args.path.exists():
+        raise EvalError(f"{args.path} does not exist")
+    if args.task is not None and args.task not in envs.names():
+        raise EvalError(f"unknown task {args.task!r}; valid tasks: {', '.join(envs.names())}")
+    targets: list[Path] = []
+    for run in run_dirs_of(args.path):
+        if args.all_checkpoints and run.parent.name != ckpt.CHECKPOINT_DIR:
+            steps = ckpt.list_steps(run)
+            if not steps:
+                raise EvalError(f"{run} has no checkpoint")
+            targets += [ckpt.step_path(run, s) for s in steps]
+        else:
+            targets.append(run)
+    # Load and evaluate everything before writing anything, so a bad input writes nothing.
+    results = []
+    for target in targets:
+        policy = load(target)
+        results.append((policy, evaluate(policy, args.task, args.episodes, args.seed, args.stochastic)))
+    rows = []
+    for policy, result in results:
+        path = record(policy.run_dir, result)
+        rows.append({"run": str(policy.run_dir), "json": str(path), "depth": policy.config["depth"], **result})
+    print(_format(rows))
+    if len({r["run"] for r in rows}) > 1:  # a sweep: one comparison table
+        table = args.path / "eval_summary.csv"
+        keys = ["run", "task", "depth", "seed", "step", "eval/episode_success", "eval/episode_success_stderr",
+                "eval/episode_success_any", "eval/episode_dist"]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(table, buf.getvalue())
+        print(f"wrote {table}")
+    return 0
+

@@ -1,0 +1,85 @@
+"""Turn a checkpoint into a policy without importing the trainer.
+
+    from rlscale.policy import load_policy
+    policy, task = load_policy("runs/demo")          # a run directory (latest checkpoint) or a checkpoint
+    action = policy(obs)                              # obs = state ⊕ goal, batched or not
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from rlscale import checkpoint as ckpt
+from rlscale.networks import Actor, TrunkConfig, deterministic_action, sample_action
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedPolicy:
+    """A checkpoint's actor with what is needed to run it."""
+
+    run_dir: Path
+    step: int
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    actor: Actor
+    actor_params: Any
+    state_size: int
+
+    @property
+    def task(self) -> str:
+        return self.config["env"]
+
+    @property
+    def eval_task(self) -> str:
+        return self.meta.get("eval_task") or self.config["eval_env"] or self.config["env"]
+
+    @property
+    def obs_size(self) -> int:
+        return self.actor_params["trunk"]["input"]["Dense_0"]["kernel"].shape[0]
+
+    def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
+        """Deterministic tanh(mean) without a key, a tanh-Gaussian sample with one."""
+        mean, log_std = self.actor.apply({"params": actor_params}, obs[..., : self.state_size], obs[..., self.state_size :])
+        return deterministic_action(mean) if key is None else sample_action(mean, log_std, key)[0]
+
+
+def trunk_config(config: dict[str, Any], depth: int) -> TrunkConfig:
+    fields = ("width", "activation", "layer_norm", "residual", "scan_blocks", "remat", "dtype")
+    return TrunkConfig(depth=depth, **{f: config[f] for f in fields})
+
+
+def load(path: str | os.PathLike) -> LoadedPolicy:
+    """Load the actor of a run directory's latest checkpoint, or of one checkpoint directory."""
+    run_dir, step = ckpt.locate(path)
+    saved, meta = ckpt.restore_raw(run_dir, step)
+    config = meta["config"]
+    depth = config["actor_depth"] if config.get("actor_depth") is not None else config["depth"]
+    params = saved["learner"]["actor_params"]
+    output_kernel = params["trunk"]["output"]["kernel"]
+    action_size = output_kernel.shape[1] // 2
+    return LoadedPolicy(
+        run_dir=run_dir,
+        step=step,
+        config=config,
+        meta=meta,
+        actor=Actor(trunk_config(config, depth), action_size),
+        actor_params=jax.tree.map(jnp.asarray, params),
+        state_size=meta["state_size"],
+    )
+
+
+def load_policy(path: str | os.PathLike, deterministic: bool = True) -> tuple[Callable, str]:
+    """A jitted function ``obs -> action`` (``(obs, key) -> action`` when not deterministic) and the task name."""
+    loaded = load(path)
+    params = loaded.actor_params
+    if deterministic:
+        fn = jax.jit(lambda obs: loaded.act(params, obs, None))
+    else:
+        fn = jax.jit(lambda obs, key: loaded.act(params, obs, key))
+    return fn, loaded.task

@@ -1,0 +1,105 @@
+import csv
+import hashlib
+import subprocess
+import sys
+
+import pytest
+from helpers import TINY
+
+from rlscale import checkpoint as ckpt
+from rlscale import run_dir as rd
+from rlscale.cli import main
+from rlscale.config import TrainConfig
+from rlscale.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two tiny trained point-maze runs side by side, as in a sweep directory."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    runs = [train(TrainConfig(**{**TINY, "seed": seed, "run_dir": str(sweep / f"run_s{seed}")})) for seed in (0, 1)]
+    return sweep, runs
+
+
+def _snapshot(path):
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+EVAL_KEYS = ("eval/episode_success", "eval/episode_success_any", "eval/episode_dist", "eval/avg_episode_length")
+
+
+def test_eval_reproduces_the_runs_last_logged_score(trained, capsys):
+    _, (run, _) = trained
+    checkpoints_before = _snapshot(run / "checkpoints")
+    assert main(["eval", str(run), "--episodes", str(TINY["num_eval_envs"])]) == 0
+    assert "point_u_maze_eval" in capsys.readouterr().out
+    entries = __import__("json").loads((run / "eval" / "point_u_maze_eval" / "000000000320.json").read_text())
+    logged = rd.read_metrics(run)[-1]
+    assert len(entries) == 1 and entries[0]["step"] == 320 and entries[0]["episodes"] == TINY["num_eval_envs"]
+    assert {k: entries[0][k] for k in EVAL_KEYS} == {k: logged[k] for k in EVAL_KEYS}
+    assert _snapshot(run / "checkpoints") == checkpoints_before  # evaluation never writes into checkpoints
+    # Another setting adds an entry; the same setting again replaces its own entry only.
+    assert main(["eval", str(run), "--episodes", "3", "--stochastic"]) == 0
+    assert main(["eval", str(run), "--episodes", "3", "--stochastic"]) == 0
+    entries = __import__("json").loads((run / "eval" / "point_u_maze_eval" / "000000000320.json").read_text())
+    assert [(e["episodes"], e["stochastic"]) for e in entries] == [(4, False), (3, True)]
+
+
+def test_all_checkpoints_and_sweep_comparison(trained, capsys):
+    sweep, runs = trained
+    assert main(["eval", str(runs[1]), "--all-checkpoints", "--episodes", "2", "--task", "point_u_maze"]) == 0
+    assert sorted(p.name for p in (runs[1] / "eval" / "point_u_maze").iterdir()) == [
+        "000000000160.json", "000000000240.json", "000000000320.json",
+    ]
+    assert main(["eval", str(sweep), "--episodes", "2"]) == 0
+    rows = list(csv.DictReader(open(sweep / "eval_summary.csv")))
+    assert sorted(r["seed"] for r in rows) == ["0", "1"] and all(r["depth"] == "4" for r in rows)
+
+
+def test_load_policy_in_a_fresh_process_without_the_trainer(trained):
+    _, (run, _) = trained
+    code = (
+        "import sys, numpy as np\n"
+        "from rlscale import load_policy\n"
+        f"policy, task = load_policy({str(run)!r})\n"
+        "action = np.asarray(policy(np.zeros((5, 6), np.float32)))\n"
+        "assert action.shape == (5, 2) and np.all(np.abs(action) <= 1), action\n"
+        "assert 'rlscale.train' not in sys.modules and 'rlscale.agent' not in sys.modules\n"
+        "print(task)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "point_u_maze"
+
+
+def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys):
+    _, (run, _) = trained
+    before = _snapshot(run)
+    cases = [
+        (["eval", str(tmp_path)], "is neither a run directory, a checkpoint nor a sweep directory"),
+        (["eval", str(run), "--task", "reacher"], "task 'reacher' has observation size 13 and action size 2, but the policy"),
+        (["eval", str(run), "--task", "nope"], "unknown task 'nope'; valid tasks:"),
+        (["eval", str(run), "--episodes", "0"], "--episodes must be a positive integer, got 0"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert _snapshot(run) == before
+
+
+def test_corrupt_checkpoint_and_run_without_checkpoint(tmp_path, capsys):
+    run = train(TrainConfig(**{**TINY, "num_evals": 1, "total_env_steps": 160, "run_dir": str(tmp_path / "run")}))
+    for path in (ckpt.step_path(run, 160) / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\x00garbage")
+    before = _snapshot(run)
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "000000000160" in err and "\n" not in err
+    assert _snapshot(run) == before
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    assert main(["eval", str(empty)]) == 2
+    assert "has no checkpoint" in capsys.readouterr().err
