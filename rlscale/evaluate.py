@@ -101,6 +101,35 @@ def _format(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _pictures(args: argparse.Namespace, policies: list[LoadedPolicy]) -> None:
+    """The optional pictures, from the latest checkpoint of each run (one panel per depth for a sweep)."""
+    from rlscale import visualize
+
+    wanted = [args.trajectories, args.critic_map, args.render, args.video]
+    if not any(wanted):
+        return
+    latest: dict[Path, LoadedPolicy] = {}
+    for p in policies:
+        if p.run_dir not in latest or p.step > latest[p.run_dir].step:
+            latest[p.run_dir] = p
+    by_depth: dict[int, LoadedPolicy] = {}
+    for p in sorted(latest.values(), key=lambda p: (p.config["depth"], p.config["seed"], str(p.run_dir))):
+        by_depth.setdefault(p.config["depth"], p)
+    first = next(iter(by_depth.values()))
+    key = jax.random.PRNGKey(args.seed if args.seed is not None else first.config["seed"])
+    for out in filter(None, wanted):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if args.trajectories:
+        panels = [(f"depth {d}: {p.run_dir.name}", p) for d, p in by_depth.items()]
+        print(f"wrote {visualize.trajectories_figure(panels, args.task, args.num_trajectories, key, args.trajectories)}")
+    if args.critic_map:
+        print(f"wrote {visualize.critic_map(first, args.task, args.goal, args.critic_map)}")
+    if args.render:
+        print(f"wrote {visualize.render_html(first, args.task, args.num_trajectories, key, args.render)}")
+    if args.video:
+        print(f"wrote {visualize.render_video(first, args.task, args.num_trajectories, key, args.video)}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rlscale eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="run directory, checkpoint directory or sweep directory")
@@ -109,7 +138,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of tanh(mean)")
     parser.add_argument("--all-checkpoints", action="store_true", help="every saved checkpoint: a learning curve")
+    parser.add_argument("--trajectories", type=Path, default=None, metavar="PNG",
+                        help="maze tasks: the maze from above with trajectories (a sweep: one panel per depth)")
+    parser.add_argument("--num-trajectories", type=int, default=8, help="episodes drawn by --trajectories/--render")
+    parser.add_argument("--critic-map", type=Path, default=None, metavar="PNG",
+                        help="maze tasks: the critic's value over the free positions for one goal (--goal)")
+    parser.add_argument("--goal", type=float, nargs=2, default=None, metavar=("X", "Y"),
+                        help="goal of --critic-map (default: the layout's last goal cell)")
+    parser.add_argument("--render", type=Path, default=None, metavar="HTML", help="Brax tasks: interactive trajectory viewer")
+    parser.add_argument("--video", type=Path, default=None, metavar="MP4", help="an MP4 when an offscreen renderer exists")
     args = parser.parse_args(argv)
+    if args.num_trajectories < 1:
+        raise EvalError(f"--num-trajectories must be a positive integer, got {args.num_trajectories}")
     if not args.path.exists():
         raise EvalError(f"{args.path} does not exist")
     if args.task is not None and args.task not in envs.names():
@@ -128,6 +168,7 @@ def main(argv: list[str]) -> int:
     for target in targets:
         policy = load(target)
         results.append((policy, evaluate(policy, args.task, args.episodes, args.seed, args.stochastic)))
+    _pictures(args, [p for p, _ in results])
     rows = []
     for policy, result in results:
         path = record(policy.run_dir, result)

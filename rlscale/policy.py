@@ -70,8 +70,14 @@ def load(path: str | os.PathLike) -> LoadedPolicy:
         meta=meta,
         actor=Actor(trunk_config(config, depth), action_size),
         actor_params=jax.tree.map(jnp.asarray, params),
-        state_size=meta["state_size"],
+        state_size=meta["state_size"] if "state_size" in meta else _state_size(config["env"]),
     )
+
+
+def _state_size(task: str) -> int:
+    import envs  # only for checkpoints written before the state size was stored in them
+
+    return envs.make(task).spec.state_size
 
 
 def load_policy(path: str | os.PathLike, deterministic: bool = True) -> tuple[Callable, str]:

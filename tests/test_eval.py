@@ -103,3 +103,31 @@ def test_corrupt_checkpoint_and_run_without_checkpoint(tmp_path, capsys):
     (empty / "config.json").write_text("{}")
     assert main(["eval", str(empty)]) == 2
     assert "has no checkpoint" in capsys.readouterr().err
+
+
+def _png_size(path):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    return image.shape[1], image.shape[0]
+
+
+def test_pictures_of_a_point_maze_run(trained, tmp_path, capsys):
+    from envs.mazes import maze
+    from envs.render import figure_size
+
+    sweep, (run, _) = trained
+    traj, critic = tmp_path / "traj.png", tmp_path / "critic.png"
+    assert main(["eval", str(run), "--episodes", "2", "--trajectories", str(traj), "--num-trajectories", "3",
+                 "--critic-map", str(critic), "--goal", "12", "4"]) == 0
+    width, height = figure_size(maze("u_maze_eval"))
+    assert _png_size(traj) == (round(width * 100), round(height * 100))
+    assert _png_size(critic)[1] == round(height * 100)
+    # A sweep directory: one panel per depth (both runs have depth 4: one panel).
+    assert main(["eval", str(sweep), "--episodes", "2", "--trajectories", str(tmp_path / "sweep.png")]) == 0
+    assert _png_size(tmp_path / "sweep.png") == (round(width * 100), round(height * 100))
+    capsys.readouterr()
+    # Viewer and video need a Brax task: a clear one-line error, and nothing written.
+    assert main(["eval", str(run), "--render", str(tmp_path / "out.html")]) == 2
+    assert "--render needs a Brax task" in capsys.readouterr().err
+    assert not (tmp_path / "out.html").exists()
