@@ -94,7 +94,10 @@ def _plot(args: list[str]) -> int:
     parser.add_argument("--reference", action="store_true", help="overlay the paper's numbers (configs/paper_results.yaml)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval (default 2000)")
     known = parser.parse_args(args)
-    from rlscale.analysis import plot_sweep
+    try:
+        from rlscale.analysis import plot_sweep
+    except ImportError as err:
+        raise CliError(f"{err}; rlscale plot needs pandas and rliable: pip install -e \".[notebook]\"") from None
 
     plot_sweep(known.sweep_dir, known.out, reference=known.reference, reps=known.reps)
     return 0

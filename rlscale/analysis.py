@@ -1,0 +1,567 @@
+"""Scaling analysis of a sweep: tidy tables, rliable aggregates, fits and figures.
+
+Shared by ``rlscale plot SWEEP_DIR`` and ``notebooks/scaling.ipynb``.
+
+Definitions (DESIGN.md §4):
+
+* **Normalised score** of an evaluation = time at goal (``eval/episode_success``) / ``episode_length``,
+  in [0, 1]. The published numbers (``configs/paper_results.yaml``, out of 1000 steps) are normalised
+  the same way.
+* **Run score** = mean normalised score over the run's last 5 evaluations (``launch.summary.LAST_EVALS``).
+  Evaluation episodes are already averaged within a run, so seeds are the unit of replication.
+* **Aggregates** (rliable): for each setting (e.g. each depth) a score matrix of shape
+  ``(num_runs, num_tasks)`` (rows: seeds, columns: tasks; never the other way round), IQM and mean with
+  95 % stratified-bootstrap percentile intervals (resampling seeds within each task).
+* **Per-task intervals**: mean over seeds ± the 95 % Student-t half-width ``t(0.975, n-1) · sd / sqrt(n)``
+  (infinite with one seed).
+* **Critical depth** of a task: the smallest depth d (in the sorted list of depths run) whose mean score
+  exceeds the previous depth's by more than the sum of the two per-task 95 % half-widths:
+  ``mean(d) - mean(d_prev) > hw(d) + hw(d_prev)``. None when no step qualifies (or one seed only).
+* **Saturating fit**: ``score = lo + (hi - lo) / (1 + exp(-k (log2(depth) - x0)))`` fitted to the run
+  scores with ``scipy.optimize.curve_fit``; needs at least 4 distinct depths, otherwise the table says why.
+* **FLOPs per SGD step** (an estimate from the Dense layers only; LayerNorm, activations and the B×B
+  logits are ignored). A Dense layer of ``m`` weights costs ``2 m`` FLOPs per sample forward and about
+  twice that backward, so ``6 m`` forward+backward. With ``P_a``, ``P_sa``, ``P_g`` the Dense weights of
+  the actor, φ(s, a) and ψ(g) trunks and B the batch size, one SGD step does the critic update
+  (forward+backward through φ and ψ: ``6 B (P_sa + P_g)``) and the actor update (forward+backward through
+  the actor and, for the gradient with respect to the action, through φ: ``6 B (P_a + P_sa)``; ψ forward
+  only: ``2 B P_g``): ``FLOPs = B (6 P_a + 12 P_sa + 8 P_g)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rlscale.run_dir import CONFIG_FILE, atomic_output, read_config, read_metrics
+
+LAST_EVALS = 5  # DESIGN.md §4; the same as launch.summary.LAST_EVALS
+CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
+                  "layer_norm", "residual", "episode_length"]
+# Knobs that may split a task's runs into separate lines (besides depth and seed).
+VARIANT_KNOBS = ["width", "batch_size", "activation", "layer_norm", "residual", "actor_depth"]
+FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock"]
+
+
+class AnalysisError(ValueError):
+    """Bad input to the analysis (e.g. a directory without runs); the message is one line."""
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def _config(data: dict[str, Any]):
+    from rlscale.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def dense_weights(in_size: int, out_size: int, depth: int, width: int) -> int:
+    """Weights of the Dense layers of one trunk (input unit, ``depth`` residual units, output layer)."""
+    return in_size * width + depth * width * width + width * out_size
+
+
+def flops_per_sgd_step(cfg) -> int | None:
+    """Estimated FLOPs of one SGD step (module docstring): ``B (6 P_a + 12 P_sa + 8 P_g)``."""
+    from launch.summary import _task_spec
+
+    spec = _task_spec(cfg.env)
+    if spec is None:
+        return None
+    p_a = dense_weights(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, cfg.width)
+    p_sa = dense_weights(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width)
+    p_g = dense_weights(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width)
+    return cfg.batch_size * (6 * p_a + 12 * p_sa + 8 * p_g)
+
+
+def run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
+    """The run directories (sub-directories holding a ``config.json``) of a sweep, sorted by name."""
+    path = Path(sweep_dir)
+    if not path.is_dir():
+        raise AnalysisError(f"{path} is not a directory")
+    found = sorted(p for p in path.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
+    if not found:
+        raise AnalysisError(f"{path} holds no run directories (no */{CONFIG_FILE}); run `rlscale sweep` first")
+    return found
+
+
+def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """Tidy table: one row per run × evaluation, with the run's settings, size, cost and scores."""
+    from launch import runs
+    from launch.summary import param_count
+
+    rows = []
+    for run_dir in run_dirs(sweep_dir):
+        cfg = _config(read_config(run_dir)["config"])
+        base = {
+            "run": run_dir.name,
+            "task": cfg.env,
+            "depth": cfg.depth,
+            "actor_depth": cfg.resolved_actor_depth,
+            "critic_depth": cfg.resolved_critic_depth,
+            "width": cfg.width,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+            "activation": cfg.activation,
+            "layer_norm": cfg.layer_norm,
+            "residual": cfg.residual,
+            "episode_length": cfg.episode_length,
+            "params": param_count(cfg),
+            "flops_per_sgd_step": flops_per_sgd_step(cfg),
+            "complete": runs.is_complete(run_dir),
+        }
+        for m in read_metrics(run_dir):
+            if not isinstance(m.get("eval/episode_success"), (int, float)):
+                continue
+            rows.append(base | {
+                "epoch": m.get("epoch"),
+                "env_steps": m.get("training/env_steps"),
+                "sgd_steps": m.get("training/sgd_steps"),
+                "walltime_s": m.get("walltime"),
+                "time_at_goal": float(m["eval/episode_success"]),
+                "score": float(m["eval/episode_success"]) / cfg.episode_length,
+                "success_any": m.get("eval/episode_success_any"),
+                "dist": m.get("eval/episode_dist"),
+            })
+    if not rows:
+        raise AnalysisError(f"{sweep_dir}: no run has an evaluation yet (metrics.jsonl rows with eval/episode_success)")
+    table = pd.DataFrame(rows)
+    for key in ("params", "flops_per_sgd_step", "walltime_s", "success_any", "dist"):
+        table[key] = pd.to_numeric(table[key], errors="coerce")
+    return table
+
+
+def run_scores(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataFrame:
+    """One row per run: its settings and the mean (normalised) score over its last ``last`` evaluations."""
+    evals = evals.sort_values(["run", "env_steps"])
+    tail = evals.groupby("run", sort=True).tail(last)
+    settings = evals.groupby("run", sort=True).last()[
+        CONFIG_COLUMNS + ["params", "flops_per_sgd_step", "complete", "env_steps", "walltime_s"]]
+    scores = tail.groupby("run", sort=True)[["score", "time_at_goal", "success_any"]].mean()
+    out = settings.join(scores).reset_index()
+    out["num_evals"] = evals.groupby("run", sort=True).size().values
+    return out
+
+
+def variants(scores: pd.DataFrame) -> pd.Series:
+    """A label per run naming the knobs (other than depth and seed) that vary within a task, '' if none.
+
+    Actor depth is a knob only where it differs from the critic depth somewhere."""
+    knobs = []
+    for knob in VARIANT_KNOBS:
+        if knob == "actor_depth" and (scores["actor_depth"] == scores["critic_depth"]).all():
+            continue
+        if (scores.groupby(["task", "critic_depth"])[knob].nunique() > 1).any() or (
+            knob != "actor_depth" and scores.groupby("task")[knob].nunique().gt(1).any()
+        ):
+            knobs.append(knob)
+    if not knobs:
+        return pd.Series([""] * len(scores), index=scores.index)
+    return scores.apply(lambda r: " ".join(f"{k}={r[k]}" for k in knobs), axis=1)
+
+
+# --- statistics ------------------------------------------------------------------------------------
+
+
+def iqm(x) -> float:
+    """Interquartile mean (25 % trimmed mean of all entries), as rliable's ``aggregate_iqm``."""
+    from scipy.stats import trim_mean
+
+    return float(trim_mean(np.asarray(x, dtype=float), proportiontocut=0.25, axis=None))
+
+
+def t_halfwidth(x) -> float:
+    """95 % Student-t half-width of the mean of ``x`` (infinite with fewer than 2 values)."""
+    from scipy.stats import t
+
+    x = np.asarray(x, dtype=float)
+    if len(x) < 2:
+        return math.inf
+    return float(t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def score_matrix(scores: pd.DataFrame, tasks: list[str] | None = None) -> np.ndarray:
+    """Shape (num_runs, num_tasks): column j holds the seeds' scores on task j. Tasks with more seeds
+    than others are cut to the smallest count (stratified bootstrap resamples within a column)."""
+    tasks = tasks or sorted(scores["task"].unique())
+    columns = [scores.loc[scores["task"] == t].sort_values("seed")["score"].to_numpy(float) for t in tasks]
+    n = min(len(c) for c in columns)
+    return np.stack([c[:n] for c in columns], axis=1)
+
+
+def interval_estimates(matrices: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """IQM and mean of each (num_runs × num_tasks) matrix with 95 % stratified-bootstrap intervals (rliable)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    func = lambda m: np.array([metrics.aggregate_iqm(m), metrics.aggregate_mean(m)])  # noqa: E731
+    # rliable 1.2 draws its resampling indices from NumPy's global generator (np.random.choice) whatever
+    # random_state says: seed the global generator for reproducible intervals, then restore it.
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable passes arch a RandomState the deprecated way
+            warnings.simplefilter("ignore", FutureWarning)
+            points, intervals = rly.get_interval_estimates(
+                dict(matrices), func, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(state)
+    rows = []
+    for key, m in matrices.items():
+        for i, name in enumerate(("IQM", "mean")):
+            rows.append({"group": key, "metric": name, "estimate": float(points[key][i]),
+                         "lo": float(intervals[key][0, i]), "hi": float(intervals[key][1, i]),
+                         "num_runs": m.shape[0], "num_tasks": m.shape[1]})
+    return pd.DataFrame(rows)
+
+
+def aggregate(scores: pd.DataFrame, by: str = "critic_depth", reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """IQM and mean over tasks of each value of ``by`` (and each variant), with 95 % bootstrap intervals."""
+    scores = scores.assign(variant=variants(scores))
+    matrices, keys = {}, {}
+    for (variant, value), group in scores.groupby(["variant", by]):
+        label = f"{variant} {by}={value}".strip()
+        matrices[label] = score_matrix(group)
+        keys[label] = (variant, value)
+    out = interval_estimates(matrices, reps=reps, seed=seed)
+    out.insert(0, "variant", [keys[g][0] for g in out["group"]])
+    out.insert(1, by, [keys[g][1] for g in out["group"]])
+    return out.drop(columns="group")
+
+
+def per_task(scores: pd.DataFrame, by: str = "critic_depth") -> pd.DataFrame:
+    """Mean score over seeds and its 95 % t half-width per task, variant and value of ``by``."""
+    scores = scores.assign(variant=variants(scores))
+    rows = []
+    for (task, variant, value), g in scores.groupby(["task", "variant", by]):
+        rows.append({"task": task, "variant": variant, by: value, "mean": g["score"].mean(),
+                     "halfwidth": t_halfwidth(g["score"]), "num_seeds": len(g)})
+    return pd.DataFrame(rows)
+
+
+def critical_depth(depths, means, halfwidths) -> int | None:
+    """Smallest depth whose mean exceeds the previous depth's by more than the two half-widths summed."""
+    order = np.argsort(depths)
+    d, m, h = (np.asarray(a, dtype=float)[order] for a in (depths, means, halfwidths))
+    for i in range(1, len(d)):
+        if m[i] - m[i - 1] > h[i] + h[i - 1]:
+            return int(d[i])
+    return None
+
+
+def _logistic(x, lo, hi, k, x0):
+    return lo + (hi - lo) / (1.0 + np.exp(-k * (x - x0)))
+
+
+def saturating_fit(depths, scores) -> dict[str, Any]:
+    """Logistic fit of score against log2(depth) (module docstring); ``status`` says 'ok' or why not."""
+    x = np.log2(np.asarray(depths, dtype=float))
+    y = np.asarray(scores, dtype=float)
+    nan = {"fit_lo": np.nan, "fit_hi": np.nan, "fit_slope": np.nan, "fit_mid_depth": np.nan}
+    if len(np.unique(x)) < 4:
+        return nan | {"fit_status": f"too few depths ({len(np.unique(x))} < 4)"}
+    from scipy.optimize import curve_fit
+
+    p0 = [y.min(), y.max(), 1.0, float(np.median(x))]
+    bounds = ([-0.5, -0.5, 0.0, x.min() - 4], [1.5, 1.5, 50.0, x.max() + 4])
+    try:
+        p, _ = curve_fit(_logistic, x, y, p0=p0, bounds=bounds, maxfev=10000)
+    except (RuntimeError, ValueError) as err:
+        return nan | {"fit_status": f"fit failed: {str(err).splitlines()[0]}"}
+    return {"fit_lo": p[0], "fit_hi": p[1], "fit_slope": p[2], "fit_mid_depth": float(2 ** p[3]), "fit_status": "ok"}
+
+
+def fits(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per task (and variant): the depths run, the critical depth and the saturating fit."""
+    summary = per_task(scores)
+    scores = scores.assign(variant=variants(scores))
+    rows = []
+    for (task, variant), g in summary.groupby(["task", "variant"]):
+        runs_ = scores[(scores["task"] == task) & (scores["variant"] == variant)]
+        row = {"task": task, "variant": variant, "depths": " ".join(str(int(d)) for d in sorted(g["critic_depth"])),
+               "critical_depth": critical_depth(g["critic_depth"], g["mean"], g["halfwidth"])}
+        rows.append(row | saturating_fit(runs_["critic_depth"], runs_["score"]))
+    out = pd.DataFrame(rows)
+    out["critical_depth"] = out["critical_depth"].astype("Int64")
+    return out
+
+
+# --- published numbers -----------------------------------------------------------------------------
+
+
+def paper_results() -> dict[str, Any]:
+    """``configs/paper_results.yaml`` (DESIGN.md §6)."""
+    import yaml
+
+    return yaml.safe_load(resources.files("configs").joinpath("paper_results.yaml").read_text())
+
+
+def paper_depth(task: str) -> dict[int, float] | None:
+    """Published normalised score against depth for ``task``, or None."""
+    paper = paper_results()
+    table = paper["depth"].get(task)
+    return None if table is None else {int(d): v / paper["episode_length"] for d, v in table.items()}
+
+
+def paper_references(task: str, runs: pd.DataFrame) -> list[tuple[str, dict[int, float]]]:
+    """(label, depth -> normalised score) curves of the paper that match ``task`` and the runs' settings:
+    the main depth table; the deeper runs when the sweep goes past depth 64; the ablations (no
+    LayerNorm, ReLU) when the sweep has such runs."""
+    paper = paper_results()
+    scale = 1.0 / paper["episode_length"]
+    out = []
+    main = paper_depth(task)
+    if main:
+        out.append(("paper", main))
+    deep = paper["depth_deep"].get(task)
+    if deep and (runs["critic_depth"] > 64).any():
+        out.append((f"paper ({deep['env_steps'] / 1e6:.0f} M steps)", {int(d): v * scale for d, v in deep["scores"].items()}))
+    ablations = paper["ablations"].get(task, {})
+    for key, label, present in (("no_layer_norm", "paper, no LayerNorm", ~runs["layer_norm"].astype(bool)),
+                                ("relu", "paper, ReLU", runs["activation"] == "relu")):
+        if key in ablations and present.any():
+            out.append((label, {int(d): v * scale for d, v in ablations[key].items()}))
+    return out
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _log2_axis(ax, depths):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(depths), [str(int(d)) for d in sorted(depths)])
+    ax.minorticks_off()
+
+
+def _panels(n: int):
+    plt = _plt()
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def fig_score_vs_depth(scores: pd.DataFrame, reference: bool = False, reps: int = 2000):
+    """Score against log2 depth, one panel per task and an aggregate (IQM) panel; a str when skipped."""
+    if scores["critic_depth"].nunique() < 2:
+        return "one depth only"
+    summary = per_task(scores)
+    agg = aggregate(scores, reps=reps)
+    tasks = sorted(scores["task"].unique())
+    fig, axes = _panels(len(tasks) + 1)
+    depths = sorted(scores["critic_depth"].unique())
+    for ax, task in zip(axes, tasks):
+        for variant, g in summary[summary["task"] == task].groupby("variant"):
+            hw = np.where(np.isfinite(g["halfwidth"]), g["halfwidth"], 0.0)
+            ax.errorbar(g["critic_depth"], g["mean"], yerr=hw, marker="o", capsize=3, label=variant or "mean ± 95 % CI")
+        shown = set(depths)
+        refs = paper_references(task, scores[scores["task"] == task]) if reference else []
+        for (label, ref), marker in zip(refs, ("*", "P", "X", "D")):
+            ax.plot(list(ref), list(ref.values()), marker=marker, color="k", linestyle=":", label=label)
+            shown |= set(ref)
+        ax.set_title(task)
+        _log2_axis(ax, sorted(shown))
+    ax = axes[-1]
+    for variant, g in agg[agg["metric"] == "IQM"].groupby("variant"):
+        ax.plot(g["critic_depth"], g["estimate"], marker="o", label=f"IQM {variant}".strip())
+        ax.fill_between(g["critic_depth"], g["lo"], g["hi"], alpha=0.25)
+    ax.set_title(f"aggregate over {len(tasks)} task(s)")
+    _log2_axis(ax, depths)
+    for ax in axes:
+        ax.set_xlabel("depth (critic; log2)")
+        ax.set_ylabel("time at goal / episode")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def _curves(evals: pd.DataFrame, x: str, xlabel: str):
+    scores = run_scores(evals)
+    label = dict(zip(scores["run"], variants(scores)))
+    evals = evals.assign(variant=evals["run"].map(label))
+    tasks = sorted(evals["task"].unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        for (variant, depth), g in evals[evals["task"] == task].groupby(["variant", "critic_depth"]):
+            # Seeds share a plan: evaluation i sits at the same env step in every seed.
+            g = g.sort_values(["run", "env_steps"]).assign(i=lambda d: d.groupby("run").cumcount())
+            stats = g.groupby("i").agg(x=(x, "mean"), mean=("score", "mean"), sd=("score", "std"), n=("score", "size"))
+            se = (stats["sd"] / np.sqrt(stats["n"])).fillna(0.0)
+            line, = ax.plot(stats["x"], stats["mean"], label=f"depth {depth} {variant}".strip())
+            ax.fill_between(stats["x"], stats["mean"] - 1.96 * se, stats["mean"] + 1.96 * se,
+                            color=line.get_color(), alpha=0.2)
+        ax.set_title(task)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("time at goal / episode")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def fig_learning_curves(evals: pd.DataFrame):
+    """Score against env steps, one line per depth, shaded mean ± 1.96 s.e. across seeds."""
+    if evals.groupby("run").size().max() < 2:
+        return "one evaluation per run only"
+    return _curves(evals, "env_steps", "env steps")
+
+
+def fig_wallclock(evals: pd.DataFrame):
+    """Score against wall-clock time, one line per depth."""
+    if evals["walltime_s"].isna().all():
+        return "no wall-clock times in metrics.jsonl"
+    if evals.groupby("run").size().max() < 2:
+        return "one evaluation per run only"
+    return _curves(evals.dropna(subset=["walltime_s"]), "walltime_s", "wall-clock (s)")
+
+
+def _heatmaps(scores: pd.DataFrame, row: str, col: str, title: str, reference: dict | None = None):
+    tasks = [task for task, g in scores.groupby("task") if g[row].nunique() > 1 and g[col].nunique() > 1]
+    tasks = tasks or sorted(scores["task"].unique())  # panels only for the tasks that vary both
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        table = scores[scores["task"] == task].pivot_table(index=row, columns=col, values="score", aggfunc="mean")
+        im = ax.imshow(table.to_numpy(float), origin="lower", cmap="viridis", vmin=0, aspect="auto")
+        ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns])
+        ax.set_yticks(range(table.shape[0]), [str(r) for r in table.index])
+        ref = (reference or {}).get(task, {})
+        for i, r in enumerate(table.index):
+            for j, c in enumerate(table.columns):
+                text = "" if np.isnan(table.iloc[i, j]) else f"{table.iloc[i, j]:.2f}"
+                paper = ref.get(int(r), {}).get(int(c))
+                if paper is not None:
+                    text += f"\n(paper {paper / 1000:.2f})"
+                ax.text(j, i, text, ha="center", va="center", color="w", fontsize="x-small")
+        ax.set_xlabel(col.replace("_", " "))
+        ax.set_ylabel(row.replace("_", " "))
+        ax.set_title(f"{task}: {title}")
+        fig.colorbar(im, ax=ax, label="time at goal / episode")
+    fig.tight_layout()
+    return fig
+
+
+def fig_batch_depth(scores: pd.DataFrame, reference: bool = False):
+    """Heatmap of mean score over batch size × depth, per task (paper values annotated with --reference)."""
+    if scores["batch_size"].nunique() < 2:
+        return "one batch size only"
+    if scores["critic_depth"].nunique() < 2:
+        return "one depth only"
+    ref = paper_results()["batch_depth"] if reference else None
+    return _heatmaps(scores, "critic_depth", "batch_size", "batch × depth", ref)
+
+
+def fig_actor_critic(scores: pd.DataFrame):
+    """Heatmap of mean score over actor depth × critic depth, per task."""
+    if (scores["actor_depth"] == scores["critic_depth"]).all():
+        return "actor depth always equals critic depth"
+    if scores["actor_depth"].nunique() < 2 or scores["critic_depth"].nunique() < 2:
+        return "one actor depth or one critic depth only"
+    return _heatmaps(scores, "actor_depth", "critic_depth", "actor × critic depth")
+
+
+def fig_width_depth(scores: pd.DataFrame):
+    """Score against parameters and FLOPs per SGD step, one line per width (points: depths)."""
+    if scores["width"].nunique() < 2:
+        return "one width only"
+    if scores["params"].isna().all():
+        return "parameter counts unknown (unregistered tasks)"
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    mean = scores.groupby(["task", "width", "critic_depth"], as_index=False)[
+        ["score", "params", "flops_per_sgd_step"]].mean()
+    for ax, x, label in zip(axes, ("params", "flops_per_sgd_step"), ("parameters", "FLOPs per SGD step")):
+        for (task, width), g in mean.groupby(["task", "width"]):
+            g = g.sort_values("critic_depth")
+            ax.plot(g[x], g["score"], marker="o", label=f"{task} width {width}")
+            for _, r in g.iterrows():
+                ax.annotate(f"d{int(r['critic_depth'])}", (r[x], r["score"]), fontsize="x-small")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("time at goal / episode")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle("width against depth")
+    fig.tight_layout()
+    return fig
+
+
+def figures(evals: pd.DataFrame, reference: bool = False, reps: int = 2000) -> dict[str, Any]:
+    """Every figure name -> a matplotlib Figure, or a str saying why it was skipped."""
+    scores = run_scores(evals)
+    return {
+        "score_vs_depth": fig_score_vs_depth(scores, reference=reference, reps=reps),
+        "learning_curves": fig_learning_curves(evals),
+        "batch_depth": fig_batch_depth(scores, reference=reference),
+        "width_depth": fig_width_depth(scores),
+        "actor_critic": fig_actor_critic(scores),
+        "wallclock": fig_wallclock(evals),
+    }
+
+
+def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
+    """PNG and PDF, each written atomically."""
+    paths = []
+    for fmt in ("png", "pdf"):
+        path = out_dir / f"{name}.{fmt}"
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120)
+        paths.append(path)
+    _plt().close(fig)
+    return paths
+
+
+def save_csv(table: pd.DataFrame, path: Path) -> Path:
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    return path
+
+
+def plot_sweep(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, reference: bool = False,
+               reps: int = 2000, echo=print) -> dict[str, Any]:
+    """Everything ``rlscale plot`` does: tables (runs.csv, aggregate.csv, fits.csv) and figures under
+    ``out_dir`` (default ``SWEEP_DIR/plots``). Reads everything before writing anything."""
+    evals = load_sweep(sweep_dir)
+    scores = run_scores(evals)
+    agg = aggregate(scores, reps=reps)
+    fit = fits(scores)
+    figs = figures(evals, reference=reference, reps=reps)
+    out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    incomplete = int((~scores["complete"]).sum())
+    echo(f"{len(scores)} runs, {len(evals)} evaluations, {scores['task'].nunique()} task(s)"
+         + (f"; {incomplete} run(s) unfinished (scored on the evaluations so far)" if incomplete else ""))
+    written = [save_csv(scores, out / "runs.csv"), save_csv(agg, out / "aggregate.csv"), save_csv(fit, out / "fits.csv")]
+    skipped = {}
+    for name, fig in figs.items():
+        if isinstance(fig, str):
+            skipped[name] = fig
+            echo(f"skipped {name}: {fig}")
+        else:
+            written += save_figure(fig, out, name)
+    echo("fits (critical depth: first depth beating the previous one by more than both 95 % half-widths):")
+    echo(fit.to_string(index=False))
+    for path in written:
+        echo(f"wrote {path}")
+    return {"written": written, "skipped": skipped, "scores": scores, "aggregate": agg, "fits": fit}
