@@ -1,5 +1,14 @@
 import os
+import sys
+import tempfile
+from pathlib import Path
 
-# Tests run on the CPU, single-threaded XLA keeps timings and results steady on small machines.
+# Tests run on the CPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# One persistent XLA compilation cache for the whole session, shared with the training processes that
+# tests start: many tests train identical tiny configurations, which then compile once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="rlscale_test_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests import their shared helpers module
