@@ -39,6 +39,55 @@ _REGISTRY["ant"] = _brax("AntGoal")
 _REGISTRY["reacher"] = _brax("ReacherGoal")
 
 
+# --- ant mazes and humanoids (ENV_SPECS §2-4); each train layout evaluates on its far-goal layout ---
+def _ant_maze(layout: str, eval_layout: str | None) -> Callable[..., GoalTask]:
+    def build(**overrides: Any) -> GoalTask:
+        from envs.ant_maze import AntMaze
+
+        return AntMaze(layout, eval_task=f"ant_{eval_layout}" if eval_layout else None, **overrides)
+
+    return build
+
+
+def _humanoid(layout: str | None, eval_task: str | None) -> Callable[..., GoalTask]:
+    def build(**overrides: Any) -> GoalTask:
+        from envs import humanoid
+
+        if layout is None:
+            return humanoid.Humanoid(**overrides)
+        return humanoid.HumanoidMaze(layout, eval_task=eval_task, **overrides)
+
+    return build
+
+
+for _layout in _POINT_LAYOUTS:  # the ant mazes have the point mazes' layouts
+    _eval_layout = f"{_layout}_eval" if _layout != "hardest_maze" else None
+    _REGISTRY[f"ant_{_layout}"] = _ant_maze(_layout, _eval_layout)
+    if _eval_layout:
+        _REGISTRY[f"ant_{_eval_layout}"] = _ant_maze(_eval_layout, _eval_layout)
+_REGISTRY["humanoid"] = _humanoid(None, None)
+_REGISTRY["humanoid_u_maze"] = _humanoid("u_maze", "humanoid_u_maze_eval")
+_REGISTRY["humanoid_u_maze_eval"] = _humanoid("u_maze_eval", "humanoid_u_maze_eval")
+_REGISTRY["humanoid_big_maze"] = _humanoid("big_maze", "humanoid_big_maze_eval")
+_REGISTRY["humanoid_big_maze_eval"] = _humanoid("humanoid_big_maze_eval", "humanoid_big_maze_eval")
+# --- end of ant mazes and humanoids ---
+
+
+# --- the arm family on MJX (ENV_SPECS §5-6) ---
+def _arm(name: str) -> Callable[..., GoalTask]:
+    def build(**overrides: Any) -> GoalTask:
+        from envs.arm import ArmTask  # MuJoCo/MJX is imported only when an arm task is built.
+
+        return ArmTask(name, **overrides)
+
+    return build
+
+
+for _name in ("arm_reach", "arm_push_easy", "arm_push_hard", "arm_binpick_easy", "arm_binpick_hard"):
+    _REGISTRY[_name] = _arm(_name)
+# --- end of the arm family ---
+
+
 def names() -> list[str]:
     """Every registered task name, sorted."""
     return sorted(_REGISTRY)
@@ -55,3 +104,26 @@ def make(name: str, **overrides: Any) -> GoalTask:
 
 
 __all__ = ["EpisodeEnv", "EpisodeState", "GoalTask", "StepInfo", "TaskSpec", "TaskState", "make", "names"]
+
+
+# --- gymnasium ids (envs/gym_adapter.py): registered by name only, nothing is built or imported here ---
+def gym_id(name: str) -> str:
+    """The gymnasium id of a task: ``point_u_maze`` → ``rlscale/PointUMaze-v0``."""
+    return "rlscale/" + "".join(part[:1].upper() + part[1:] for part in name.split("_")) + "-v0"
+
+
+def _register_gymnasium() -> None:
+    import gymnasium
+
+    for name in _REGISTRY:
+        if gym_id(name) not in gymnasium.registry:
+            gymnasium.register(
+                id=gym_id(name),
+                entry_point="envs.gym_adapter:GoalTaskEnv",
+                vector_entry_point="envs.gym_adapter:GoalTaskVectorEnv",
+                kwargs={"task": name},
+            )
+
+
+_register_gymnasium()
+# --- end of gymnasium ids ---

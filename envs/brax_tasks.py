@@ -1,4 +1,5 @@
-"""Goal-conditioned tasks on Brax physics: ``ant`` and ``reacher`` (ENV_SPECS §1 and §7).
+"""Goal-conditioned tasks on Brax physics: ``ant`` and ``reacher`` (ENV_SPECS §1 and §7), and the ant
+machinery the ant mazes share (:class:`AntTask`, :func:`ant_system`).
 
 The goal lives in the task state, not in the physics: the state part of the observation is computed
 from the robot alone and never moves with the goal.
@@ -6,13 +7,21 @@ from the robot alone and never moves with the goal.
 
 from __future__ import annotations
 
+from xml.etree import ElementTree
+
 import jax
 import jax.numpy as jnp
+import mujoco
+import numpy as np
 from brax import base as brax_base
-from brax.envs.ant import Ant as BraxAnt
+from brax import math as brax_math
+from brax.envs.base import PipelineEnv
 from brax.envs.reacher import Reacher as BraxReacher
+from brax.io import mjcf
+from etils import epath
 
 from envs.base import GoalTask, TaskSpec, TaskState
+from envs.mazes import Maze
 
 BRAX_BACKENDS = ("spring", "positional", "generalized", "mjx")
 
@@ -22,24 +31,116 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"unknown Brax backend {backend!r}; valid backends: {', '.join(BRAX_BACKENDS)}")
 
 
-class AntGoal(GoalTask):
-    """Brax's ant reaching a goal at radius 10 m in a uniformly random direction.
+class BraxPhysics(PipelineEnv):
+    """A bare Brax pipeline (``pipeline_init`` / ``pipeline_step`` / ``dt``): the tasks own reset and step."""
+
+    def reset(self, rng: jax.Array):
+        raise NotImplementedError("use the task's reset")
+
+    def step(self, state, action: jax.Array):
+        raise NotImplementedError("use the task's step")
+
+
+def brax_asset(name: str) -> epath.Path:
+    """A model shipped inside the installed brax package (never read relative to the working directory)."""
+    return epath.resource_path("brax") / "envs" / "assets" / name
+
+
+def ant_system(backend: str, xml: str | None = None) -> tuple[brax_base.System, int]:
+    """Brax's ant (``xml``: a modified copy of its shipped model) with brax's per-backend settings.
+
+    Returns the system and the physics substeps per env step: spring and positional integrate
+    0.005 s × 10, generalized and mjx the XML's 0.01 s × 5 (mjx with brax's Newton solver settings);
+    positional uses gear 200. Every backend steps the env by 0.05 s.
+    """
+    _check_backend(backend)
+    sys = mjcf.loads(xml) if xml is not None else mjcf.load(brax_asset("ant.xml"))
+    n_frames = 5
+    if backend in ("spring", "positional"):
+        sys = sys.tree_replace({"opt.timestep": 0.005})
+        n_frames = 10
+    if backend == "mjx":
+        sys = sys.tree_replace(
+            {
+                "opt.solver": mujoco.mjtSolver.mjSOL_NEWTON,
+                "opt.disableflags": mujoco.mjtDisableBit.mjDSBL_EULERDAMP,
+                "opt.iterations": 1,
+                "opt.ls_iterations": 4,
+            }
+        )
+    if backend == "positional":
+        sys = sys.replace(actuator=sys.actuator.replace(gear=200 * jnp.ones_like(sys.actuator.gear)))
+    return sys, n_frames
+
+
+def add_maze_walls(worldbody: ElementTree.Element, layout: Maze, height: float) -> None:
+    """One static box per wall cell of ``layout`` (ENV_SPECS §2): a full cell's footprint, ``height`` tall,
+    standing on the floor, colliding with everything that has contype or conaffinity 1."""
+    half = 0.5 * layout.scale
+    for i, j in np.argwhere(layout.walls):
+        ElementTree.SubElement(
+            worldbody,
+            "geom",
+            name=f"wall_{i}_{j}",
+            type="box",
+            pos=f"{layout.scale * i:g} {layout.scale * j:g} {0.5 * height:g}",
+            size=f"{half:g} {half:g} {0.5 * height:g}",
+            contype="1",
+            conaffinity="1",
+            rgba="0.7 0.5 0.3 1",
+        )
+
+
+def limit_wall_contact_pairs(root: ElementTree.Element, geoms_per_type: int) -> None:
+    """Test only the geom–wall pairs that can touch (a broad phase; the physics is unchanged).
+
+    Without it every geom that touches walls is tested against every wall cell at each substep (hundreds
+    of convex collisions in the big mazes). MuJoCo's ``max_geom_pairs`` keeps, per pair of geom types
+    (sphere–box, capsule–box, …), the k pairs whose bounding spheres are closest. A pair can only touch
+    when its bounding spheres overlap, i.e. when the geom's centre lies within (wall bounding radius +
+    geom bounding radius) of the wall's centre horizontally; that disk is narrower than two cells for
+    both robots (ant: 2 × 3.25 m < 8 m, humanoid: 2 × 1.75 m < 4 m), so it covers at most a 2 × 2 block
+    of cell centres: at most 4 walls per geom. k = 4 × ``geoms_per_type`` (the largest number of
+    wall-touching geoms of one type) keeps every pair that can touch, and every body–body group of the
+    robots is smaller than k, so nothing else is culled.
+    """
+    custom = root.find("custom")
+    if custom is None:
+        custom = ElementTree.SubElement(root, "custom")
+    # First of the custom numerics: mjx reads this setting at index (numeric id) of the numeric data rather
+    # than at its address, which agree only for the first numeric.
+    custom.insert(0, ElementTree.Element("numeric", name="max_geom_pairs", data=str(4 * geoms_per_type)))
+
+
+def set_floor_size(worldbody: ElementTree.Element, half_size: float) -> None:
+    floor = worldbody.find("geom[@name='floor']")
+    sizes = floor.get("size").split()
+    floor.set("size", " ".join([f"{half_size:g}", f"{half_size:g}", *sizes[2:]]))
+
+
+class AntTask(GoalTask):
+    """What every ant task shares (ENV_SPECS §1–2): physics, reset noise, state part, health, metrics.
 
     State (29): torso position (3), torso quaternion (4), 8 joint angles, torso linear (3) and angular
     (3) velocity, 8 joint velocities. Goal: torso x, y (``goal_indices = (0, 1)``). Success: 2-D
     distance < 0.5 m (``success_easy``: < 2 m). Terminates when the torso leaves z ∈ [0.2, 1.0].
-    Physics: spring backend, 0.005 s × 10 substeps = 0.05 s per step.
+    Reset: q = init_q + U(−0.1, 0.1) on every coordinate, qd = 0.1·N(0, 1). Reward: the subclass's
+    task term (``_progress``) + 1 − 0.5·Σa².
+
+    Subclasses implement ``sample_goal(key)`` and ``_progress(x_velocity, dist)``.
     """
 
-    goal_radius = 10.0
+    healthy_z_range = (0.2, 1.0)
+    healthy_reward = 1.0
+    ctrl_cost_weight = 0.5
+    reset_noise_scale = 0.1
+    _metric_keys = (
+        "reward_forward", "reward_survive", "reward_ctrl", "reward_contact", "x_position", "y_position",
+        "distance_from_origin", "x_velocity", "y_velocity", "forward_reward",
+    )
 
-    def __init__(self, backend: str = "spring", episode_length: int = 1000, name: str = "ant"):
-        _check_backend(backend)
-        self.brax_env = BraxAnt(
-            backend=backend,
-            exclude_current_positions_from_observation=False,
-            terminate_when_unhealthy=True,
-        )
+    def __init__(self, sys: brax_base.System, n_frames: int, backend: str, name: str, eval_task: str, episode_length: int):
+        self.pipeline = BraxPhysics(sys=sys, backend=backend, n_frames=n_frames)
         self.spec = TaskSpec(
             name=name,
             state_size=29,
@@ -47,29 +148,91 @@ class AntGoal(GoalTask):
             action_size=8,
             success_threshold=0.5,
             episode_length=episode_length,
-            eval_task=name,
+            eval_task=eval_task,
         )
 
-    def _task_state(self, brax_state, goal) -> TaskState:
-        dist = jnp.linalg.norm(brax_state.obs[:2] - goal)
-        metrics = {**brax_state.metrics, **self.success_metrics(dist), "success_easy": (dist < 2.0).astype(jnp.float32)}
+    @property
+    def sys(self) -> brax_base.System:
+        return self.pipeline.sys
+
+    @property
+    def dt(self) -> float:
+        return float(self.pipeline.dt)
+
+    def sample_goal(self, key: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _progress(self, x_velocity: jax.Array, dist: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _task_state(self, pipeline_state, goal, reward, done, metrics) -> TaskState:
+        state_part = jnp.concatenate([pipeline_state.q, pipeline_state.qd])
+        dist = jnp.linalg.norm(state_part[:2] - goal)
+        metrics = {**metrics, **self.success_metrics(dist), "success_easy": (dist < 2.0).astype(jnp.float32)}
         return TaskState(
-            sim=brax_state,
-            obs=self.make_obs(brax_state.obs, goal),
+            sim=pipeline_state,
+            obs=self.make_obs(state_part, goal),
             goal=goal,
-            reward=brax_state.reward,
-            terminated=brax_state.done > 0,
+            reward=reward,
+            terminated=done > 0,
             metrics=metrics,
         )
 
     def reset(self, key: jax.Array) -> TaskState:
         physics_key, goal_key = jax.random.split(key)
-        angle = jax.random.uniform(goal_key, (), maxval=2 * jnp.pi)
-        goal = self.goal_radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        return self._task_state(self.brax_env.reset(physics_key), goal)
+        _, q_key, qd_key = jax.random.split(physics_key, 3)
+        noise = self.reset_noise_scale
+        q = self.sys.init_q + jax.random.uniform(q_key, (self.sys.q_size(),), minval=-noise, maxval=noise)
+        qd = noise * jax.random.normal(qd_key, (self.sys.qd_size(),))
+        zero = jnp.zeros(())
+        metrics = {k: zero for k in self._metric_keys}
+        return self._task_state(self.pipeline.pipeline_init(q, qd), self.sample_goal(goal_key), zero, zero, metrics)
 
     def step(self, state: TaskState, action: jax.Array) -> TaskState:
-        return self._task_state(self.brax_env.step(state.sim, action), state.goal)
+        before = state.sim
+        after = self.pipeline.pipeline_step(before, action)
+        velocity = (after.x.pos[0] - before.x.pos[0]) / self.pipeline.dt
+        z = after.x.pos[0, 2]
+        low, high = self.healthy_z_range
+        healthy = jnp.where((z < low) | (z > high), 0.0, 1.0)
+        ctrl_cost = self.ctrl_cost_weight * jnp.sum(jnp.square(action))
+        dist = jnp.linalg.norm(after.q[:2] - state.goal)
+        progress = self._progress(velocity[0], dist)
+        reward = progress + self.healthy_reward - ctrl_cost - 0.0  # no contact cost (ENV_SPECS §1)
+        metrics = {
+            "reward_forward": progress,
+            "reward_survive": jnp.asarray(self.healthy_reward),
+            "reward_ctrl": -ctrl_cost,
+            "reward_contact": jnp.zeros(()),
+            "x_position": after.x.pos[0, 0],
+            "y_position": after.x.pos[0, 1],
+            "distance_from_origin": brax_math.safe_norm(after.x.pos[0]),
+            "x_velocity": velocity[0],
+            "y_velocity": velocity[1],
+            "forward_reward": velocity[0],
+        }
+        return self._task_state(after, state.goal, reward, 1.0 - healthy, metrics)
+
+
+class AntGoal(AntTask):
+    """Brax's ant reaching a goal at radius 10 m in a uniformly random direction (ENV_SPECS §1).
+
+    State, goal, success and termination: see :class:`AntTask`. Reward: torso x-velocity + 1 − 0.5·Σa².
+    Physics: spring backend, 0.005 s × 10 substeps = 0.05 s per step.
+    """
+
+    goal_radius = 10.0
+
+    def __init__(self, backend: str = "spring", episode_length: int = 1000, name: str = "ant"):
+        sys, n_frames = ant_system(backend)
+        super().__init__(sys, n_frames, backend, name, name, episode_length)
+
+    def sample_goal(self, key: jax.Array) -> jax.Array:
+        angle = jax.random.uniform(key, (), maxval=2 * jnp.pi)
+        return self.goal_radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+
+    def _progress(self, x_velocity: jax.Array, dist: jax.Array) -> jax.Array:
+        return x_velocity
 
 
 class ReacherGoal(GoalTask):

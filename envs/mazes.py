@@ -10,7 +10,8 @@ import dataclasses
 
 import numpy as np
 
-MAZE_SCALE = 4.0
+MAZE_SCALE = 4.0  # ant and point mazes: metres per cell
+HUMANOID_MAZE_SCALE = 2.0  # humanoid mazes (ENV_SPECS §4)
 
 LAYOUTS: dict[str, str] = {
     "u_maze": """
@@ -85,6 +86,17 @@ LAYOUTS: dict[str, str] = {
 #G####G#
 #GGGGGG#
 ########""",
+    # The humanoid mazes' far-goal layout of big_maze: one goal cell more than the ant's (cell (2, 5);
+    # ENV_SPECS §4 and §11.10).
+    "humanoid_big_maze_eval": """
+########
+#R.##GG#
+#..#.GG#
+##...###
+#..#...#
+#.#G.#G#
+#.GG#GG#
+########""",
     # An open 5x5 room with the start in the middle; every free cell is a goal.
     "open_room": """
 #######
@@ -112,7 +124,8 @@ class Maze:
         return np.stack([rows, cols], axis=1).astype(np.float32) * self.scale
 
 
-def maze(layout: str) -> Maze:
+def maze(layout: str, scale: float = MAZE_SCALE) -> Maze:
+    """The layout named ``layout`` with cells ``scale`` metres wide."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown maze layout {layout!r}; valid layouts: {', '.join(sorted(LAYOUTS))}")
     rows = LAYOUTS[layout].strip("\n").splitlines()
@@ -125,6 +138,7 @@ def maze(layout: str) -> Maze:
     return Maze(
         name=layout,
         walls=walls,
-        start=start[0].astype(np.float32) * MAZE_SCALE,
-        goals=goals.astype(np.float32) * MAZE_SCALE,
+        start=start[0].astype(np.float32) * scale,
+        goals=goals.astype(np.float32) * scale,
+        scale=scale,
     )

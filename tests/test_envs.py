@@ -12,6 +12,21 @@ EXPECTED = {  # name: (obs size, goal indices, success threshold)
     **{n: (6, (0, 1), 0.5) for n in POINT_TASKS},
     "ant": (31, (0, 1), 0.5),
     "reacher": (13, (4, 5, 6), 0.05),
+    # --- ant mazes and humanoids (ENV_SPECS §2-4; humanoid state 246 = the paper's 268 without the target) ---
+    **{
+        f"ant_{layout}": (31, (0, 1), 0.5)
+        for layout in ("u_maze", "big_maze", "hardest_maze", "u4_maze", "u5_maze")
+        + ("u_maze_eval", "big_maze_eval", "u4_maze_eval", "u5_maze_eval")
+    },
+    **{
+        n: (249, (0, 1, 2), 0.5)
+        for n in ("humanoid", "humanoid_u_maze", "humanoid_u_maze_eval", "humanoid_big_maze", "humanoid_big_maze_eval")
+    },
+    # --- end of ant mazes and humanoids ---
+    # --- the arm family (ENV_SPECS §5-6) ---
+    "arm_reach": (16, (7, 8, 9), 0.1),
+    **{n: (20, (0, 1, 2), 0.1) for n in ("arm_push_easy", "arm_push_hard", "arm_binpick_easy", "arm_binpick_hard")},
+    # --- end of the arm family ---
 }
 
 
