@@ -104,13 +104,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
         cfg = _config(read_config(run_dir)["config"])
         base = {
             "run": run_dir.name,
-            "task": cfg.env,
-            "depth": cfg.depth,
-            "actor_depth": cfg.resolved_actor_depth,
-            "critic_depth": cfg.resolved_critic_depth,
-            "width": cfg.width,
-            "batch_size": cfg.batch_size,
-            "seed": cfg.seed,
+            **cfg.scaling_knobs(),
             "activation": cfg.activation,
             "layer_norm": cfg.layer_norm,
             "residual": cfg.residual,

@@ -141,6 +141,18 @@ class TrainConfig:
             dtype=self.dtype,
         )
 
+    def scaling_knobs(self) -> dict[str, Any]:
+        """The settings a scaling study varies, as one row of a results table."""
+        return {
+            "task": self.env,
+            "depth": self.depth,
+            "actor_depth": self.resolved_actor_depth,
+            "critic_depth": self.resolved_critic_depth,
+            "width": self.width,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
+
     def default_run_name(self) -> str:
         depth = (
             f"d{self.depth}"

@@ -142,6 +142,12 @@ def _brax_system(task: envs.GoalTask):
     return system
 
 
+def _physics_frames(policy: LoadedPolicy, task: envs.GoalTask, episodes: int, key) -> list:
+    """The physics states of deterministic episodes, one episode after the other (active steps only)."""
+    states, active = rollout(policy, task, episodes, key)
+    return [jax.tree.map(lambda x: x[t, n], states.sim) for n in range(episodes) for t in np.nonzero(active[:, n])[0]]
+
+
 def render_html(policy: LoadedPolicy, task_name: str | None, episodes: int, key, path: Path) -> Path:
     """Brax's interactive trajectory viewer, the episodes one after the other."""
     from brax.io import html
@@ -150,11 +156,7 @@ def render_html(policy: LoadedPolicy, task_name: str | None, episodes: int, key,
     system = _brax_system(task)
     if system is None:
         raise RenderError(f"task {task.spec.name!r} is not simulated by Brax: --render needs a Brax task; use --trajectories for mazes")
-    states, active = rollout(policy, task, episodes, key)
-    frames = []
-    for n in range(episodes):
-        for t in np.nonzero(active[:, n])[0]:
-            frames.append(jax.tree.map(lambda x: x[t, n], states.sim))
+    frames = _physics_frames(policy, task, episodes, key)
     with atomic_output(path) as tmp:
         Path(tmp).write_text(html.render(system, frames))
     return path
@@ -178,8 +180,7 @@ def render_video(policy: LoadedPolicy, task_name: str | None, episodes: int, key
         ) from None
     from brax.io import image
 
-    states, active = rollout(policy, task, episodes, key)
-    frames = [jax.tree.map(lambda x: x[t, n], states.sim) for n in range(episodes) for t in np.nonzero(active[:, n])[0]]
+    frames = _physics_frames(policy, task, episodes, key)
     pixels = image.render_array(system, frames, 240, 320)
     with atomic_output(path) as tmp:
         iio.imwrite(tmp, np.asarray(pixels), extension=".mp4", fps=int(round(1 / task.dt)) if hasattr(task, "dt") else 20)
