@@ -1,7 +1,8 @@
 """Environment speed: env steps/s of every registered task at 1, 64 and 1024 parallel envs.
 
-Each measurement jits one rollout of ``--steps`` env steps, ``lax.scan`` over ``jax.vmap`` of the
-:class:`envs.EpisodeEnv` step (uniform random actions, fresh-goal auto-reset), compiles it ahead of time
+Each measurement jits one rollout of ``--steps`` env steps, ``lax.scan`` over
+:meth:`envs.EpisodeEnv.step_batch` (the training collector's step: uniform random actions here, fresh-goal
+auto-reset), compiles it ahead of time
 (``compile_seconds``), then calls it repeatedly (the state carried over; one warm-up call) until
 ``--min-seconds`` have passed (at least 3 calls); steps/s = envs × steps / the median call's seconds.
 
@@ -14,9 +15,13 @@ from other processes hits them alike), the same rollout of
 * ``task_step``: our task's ``step`` alone (no episode bookkeeping);
 * ``physics``: our model's Brax pipeline step alone (no observation, reward or bookkeeping),
 
+* ``reset_every_step``: the wrapped step with an episode length of 1 (fresh resets drawn at every step),
+
 and reports ``overhead_vs_bare_brax`` = bare-Brax steps/s ÷ wrapped steps/s − 1, and
 ``overhead_vs_own_physics`` = physics steps/s ÷ wrapped steps/s − 1 (what the task and the wrapper cost on
-top of stepping the same model).
+top of stepping the same model). For these the wrapped rate is amortised: the steps where episodes end
+(one in ``episode_length``) are charged at the ``reset_every_step`` rate, since a timed window of a few
+hundred steps holds none.
 
     python benchmarks/envs.py                                      # every task, 1 64 1024 envs
     python benchmarks/envs.py --tasks ant humanoid --num-envs 1 64 --steps 50
@@ -62,14 +67,14 @@ BARE_BRAX = {"ant": "ant", "humanoid": "humanoid"}  # our task -> brax.envs name
 
 
 def _compile_rollout(
-    init: Callable[[jax.Array], Any], step: Callable[[Any, jax.Array], Any], action_size: int, num_envs: int, steps: int
+    init: Callable[[jax.Array], Any], batch_step: Callable[[Any, jax.Array], Any], action_size: int, num_envs: int, steps: int
 ):
-    """Initial states and a compiled rollout of ``steps`` steps of ``step`` vmapped over ``num_envs`` envs."""
+    """Initial states and a compiled rollout of ``steps`` steps of ``batch_step`` (all ``num_envs`` envs at once)."""
 
     def rollout(state, key):
         def body(s, k):
             action = jax.random.uniform(k, (num_envs, action_size), minval=-1.0, maxval=1.0)
-            return jax.vmap(step)(s, action), None
+            return batch_step(s, action), None
 
         state, _ = jax.lax.scan(body, state, jax.random.split(key, steps))
         return state
@@ -83,9 +88,9 @@ def _compile_rollout(
 class _Timer:
     """Calls a compiled rollout (state carried over) and keeps each call's seconds."""
 
-    def __init__(self, kind: str, init, step, action_size: int, num_envs: int, steps: int):
+    def __init__(self, kind: str, init, batch_step, action_size: int, num_envs: int, steps: int):
         self.kind, self.num_envs, self.steps = kind, num_envs, steps
-        self.state, self.compiled, self.compile_seconds = _compile_rollout(init, step, action_size, num_envs, steps)
+        self.state, self.compiled, self.compile_seconds = _compile_rollout(init, batch_step, action_size, num_envs, steps)
         self.key = jax.random.PRNGKey(2)
         self.seconds: list[float] = []
 
@@ -117,20 +122,23 @@ def measure(name: str, num_envs: int, steps: int, min_seconds: float, max_calls:
     task = envs.make(name)
     env = EpisodeEnv(task)
     size = task.spec.action_size
-    timers = [_Timer("wrapped", env.reset, lambda s, a: env.step(s, a)[0], size, num_envs, steps)]
+    timers = [_Timer("wrapped", env.reset, lambda s, a: env.step_batch(s, a)[0], size, num_envs, steps)]
     if overhead:
         from brax import envs as brax_envs
 
         bare = brax_envs.get_environment(BARE_BRAX[name], backend="spring")
-        timers.append(_Timer("bare_brax", bare.reset, bare.step, size, num_envs, steps))
-        timers.append(_Timer("task_step", task.reset, task.step, size, num_envs, steps))
+        timers.append(_Timer("bare_brax", bare.reset, jax.vmap(bare.step), size, num_envs, steps))
+        timers.append(_Timer("task_step", task.reset, jax.vmap(task.step), size, num_envs, steps))
         # Our model's physics alone (pipeline step, no observation, reward or bookkeeping).
         scale = getattr(task, "_ctrl_high", 1.0)  # humanoid: ctrl = 0.4·a
 
         def physics_step(sim, action):
             return task.pipeline.pipeline_step(sim, action * scale)
 
-        timers.append(_Timer("physics", lambda k: task.reset(k).sim, physics_step, size, num_envs, steps))
+        timers.append(_Timer("physics", lambda k: task.reset(k).sim, jax.vmap(physics_step), size, num_envs, steps))
+        # Every env ending its episode at every step: the price of the steps where fresh resets are drawn.
+        every_step = EpisodeEnv(task, episode_length=1)
+        timers.append(_Timer("reset_every_step", every_step.reset, lambda s, a: every_step.step_batch(s, a)[0], size, num_envs, steps))
     for timer in timers:
         timer.call()  # warm-up, not counted
         timer.seconds.clear()
@@ -140,8 +148,13 @@ def measure(name: str, num_envs: int, steps: int, min_seconds: float, max_calls:
     rows = [t.row(name) for t in timers]
     if overhead:
         rate = {r["kind"]: r["steps_per_second"] for r in rows}
-        rows[0]["overhead_vs_bare_brax"] = rate["bare_brax"] / rate["wrapped"] - 1
-        rows[0]["overhead_vs_own_physics"] = rate["physics"] / rate["wrapped"] - 1
+        # The timed window holds no episode end (fewer steps than an episode), so add the reset steps'
+        # cost at their real frequency, one step in episode_length.
+        length = env.episode_length
+        amortized = 1.0 / ((length - 1) / length / rate["wrapped"] + 1 / length / rate["reset_every_step"])
+        rows[0]["amortized_steps_per_second"] = amortized
+        rows[0]["overhead_vs_bare_brax"] = rate["bare_brax"] / amortized - 1
+        rows[0]["overhead_vs_own_physics"] = rate["physics"] / amortized - 1
         rows[0]["overhead_task_step_vs_own_physics"] = rate["physics"] / rate["task_step"] - 1
     return rows
 

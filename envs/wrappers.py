@@ -7,6 +7,9 @@ relabelling never pairs states of different episodes.
 Auto-reset draws a **fresh start and goal** for every episode. The paper's code instead replayed each
 parallel env's first start and goal for the whole run (only ``num_envs`` distinct commanded goals);
 ``fixed_goals_per_env=True`` restores that behaviour.
+
+Training steps all parallel envs with :meth:`EpisodeEnv.step_batch`, which draws fresh resets only on
+steps where some episode ended; :meth:`EpisodeEnv.step` is the single-env form (same results).
 """
 
 from __future__ import annotations
@@ -56,18 +59,51 @@ class EpisodeEnv:
         )
 
     def step(self, state: EpisodeState, action: jax.Array) -> tuple[EpisodeState, StepInfo]:
+        """One env's step; under ``vmap`` the fresh reset is computed for every env at every step."""
         nxt = self.task.step(state.task, action)
-        steps = state.steps + 1
-        truncated = steps >= self.episode_length
-        done = jnp.logical_or(nxt.terminated, truncated)
-        key, reset_key = jax.random.split(state.key)
-        fresh = state.initial if self.fixed_goals_per_env else self.task.reset(reset_key)
+        done = self._done(state, nxt)
+        return self._advance(state, nxt, done, self._continue_from(state, nxt, done))
+
+    def step_batch(self, states: EpisodeState, actions: jax.Array) -> tuple[EpisodeState, StepInfo]:
+        """All parallel envs' step (leading axis = env), equal to ``jax.vmap(self.step)``.
+
+        Fresh resets are drawn only on steps where some env's episode ended: with synchronised truncation
+        that is one step in ``episode_length``, so a fresh reset's cost (forward kinematics of a random
+        pose for the ant) no longer lands on every step. Under an outer ``vmap`` (several seeds) the
+        condition becomes a select again; the result is the same.
+        """
+        nxt = jax.vmap(self.task.step)(states.task, actions)
+        done = jax.vmap(self._done)(states, nxt)
+        continued = jax.lax.cond(
+            done.any(), lambda: jax.vmap(self._continue_from)(states, nxt, done), lambda: (nxt, states.key)
+        )
+        return jax.vmap(self._advance)(states, nxt, done, continued)
+
+    def _done(self, state: EpisodeState, nxt: TaskState) -> jax.Array:
+        return jnp.logical_or(nxt.terminated, state.steps + 1 >= self.episode_length)
+
+    def _continue_from(self, state: EpisodeState, nxt: TaskState, done: jax.Array) -> tuple[TaskState, jax.Array]:
+        """The task state the env continues from, and its next key: a fresh reset where the episode ended."""
+        if self.fixed_goals_per_env:
+            fresh, key = state.initial, state.key
+        else:
+            key, reset_key = jax.random.split(state.key)
+            fresh = self.task.reset(reset_key)
         task_state = jax.tree.map(lambda f, n: jnp.where(done, f, n), fresh, nxt)
+        return task_state, jnp.where(done, key, state.key)
+
+    def _advance(
+        self, state: EpisodeState, nxt: TaskState, done: jax.Array, continued: tuple[TaskState, jax.Array]
+    ) -> tuple[EpisodeState, StepInfo]:
+        """Episode bookkeeping after the task stepped."""
+        task_state, key = continued
+        steps = jnp.where(done, 0, state.steps + 1)
         new_state = EpisodeState(
             task=task_state,
-            steps=jnp.where(done, 0, steps),
+            steps=steps,
             traj_id=state.traj_id + done.astype(jnp.int32),
             key=key,
             initial=state.initial,
         )
+        truncated = state.steps + 1 >= self.episode_length
         return new_state, StepInfo(done=done, truncated=truncated, metrics=nxt.metrics)

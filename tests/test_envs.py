@@ -47,7 +47,7 @@ def test_every_task_resets_and_steps_batched(name):
     env = EpisodeEnv(task)
     num_envs = 4
     state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs))
-    step = jax.jit(jax.vmap(env.step))
+    step = jax.jit(env.step_batch)  # the training collector's step
     key = jax.random.PRNGKey(1)
     traj_ids, dones = [], []
     for _ in range(50):
@@ -146,6 +146,31 @@ def test_fresh_goals_each_episode_and_paper_flag():
 
     assert len(goals_seen(False)) > 1
     assert len(goals_seen(True)) == 1
+
+
+@pytest.mark.parametrize("fixed_goals", [False, True])
+def test_batch_step_equals_vmapped_single_env_step(fixed_goals):
+    # step_batch resets only on steps where some env is done; the result must be the per-env step's exactly,
+    # also when envs end their episodes at different steps.
+    task = envs.make("point_u_maze")
+    env = EpisodeEnv(task, episode_length=4, fixed_goals_per_env=fixed_goals)
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 3))
+    state = state.replace(steps=jnp.array([0, 1, 3], jnp.int32))  # staggered episode ends
+    batched, per_env = state, state
+    step_batch, step_vmapped = jax.jit(env.step_batch), jax.jit(jax.vmap(env.step))
+    dones = []
+    for t in range(10):
+        action = jax.random.uniform(jax.random.PRNGKey(t), (3, 2), minval=-1, maxval=1)
+        batched, info_b = step_batch(batched, action)
+        per_env, info_v = step_vmapped(per_env, action)
+        np.testing.assert_array_equal(info_b.done, info_v.done)
+        dones.append(np.asarray(info_b.done))
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(per_env)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    dones = np.array(dones)
+    assert dones.any(axis=1).sum() < len(dones)  # some steps had no reset at all (the cheap branch)
+    assert (dones.sum(axis=1) == 1).any()  # and some reset one env but not the others
+    np.testing.assert_array_equal(batched.traj_id, dones.sum(axis=0))
 
 
 def test_state_part_does_not_depend_on_goal():

@@ -1,7 +1,11 @@
+import base64
 import csv
 import hashlib
+import json
+import re
 import subprocess
 import sys
+import zlib
 
 import pytest
 from helpers import TINY
@@ -131,3 +135,56 @@ def test_pictures_of_a_point_maze_run(trained, tmp_path, capsys):
     assert main(["eval", str(run), "--render", str(tmp_path / "out.html")]) == 2
     assert "--render needs a Brax task" in capsys.readouterr().err
     assert not (tmp_path / "out.html").exists()
+
+
+def test_pictures_and_viewer_of_an_ant_maze_run(tmp_path, capsys):
+    """Trajectories, critic map and the HTML viewer of a (barely) trained ant-maze run, on the CPU."""
+    from html.parser import HTMLParser
+
+    from envs.mazes import maze
+    from envs.render import figure_size
+
+    run = train(TrainConfig(**{**TINY, "env": "ant_u_maze", "total_env_steps": 160, "num_evals": 1,
+                               "run_dir": str(tmp_path / "ant_run")}))
+    before = _snapshot(run)
+    traj, critic, viewer = tmp_path / "traj.png", tmp_path / "critic.png", tmp_path / "viewer.html"
+    assert main(["eval", str(run), "--episodes", "2", "--trajectories", str(traj), "--num-trajectories", "2",
+                 "--critic-map", str(critic), "--render", str(viewer)]) == 0
+    width, height = figure_size(maze("u_maze_eval"))  # the run's eval task is ant_u_maze_eval
+    assert _png_size(traj) == (round(width * 100), round(height * 100))
+    assert _png_size(critic)[1] == round(height * 100)
+
+    class Scripts(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.scripts = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            if self.tags and self.tags[-1] == "script":
+                self.scripts.append(data)
+
+    page = Scripts()
+    page.feed(viewer.read_text())
+    assert {"html", "body", "script"} <= set(page.tags)
+    # Brax's viewer embeds the system and frames as base64 zlib-compressed JSON.
+    encoded = next(re.search(r'var system = "([^"]+)"', s) for s in page.scripts if "var system" in s).group(1)
+    system = json.loads(zlib.decompress(base64.b64decode(encoded)))
+    assert len(system["states"]["x"]) == 2 * (TINY["episode_length"] + 1)  # both episodes, start included
+    box_walls = [g for g in system["geoms"]["world"] if g["name"] == "Box"]
+    assert len(box_walls) == maze("u_maze_eval").walls.sum()  # one box per wall cell of the layout
+    # The run directory only gained evaluation results; checkpoints and metrics are untouched.
+    after = _snapshot(run)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert all(k.startswith("eval/") for k in set(after) - set(before))
+    capsys.readouterr()
+    # A video: an MP4 where an offscreen renderer exists, else one clear line and nothing written.
+    video = tmp_path / "out.mp4"
+    code = main(["eval", str(run), "--episodes", "1", "--video", str(video)])
+    if code == 0:
+        assert video.read_bytes()[4:8] == b"ftyp"
+    else:
+        assert code == 2 and "no offscreen renderer available for --video" in capsys.readouterr().err
+        assert not video.exists()
