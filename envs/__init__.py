@@ -37,6 +37,7 @@ for _layout in _POINT_LAYOUTS:
 _REGISTRY["point_open_room"] = _point("open_room", None)
 _REGISTRY["ant"] = _brax("AntGoal")
 _REGISTRY["reacher"] = _brax("ReacherGoal")
+_REGISTRY["pusher"] = _brax("PusherGoal")
 
 
 # --- ant mazes and humanoids (ENV_SPECS §2-4); each train layout evaluates on its far-goal layout ---

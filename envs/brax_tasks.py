@@ -297,3 +297,102 @@ class ReacherGoal(GoalTask):
 
     def step(self, state: TaskState, action: jax.Array) -> TaskState:
         return self._task_state(self.brax_env.pipeline_step(state.sim, action), state.goal, action)
+
+
+# Goal x, y ranges of the pusher (ENV_SPECS §8): "easy" is the paper's default.
+PUSHER_GOAL_RANGES = {"easy": ((-0.55, -0.25), (-0.2, 0.2)), "hard": ((-0.65, 0.35), (-0.55, 0.45))}
+
+
+class PusherGoal(GoalTask):
+    """Brax's 7-dof pusher: push the cylinder to the goal (ENV_SPECS §8, the intended specification).
+
+    Physics: spring 0.001 s × 50 with gear 20 on all 7 motors (brax's own pusher settings; the paper's
+    code crashed at construction). Actions in [-1, 1] map linearly onto the motors' control ranges.
+    State (20): joint angles q[0:7], the wrist-flex link's centre of mass (the "tip"), the object's
+    centre of mass, joint velocities qd[0:7]; achieved goal = object position (``goal_indices`` 10–12).
+    Reset: object slide offsets (U(−0.3, 0), U(−0.2, 0.2)); goal offsets from ``difficulty`` ("easy":
+    (U(−0.55, −0.25), U(−0.2, 0.2)); "hard": (U(−0.65, 0.35), U(−0.55, 0.45))); arm velocities U(±0.005).
+    Offsets are in q order, as brax and Gymnasium write them: the first moves the body along world y
+    (pusher.xml declares the y slide first), from the bodies' common rest point x, y = (0.45, −0.05). Reward (on the pre-step state) −‖obj − goal‖ − 0.1·Σctrl² − 0.5·‖tip − obj‖; success:
+    3-D distance < 0.1 m (``success_hard`` < 0.05 m); no termination.
+
+    Two deliberate differences from the old code, both so that the commanded goal is a state the object
+    can reach: the goal's height is the object's centre height (the old goal marker sat 4.8 cm lower,
+    so a pushed object could never be closer than that), and an object drawn within 0.17 m of the goal is
+    moved along the goal→object direction to 0.17 m (the old code scaled the object's position vector,
+    which keeps 0.17 m only for a goal at the origin).
+    """
+
+    min_start_distance = 0.17
+
+    def __init__(self, backend: str = "spring", episode_length: int = 1000, difficulty: str = "easy", name: str = "pusher"):
+        from brax.envs.pusher import Pusher as BraxPusher
+
+        _check_backend(backend)
+        if difficulty not in PUSHER_GOAL_RANGES:
+            raise ValueError(f"unknown pusher difficulty {difficulty!r}; valid: {', '.join(PUSHER_GOAL_RANGES)}")
+        self.brax_env = BraxPusher(backend=backend)
+        self.goal_range = PUSHER_GOAL_RANGES[difficulty]
+        names = self.brax_env.sys.link_names
+        self._tip, self._object, self._goal = (names.index(n) for n in ("r_wrist_flex_link", "object", "goal"))
+        ctrl = np.asarray(self.brax_env.sys.actuator.ctrl_range)
+        self._ctrl_low, self._ctrl_high = jnp.asarray(ctrl[:, 0]), jnp.asarray(ctrl[:, 1])
+        self.spec = TaskSpec(
+            name=name,
+            state_size=20,
+            goal_indices=(10, 11, 12),
+            action_size=7,
+            success_threshold=0.1,
+            episode_length=episode_length,
+            eval_task=name,
+        )
+
+    def _centres(self, pipeline_state) -> jax.Array:
+        inertia = brax_base.Transform.create(pos=self.brax_env.sys.link.inertia.transform.pos)
+        return pipeline_state.x.vmap().do(inertia).pos
+
+    def _task_state(self, pipeline_state, goal, reward, ctrl_cost) -> TaskState:
+        centres = self._centres(pipeline_state)
+        state_part = jnp.concatenate([pipeline_state.q[:7], centres[self._tip], centres[self._object], pipeline_state.qd[:7]])
+        dist = jnp.linalg.norm(centres[self._object] - goal)
+        return TaskState(
+            sim=pipeline_state,
+            obs=self.make_obs(state_part, goal),
+            goal=goal,
+            reward=reward,
+            terminated=jnp.zeros((), jnp.bool_),
+            metrics={
+                **self.success_metrics(dist),
+                "success_hard": (dist < 0.05).astype(jnp.float32),
+                "reward_ctrl": ctrl_cost,
+            },
+        )
+
+    def reset(self, key: jax.Array) -> TaskState:
+        object_key, goal_key, qd_key = jax.random.split(key, 3)
+        env = self.brax_env
+        obj = jax.random.uniform(object_key, (2,), minval=jnp.array([-0.3, -0.2]), maxval=jnp.array([0.0, 0.2]))
+        (x_low, x_high), (y_low, y_high) = self.goal_range
+        goal_xy = jax.random.uniform(goal_key, (2,), minval=jnp.array([x_low, y_low]), maxval=jnp.array([x_high, y_high]))
+        offset = obj - goal_xy
+        norm = jnp.maximum(jnp.linalg.norm(offset), 1e-6)
+        obj = jnp.where(norm < self.min_start_distance, goal_xy + offset * self.min_start_distance / norm, obj)
+        # The draws are slide offsets in q order (pusher.xml declares each body's y slide before its x
+        # slide), written as brax's and Gymnasium's Pusher write them.
+        q = env.sys.init_q.at[-4:].set(jnp.concatenate([obj, goal_xy]))
+        qd = jax.random.uniform(qd_key, (env.sys.qd_size(),), minval=-0.005, maxval=0.005).at[-4:].set(0.0)
+        pipeline_state = env.pipeline_init(q, qd)
+        centres = self._centres(pipeline_state)
+        # The goal marker's x, y; the object's centre height (see the class docstring).
+        goal = jnp.concatenate([centres[self._goal][:2], centres[self._object][2:]])
+        zero = jnp.zeros(())
+        return self._task_state(pipeline_state, goal, zero, zero)
+
+    def step(self, state: TaskState, action: jax.Array) -> TaskState:
+        ctrl = self._ctrl_low + (action + 1.0) * 0.5 * (self._ctrl_high - self._ctrl_low)
+        before = self._centres(state.sim)
+        reward_dist = -jnp.linalg.norm(before[self._object] - state.goal)
+        reward_near = -jnp.linalg.norm(before[self._object] - before[self._tip])
+        ctrl_cost = -jnp.square(ctrl).sum()
+        reward = reward_dist + 0.1 * ctrl_cost + 0.5 * reward_near
+        return self._task_state(self.brax_env.pipeline_step(state.sim, ctrl), state.goal, reward, ctrl_cost)

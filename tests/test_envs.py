@@ -12,6 +12,7 @@ EXPECTED = {  # name: (obs size, goal indices, success threshold)
     **{n: (6, (0, 1), 0.5) for n in POINT_TASKS},
     "ant": (31, (0, 1), 0.5),
     "reacher": (13, (4, 5, 6), 0.05),
+    "pusher": (23, (10, 11, 12), 0.1),
     # --- ant mazes and humanoids (ENV_SPECS §2-4; humanoid state 246 = the paper's 268 without the target) ---
     **{
         f"ant_{layout}": (31, (0, 1), 0.5)
@@ -174,7 +175,7 @@ def test_batch_step_equals_vmapped_single_env_step(fixed_goals):
 
 
 def test_state_part_does_not_depend_on_goal():
-    for name in ("ant", "reacher", "point_u_maze"):
+    for name in ("ant", "reacher", "pusher", "point_u_maze"):
         task = envs.make(name)
         a = task.reset(jax.random.PRNGKey(0))
         b = a.replace(goal=a.goal + 1.0)
@@ -182,3 +183,21 @@ def test_state_part_does_not_depend_on_goal():
         n = task.spec.state_size
         np.testing.assert_array_equal(sa.obs[:n], sb.obs[:n])
         assert not np.allclose(sa.obs[n:], sb.obs[n:])
+
+
+def test_pusher_starts_and_goals():
+    task = envs.make("pusher")
+    states = jax.jit(jax.vmap(task.reset))(jax.random.split(jax.random.PRNGKey(0), 2000))
+    obj, goal = np.asarray(states.obs[:, 10:13]), np.asarray(states.obs[:, 20:23])
+    # The object starts at least 0.17 m from the goal, at the goal's height (goals are reachable states).
+    assert np.linalg.norm(obj - goal, axis=-1).min() >= 0.17 - 1e-5
+    np.testing.assert_allclose(obj[:, 2], goal[:, 2])
+    # Easy goals: offsets (U(-0.55, -0.25), U(-0.2, 0.2)) in q order (y slide first) from the rest point
+    # (0.45, -0.05): world y in [-0.6, -0.3], x in [0.25, 0.65].
+    assert goal[:, 1].min() >= -0.6 - 1e-5 and goal[:, 1].max() <= -0.3 + 1e-5
+    assert goal[:, 0].min() >= 0.25 - 1e-5 and goal[:, 0].max() <= 0.65 + 1e-5
+    hard = envs.make("pusher", difficulty="hard")
+    hard_goals = np.asarray(jax.jit(jax.vmap(hard.reset))(jax.random.split(jax.random.PRNGKey(0), 2000)).goal)
+    assert hard_goals[:, 1].max() > -0.2  # hard goals reach past the easy band
+    with pytest.raises(ValueError, match="unknown pusher difficulty 'medium'; valid: easy, hard"):
+        envs.make("pusher", difficulty="medium")
