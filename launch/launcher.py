@@ -12,6 +12,7 @@ when the launcher was stopped by SIGTERM or SIGINT (its runs were told to save a
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import os
 import signal
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="runs at once (local; ray: in flight)")
     p.add_argument("--runs-per-gpu", type=int, help="local: runs sharing one GPU")
     p.add_argument("--no-compilation-cache", action="store_true", help="do not share XLA compilations between runs")
+    p.add_argument("--pack-seeds", type=int, help="train up to N new runs differing only in seed in one process (vmapped)")
     p.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--gpus-per-run", type=float, help="ray: num_gpus per run (fractions share a GPU); slurm: GPUs per job")
     p.add_argument("--cpus-per-run", type=float, help="ray: num_cpus per run; slurm: CPUs per job")
@@ -81,6 +83,7 @@ def _apply_options(launcher: sweepfile.Launcher, args: argparse.Namespace) -> sw
     put(launcher, L, "backend", args.backend, "--backend")
     put(launcher, L, "workers", args.workers, "--workers")
     put(launcher, L, "runs_per_gpu", args.runs_per_gpu, "--runs-per-gpu")
+    put(launcher, L, "pack_seeds", args.pack_seeds, "--pack-seeds")
     if args.no_compilation_cache:
         launcher.compilation_cache = False
     put(launcher.ray, R, "address", args.ray_address, "--ray-address")
@@ -136,6 +139,30 @@ def make_backend(launcher: sweepfile.Launcher, sweep_dir: Path, sweep_name: str)
     return SlurmBackend(launcher.slurm, sweep_dir / "slurm", f"rlscale-{sweep_name}")
 
 
+def pack_seeds(todo: list[runs.RunSpec], run_list: list[sweepfile.Run], specs: list[runs.RunSpec], size: int) -> list:
+    """Group not-yet-started runs whose configs differ only in seed into packs of up to ``size`` runs
+    (:class:`launch.runs.PackSpec`); started runs resume alone, from their own checkpoints."""
+    if size <= 1:
+        return todo
+    config_of = {spec.id: run.config for spec, run in zip(specs, run_list)}
+    groups: dict[str, list[runs.RunSpec]] = {}
+    out: list = []
+    for spec in todo:
+        if runs.is_started(spec.run_dir):
+            out.append(spec)
+            continue
+        key = json.dumps({k: v for k, v in config_of[spec.id].to_dict().items() if k not in ("seed", "run_dir")}, sort_keys=True)
+        groups.setdefault(key, []).append(spec)
+    for members in groups.values():
+        for i in range(0, len(members), size):
+            chunk = members[i : i + size]
+            if len(chunk) == 1:
+                out.append(chunk[0])
+            else:
+                out.append(runs.PackSpec(tuple(chunk), tuple(config_of[m.id].seed for m in chunk)))
+    return out
+
+
 class Reporter:
     """Progress lines, one per event (thread-safe)."""
 
@@ -151,8 +178,9 @@ class Reporter:
         with self._lock:
             print(text, file=self._out, flush=True)
 
-    def _tag(self, spec: runs.RunSpec) -> str:
-        return f"[{self.position[spec.id]:>{len(str(self.total))}}/{self.total}]"
+    def _tag(self, spec: runs.RunSpec | runs.PackSpec) -> str:
+        first = spec.members[0] if isinstance(spec, runs.PackSpec) else spec
+        return f"[{self.position[first.id]:>{len(str(self.total))}}/{self.total}]"
 
     def note(self, text: str) -> None:
         self._print(text)
@@ -291,6 +319,7 @@ def main(argv: list[str]) -> int:
     backend = make_backend(launcher, sweep_dir, sweep.name)
     for spec in todo:
         runs.clear_marker(spec)  # --retry-failed
+    todo = pack_seeds(todo, run_list, specs, launcher.pack_seeds)
     start = time.monotonic()
     signals = _Signals()
     runs.reset_stop()

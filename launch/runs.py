@@ -136,8 +136,18 @@ def log_tail(path: str | Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def mark_failed(spec: RunSpec, code: int | None, message: str, command: list[str] | None = None) -> None:
+def members(spec: "RunSpec | PackSpec") -> tuple[RunSpec, ...]:
+    """The runs a spec trains: itself, or a pack's runs."""
+    return spec.members if isinstance(spec, PackSpec) else (spec,)
+
+
+def mark_failed(spec: "RunSpec | PackSpec", code: int | None, message: str, command: list[str] | None = None) -> None:
     from rlscale.run_dir import write_atomic
+
+    if isinstance(spec, PackSpec):
+        for member in spec.members:
+            mark_failed(member, code, message, command)
+        return
 
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     record = {
@@ -224,63 +234,156 @@ def _fault(env: dict[str, str]) -> str | None:
     return kind
 
 
-def execute(spec: RunSpec, extra_env: dict[str, str] | None = None) -> int:
+def execute(spec: "RunSpec | PackSpec", extra_env: dict[str, str] | None = None) -> int:
     """Run (or resume) one run to its end; returns 0, 75 (stopped; resume it) or the failing status."""
+    if isinstance(spec, PackSpec):
+        return _execute_pack(spec, extra_env)
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     Path(spec.run_dir).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dict(spec.env), **(extra_env or {})}
     with open(spec.lock_path, "a+b") as lock, open(spec.log_path, "ab") as log:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log(log, f"waiting for the process that holds {spec.lock_path} (a previous attempt still running)")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock(lock, spec, log)
         if is_complete(spec.run_dir):
             _log(log, "already complete")
             clear_marker(spec)
             return 0
         if stopping():
             return PREEMPTED
-        resume = is_started(spec.run_dir)
-        command = spec.command(resume)
-        _log(log, f"{'resume' if resume else 'start'}: {' '.join(command)}")
-        proc = subprocess.Popen(
-            [sys.executable, "-S", CHILD, str(os.getpid()), *command],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else None,
-            pass_fds=(lock.fileno(),),  # the training process holds the lock until it exits
-            # Its own process group: a Ctrl-C at the terminal reaches only the launcher, which asks the run
-            # to stop cleanly (SIGTERM: save at the end of the epoch) instead of losing the epoch.
-            process_group=0,
-        )
-        _live[proc.pid] = proc
-        if stopping():  # a stop request that came while the process was being started
-            proc.send_signal(signal.SIGTERM)
+        command = spec.command(is_started(spec.run_dir))
+        code = _run_training(command, env, spec.cwd, log, [lock])
+    return _outcome([spec], code, command)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackSpec:
+    """Runs of a sweep that differ only in their seed, trained by one process: ``rlscale train … --seeds
+    S1 S2 … --run-dirs D1 D2 …`` (one program vmapped over the seeds), or ``--resume D1 D2 …``. Each run
+    keeps its own run directory, lock and failure marker; the pack's output goes to its first run's log."""
+
+    members: tuple[RunSpec, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        return "+".join(m.id for m in self.members)
+
+    @property
+    def name(self) -> str:
+        return f"{self.members[0].name} (+{len(self.members) - 1} seeds packed)"
+
+    @property
+    def run_dir(self) -> str:
+        return self.members[0].run_dir
+
+    @property
+    def log_path(self) -> Path:
+        return self.members[0].log_path
+
+    def command(self, todo: list[RunSpec], resume: bool, python: str | None = None) -> list[str]:
+        python = python or sys.executable
+        if resume:
+            return [python, "-m", "rlscale.cli", "train", "--resume", *(m.run_dir for m in todo)]
+        seeds = [self.seeds[self.members.index(m)] for m in todo]
+        first = [a for a in todo[0].train_args]
+        cut = first.index("--run-dir")
+        del first[cut : cut + 2]
+        return [python, "-m", "rlscale.cli", "train", *first, "--seeds", *map(str, seeds), "--run-dirs", *(m.run_dir for m in todo)]
+
+
+def _execute_pack(pack: PackSpec, extra_env: dict[str, str] | None) -> int:
+    first = pack.members[0]
+    first.log_dir.mkdir(parents=True, exist_ok=True)
+    Path(first.run_dir).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **dict(first.env), **(extra_env or {})}
+    locks = []
+    try:
+        with open(pack.log_path, "ab") as log:
+            for member in pack.members:  # always in pack order: two packs never wait on each other crosswise
+                locks.append(open(member.lock_path, "a+b"))
+                _lock(locks[-1], member, log)
+            todo = [m for m in pack.members if not is_complete(m.run_dir)]
+            for member in pack.members:
+                if member not in todo:
+                    clear_marker(member)
+            if not todo:
+                _log(log, "already complete")
+                return 0
+            if stopping():
+                return PREEMPTED
+            started = [is_started(m.run_dir) for m in todo]
+            if any(started) and not all(started):
+                _log(log, "some runs of the pack started alone: running them one by one")
+                individually = True
+            else:
+                individually = False
+                command = pack.command(todo, resume=all(started))
+                for member in todo[1:]:
+                    with open(member.log_path, "ab") as other:
+                        _log(other, f"trained with {len(todo) - 1} other seed(s) in one process; output in {pack.log_path}")
+                code = _run_training(command, env, first.cwd, log, locks)
+    finally:
+        for lock in locks:
+            lock.close()
+    if individually:
+        codes = [execute(member, extra_env) for member in todo]
+        return next((c for c in codes if c not in (0, PREEMPTED)), PREEMPTED if PREEMPTED in codes else 0)
+    return _outcome(todo, code, command)
+
+
+def _lock(lock, spec: RunSpec, log) -> None:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _log(log, f"waiting for the process that holds {spec.lock_path} (a previous attempt still running)")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
+def _run_training(command: list[str], env: dict[str, str], cwd: str | None, log, locks: list) -> int:
+    """Start the training process (holding ``locks`` until it exits), wait for it, return its exit status."""
+    _log(log, f"{'resume' if '--resume' in command else 'start'}: {' '.join(command)}")
+    proc = subprocess.Popen(
+        [sys.executable, "-S", CHILD, str(os.getpid()), *command],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=cwd if cwd and os.path.isdir(cwd) else None,
+        pass_fds=tuple(lock.fileno() for lock in locks),  # the training process holds the locks until it exits
+        # Its own process group: a Ctrl-C at the terminal reaches only the launcher, which asks the run
+        # to stop cleanly (SIGTERM: save at the end of the epoch) instead of losing the epoch.
+        process_group=0,
+    )
+    _live[proc.pid] = proc
+    if stopping():  # a stop request that came while the process was being started
+        proc.send_signal(signal.SIGTERM)
+    try:
+        if _fault(env):
+            _log(log, f"{FAULT_ENV}: killing this worker (pid {os.getpid()})")
+            os.kill(os.getpid(), signal.SIGKILL)
         try:
-            if _fault(env):
-                _log(log, f"{FAULT_ENV}: killing this worker (pid {os.getpid()})")
-                os.kill(os.getpid(), signal.SIGKILL)
-            try:
-                code = proc.wait()
-            except BaseException:  # KeyboardInterrupt (Ray cancellation): stop the run cleanly
-                proc.send_signal(signal.SIGTERM)
-                while True:
-                    try:
-                        proc.wait()
-                        break
-                    except BaseException:
-                        continue
-                raise
-        finally:
-            _live.pop(proc.pid, None)
-        _log(log, describe_exit(code))
+            code = proc.wait()
+        except BaseException:  # KeyboardInterrupt (Ray cancellation): stop the run cleanly
+            proc.send_signal(signal.SIGTERM)
+            while True:
+                try:
+                    proc.wait()
+                    break
+                except BaseException:
+                    continue
+            raise
+    finally:
+        _live.pop(proc.pid, None)
+    _log(log, describe_exit(code))
+    return code
+
+
+def _outcome(specs: list[RunSpec], code: int, command: list[str]) -> int:
     if code == 0:
-        clear_marker(spec)
+        for spec in specs:
+            clear_marker(spec)
         return 0
     if code == PREEMPTED or -code in INTERRUPTING_SIGNALS:
         return PREEMPTED
-    mark_failed(spec, code, describe_exit(code), command)
+    for spec in specs:
+        mark_failed(spec, code, describe_exit(code), command)
     return code

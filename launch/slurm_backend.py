@@ -96,7 +96,7 @@ class SlurmBackend:
                     report.finished(spec, code)
                 except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as err:
                     message = f"job {job_id}: {str(err).strip().splitlines()[0][:300]}"
-                    if runs.is_complete(spec.run_dir):
+                    if all(runs.is_complete(m.run_dir) for m in runs.members(spec)):
                         code = 0
                     else:
                         runs.mark_failed(spec, None, message)

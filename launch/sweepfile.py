@@ -218,6 +218,7 @@ _LAUNCHER_SCHEMA: dict[str, tuple[Any, str]] = {
     "runs_per_gpu": (lambda v: _is_int(v, 1), "a positive integer"),
     "compilation_cache": (lambda v: isinstance(v, bool), "true or false"),
     "max_preemptions": (lambda v: _is_int(v, 0), "an integer ≥ 0"),
+    "pack_seeds": (lambda v: _is_int(v, 1), "a positive integer"),
 }
 _RAY_SCHEMA: dict[str, tuple[Any, str]] = {
     "address": (lambda v: v is None or isinstance(v, str), "a string (e.g. auto or ray://host:10001)"),
@@ -282,6 +283,9 @@ class Launcher:
     """Share XLA compilations between the sweep's runs (JAX persistent cache in <sweep dir>/.jax_cache)."""
     max_preemptions: int = 20
     """How many times one launcher invocation resubmits a run that stopped for a SIGTERM (exit 75)."""
+    pack_seeds: int = 1
+    """Train up to this many not-yet-started runs that differ only in seed in one process (one program
+    vmapped over seeds), so that small models fill a GPU; 1: one process per run."""
     ray: Ray = dataclasses.field(default_factory=Ray)
     slurm: Slurm = dataclasses.field(default_factory=Slurm)
 

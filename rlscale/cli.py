@@ -21,23 +21,57 @@ class CliError(Exception):
     pass
 
 
+def _host_options(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Options of the training process, not of the experiment (kept out of config.json)."""
+    # No abbreviations: --run-dir (a config option) must not be taken for --run-dirs.
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--num-seeds", type=int, default=1)
+    parser.add_argument("--compilation-cache-dir", default=None)
+    parser.add_argument("--no-compilation-cache", action="store_true")
+    parser.add_argument("--num-devices", type=int, default=None)
+    # Used by the sweep launcher to pack runs: explicit seeds and run directories (one per seed).
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--run-dirs", nargs="+", default=None)
+    return parser.parse_known_args(args)
+
+
+HOST_OPTIONS_HELP = """
+process options (not part of the run's config):
+  --num-seeds N               train seeds --seed … --seed+N-1 in one process, one program vmapped over
+                              seeds; run directories <run-dir>/seed<k> (default 1)
+  --compilation-cache-dir DIR persistent XLA compilation cache (default: <run dir's parent>/.jax_cache,
+                              or $JAX_COMPILATION_CACHE_DIR when set)
+  --no-compilation-cache      do not use a persistent compilation cache
+  --num-devices N             split envs and minibatches over the first N devices (default: all visible)
+  --seeds S1 S2 … --run-dirs D1 D2 …
+                              train these seeds together, seed Si in run directory Di (sweep packing)
+  --resume DIR [DIR …]        resume a run, a --num-seeds group directory, or runs trained together
+"""
+
+
 def _train(args: list[str]) -> None:
     import tyro
 
     from rlscale.config import TrainConfig, config_for
-    from rlscale.train import train
+    from rlscale.train import resume_paths, train_seeds
 
+    if "-h" in args or "--help" in args:
+        print(HOST_OPTIONS_HELP)
+    host, args = _host_options(args)
+    cache = False if host.no_compilation_cache else host.compilation_cache_dir
     if "--resume" in args or any(a.startswith("--resume=") for a in args):
-        parser = argparse.ArgumentParser(prog="rlscale train", add_help=False)
-        parser.add_argument("--resume", required=True)
+        parser = argparse.ArgumentParser(prog="rlscale train", add_help=False, allow_abbrev=False)
+        parser.add_argument("--resume", required=True, nargs="+")
         known, extra = parser.parse_known_args(args)
-        if extra:
+        if extra or host.num_seeds != 1 or host.seeds or host.run_dirs:
             raise CliError(
-                f"with --resume the run's options come from {known.resume}/config.json; unexpected: {' '.join(extra)}"
+                f"with --resume the run's options come from {known.resume[0]}/config.json (a --num-seeds group: "
+                f"its seed*/config.json); unexpected: {' '.join(extra) or '--num-seeds/--seeds/--run-dirs'}"
             )
-        train(resume=known.resume)
+        paths = [p for path in known.resume for p in resume_paths(path)]
+        train_seeds(resume=paths, compilation_cache=cache, num_devices=host.num_devices)
         return
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--env", default=TrainConfig.env)
     known, _ = pre.parse_known_args(args)
     from envs import names
@@ -52,10 +86,16 @@ def _train(args: list[str]) -> None:
         prog="rlscale train",
         description=(
             "Train contrastive RL. Defaults are the paper's, then the task's preset in configs/tasks/ "
-            "(shown as the defaults below for the chosen --env). Resume a run with: rlscale train --resume RUN_DIR"
+            "(shown as the defaults below for the chosen --env). Resume a run with: rlscale train --resume RUN_DIR. "
+            "Process options --num-seeds, --compilation-cache-dir, --no-compilation-cache are listed above."
         ),
     )
-    train(cfg)
+    if (host.seeds is None) != (host.run_dirs is None) or (host.seeds and len(host.seeds) != len(host.run_dirs)):
+        raise CliError(f"--seeds and --run-dirs go together, one run directory per seed; got seeds {host.seeds}, run dirs {host.run_dirs}")
+    if host.seeds and host.num_seeds != 1:
+        raise CliError("give either --num-seeds or --seeds/--run-dirs, not both")
+    train_seeds(cfg, host.num_seeds, compilation_cache=cache, num_devices=host.num_devices,
+                seeds=host.seeds, run_dirs=host.run_dirs)
 
 
 def _eval(args: list[str]) -> int:

@@ -51,6 +51,8 @@ class TrainConfig:
     """Residual connections around each block of 4 units (ablation: off)."""
     scan_blocks: bool = True
     """Run residual blocks under nn.scan (compile time independent of depth); off = Python-unrolled."""
+    scan_unroll: int = 1
+    """Residual blocks per iteration of the block scan (fewer loop iterations, longer compile)."""
     remat: bool = False
     """Recompute each block's activations in the backward pass (saves memory at large depth)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -137,6 +139,7 @@ class TrainConfig:
             layer_norm=self.layer_norm,
             residual=self.residual,
             scan_blocks=self.scan_blocks,
+            scan_unroll=self.scan_unroll,
             remat=self.remat,
             dtype=self.dtype,
         )
@@ -215,7 +218,7 @@ def validate(cfg: TrainConfig) -> None:
     for name in (
         "episode_length", "width", "repr_dim", "batch_size", "num_envs", "unroll_length",
         "sgd_steps_per_collection", "max_replay_size", "min_replay_size", "total_env_steps",
-        "num_evals", "num_eval_envs", "checkpoint_every",
+        "num_evals", "num_eval_envs", "checkpoint_every", "scan_unroll",
     ):
         _positive(f"--{name.replace('_', '-')}", getattr(cfg, name))
     if cfg.keep_checkpoints < 0:

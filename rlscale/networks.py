@@ -36,6 +36,7 @@ class TrunkConfig:
     layer_norm: bool = True
     residual: bool = True
     scan_blocks: bool = True
+    scan_unroll: int = 1  # residual blocks per scan iteration (compile time grows with it)
     remat: bool = False
     dtype: str = "float32"  # dtype of the matrix products; parameters stay float32
 
@@ -47,6 +48,8 @@ class TrunkConfig:
             raise ValueError(f"width must be a positive integer, got {self.width}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: float32, bfloat16")
+        if not isinstance(self.scan_unroll, int) or self.scan_unroll < 1:
+            raise ValueError(f"scan unroll must be a positive integer (blocks per scan iteration), got {self.scan_unroll!r}")
 
     @property
     def num_blocks(self) -> int:
@@ -104,6 +107,7 @@ class Trunk(nn.Module):
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
                 length=self.cfg.num_blocks,
+                unroll=min(self.cfg.scan_unroll, self.cfg.num_blocks),
             )(self.cfg, name="blocks")
             x, _ = blocks(x, None)
         else:

@@ -57,11 +57,17 @@ def _umask() -> int:
     return mask
 
 
-def create(run_dir: str | os.PathLike) -> Path:
-    """Create a new run directory; refuse one that exists and is not empty."""
+def check_new(run_dir: str | os.PathLike) -> Path:
+    """Refuse a run directory that exists and is not empty."""
     path = Path(run_dir)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunDirError(f"run directory {path} already exists; pass --resume {path} to continue it, or choose another --run-dir")
+    return path
+
+
+def create(run_dir: str | os.PathLike) -> Path:
+    """Create a new run directory; refuse one that exists and is not empty."""
+    path = check_new(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import threading
 import time
@@ -21,11 +22,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.sharding import Mesh
 from rich.console import Console
 
 import envs
 from envs.wrappers import EpisodeEnv, EpisodeState
 from rlscale import checkpoint as ckpt
+from rlscale import parallel
 from rlscale import run_dir as rd
 from rlscale.agent import Agent, Learner
 from rlscale.buffer import ReplayBuffer, init_buffer, insert, sample_minibatches
@@ -36,6 +39,10 @@ from rlscale.evaluation import eval_key, make_unroll, run_keys, summarize
 # Exit status of a run stopped by SIGTERM (Slurm preemption, Ray cancellation) after it saved a
 # checkpoint: resume it, do not count it as failed. 75 is EX_TEMPFAIL ("try again later").
 PREEMPTED_EXIT_CODE = 75
+# The persistent XLA compilation cache of runs started without one, beside their run directories.
+CACHE_DIR_NAME = ".jax_cache"
+# Where a resumed --num-seeds group moves checkpoints one seed saved past the step common to all seeds.
+SUPERSEDED_DIR = "superseded_checkpoints"
 
 
 class NonFiniteError(RuntimeError):
@@ -63,8 +70,10 @@ def make_task(cfg: TrainConfig, name: str | None = None) -> envs.GoalTask:
 class Trainer:
     """Everything static about a run: task, agent, plan, and the pure functions built from them."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, mesh: Mesh | None = None):
         self.cfg = cfg
+        self.mesh = mesh  # data parallelism over several devices (rlscale.parallel); None: one device
+        parallel.check_divisible(cfg.num_envs, cfg.batch_size, mesh)
         self.plan: Plan = plan(cfg)
         self.task = make_task(cfg)
         self.spec = self.task.spec
@@ -87,7 +96,7 @@ class Trainer:
         def step(env_state, step_key):
             obs = env_state.task.obs
             action = self.agent.act(learner.actor_params, obs, step_key)
-            nxt, _ = jax.vmap(self.env.step)(env_state, action)
+            nxt, _ = self.env.step_batch(env_state, action)
             return nxt, (obs, action, env_state.traj_id)
 
         return jax.lax.scan(step, env_state, jax.random.split(key, length))
@@ -120,6 +129,7 @@ class Trainer:
             state_size=self.spec.state_size,
             goal_indices=self.spec.goal_indices,
         )
+        batches = parallel.constrain_minibatches(batches, self.mesh)
 
         def sgd(learner, inputs):
             batch, step_key = inputs
@@ -154,100 +164,232 @@ def _saved_tree(state: TrainingState, rng: jax.Array, with_buffer: bool) -> dict
     return tree
 
 
-def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, console: Console | None = None) -> Path:
-    """Run (or resume) a training run; returns its run directory."""
+@dataclasses.dataclass
+class _SeedRun:
+    """One seed's run directory and what the host loop keeps for it."""
+
+    cfg: TrainConfig
+    path: Path
+    keys: dict[str, jax.Array]
+    walltime: float = 0.0
+    last_good: Path | None = None
+    log: rd.MetricsLog | None = None
+    writer: ckpt.CheckpointWriter | None = None
+
+
+def seed_configs(
+    cfg: TrainConfig, num_seeds: int = 1, seeds: list[int] | None = None, run_dirs: list[str] | None = None
+) -> list[TrainConfig]:
+    """Configs of ``num_seeds`` consecutive seeds from ``cfg.seed``, run directories ``<run_dir>/seed<k>``;
+    or of explicit ``seeds`` with their ``run_dirs``."""
+    if seeds is not None:
+        if run_dirs is None or len(run_dirs) != len(seeds):
+            raise ValueError(f"one run directory per seed: seeds {seeds}, run directories {run_dirs}")
+        return [dataclasses.replace(cfg, seed=seed, run_dir=str(d)) for seed, d in zip(seeds, run_dirs)]
+    if not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ValueError(f"--num-seeds must be a positive integer, got {num_seeds!r}")
+    if num_seeds == 1:
+        return [dataclasses.replace(cfg, run_dir=cfg.run_dir or str(Path("runs") / cfg.default_run_name()))]
+    seeds = range(cfg.seed, cfg.seed + num_seeds)
+    group = Path(cfg.run_dir or Path("runs") / f"{cfg.default_run_name().rsplit('_s', 1)[0]}_seeds{seeds[0]}-{seeds[-1]}")
+    return [dataclasses.replace(cfg, seed=seed, run_dir=str(group / f"seed{seed}")) for seed in seeds]
+
+
+def resume_paths(path: str | Path) -> list[Path]:
+    """The run directories to resume: ``path`` itself, or the ``seed*`` runs of a ``--num-seeds`` group."""
+    path = Path(path)
+    if (path / rd.CONFIG_FILE).exists() or not path.is_dir():
+        return [path]
+    members = [p for p in path.glob("seed*") if p.name[4:].isdigit() and (p / rd.CONFIG_FILE).exists()]
+    members.sort(key=lambda p: int(p.name[4:]))
+    return members or [path]
+
+
+def check_same_but_seed(cfgs: list[TrainConfig]) -> None:
+    """Seeds trained in one process share one compiled program: their configs may differ only in seed."""
+    first = cfgs[0].to_dict()
+    for other in cfgs[1:]:
+        diff = [k for k, v in other.to_dict().items() if k not in ("seed", "run_dir") and v != first[k]]
+        if diff:
+            raise ValueError(f"runs trained together may differ only in --seed; {other.run_dir} differs in {', '.join(diff)}")
+    seeds = [c.seed for c in cfgs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"runs trained together need distinct seeds, got {seeds}")
+
+
+def enable_compilation_cache(run_path: Path, directory: str | os.PathLike | None | bool) -> Path | None:
+    """The persistent XLA compilation cache: ``JAX_COMPILATION_CACHE_DIR`` if set (sweeps, tests), else
+    ``directory``, else ``<run dir's parent>/.jax_cache``; ``False`` turns it off."""
+    if directory is False:
+        return None
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    cache = Path(directory) if directory not in (None, True) else run_path.resolve().parent / CACHE_DIR_NAME
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    return cache
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    resume: str | Path | None = None,
+    console: Console | None = None,
+    compilation_cache: str | os.PathLike | None | bool = None,
+    num_devices: int | None = None,
+) -> Path:
+    """Run (or resume) one training run; returns its run directory."""
+    (path,) = train_seeds(cfg, 1, resume=[resume] if resume is not None else None, console=console,
+                          compilation_cache=compilation_cache, num_devices=num_devices)
+    return path
+
+
+def train_seeds(
+    cfg: TrainConfig | None = None,
+    num_seeds: int = 1,
+    resume: list[str | Path] | None = None,
+    console: Console | None = None,
+    compilation_cache: str | os.PathLike | None | bool = None,
+    num_devices: int | None = None,
+    seeds: list[int] | None = None,
+    run_dirs: list[str] | None = None,
+) -> list[Path]:
+    """Train (or resume) seeds of one configuration in one process: one compiled program ``vmap``-ed over
+    the seeds, with independent keys; each seed writes its own run directory (config, metrics,
+    checkpoints), exactly as a run of its own would. Returns the run directories.
+
+    With several devices (``num_devices``, default all visible) envs and minibatches are split across
+    them (:mod:`rlscale.parallel`)."""
     console = console or Console(soft_wrap=True)
+    mesh = parallel.make_mesh(num_devices)
     if resume is not None:
-        run_path = Path(resume)
-        stored = rd.read_config(run_path)
-        cfg = TrainConfig.from_dict(stored["config"], source=str(run_path / rd.CONFIG_FILE))
-        trainer = Trainer(cfg)
+        paths = [Path(p) for p in resume]
+        cfgs = []
+        for path in paths:
+            stored = rd.read_config(path)
+            cfgs.append(TrainConfig.from_dict(stored["config"], source=str(path / rd.CONFIG_FILE)))
+        cfgs = [dataclasses.replace(c, run_dir=str(p)) for c, p in zip(cfgs, paths)]
+        check_same_but_seed(cfgs)
+        trainer = Trainer(cfgs[0], mesh)
     else:
         assert cfg is not None
-        cfg = dataclasses.replace(cfg, run_dir=cfg.run_dir or str(Path("runs") / cfg.default_run_name()))
-        trainer = Trainer(cfg)  # validates everything before a file is written
+        cfgs = seed_configs(cfg, num_seeds, seeds, run_dirs)
+        check_same_but_seed(cfgs)
+        trainer = Trainer(cfgs[0], mesh)  # validates everything before a file is written
         if cfg.wandb:
             _import_wandb()
-        run_path = rd.create(cfg.run_dir)
-        info = {"config": cfg.to_dict(), "plan": dataclasses.asdict(trainer.plan), "environment": rd.environment_info()}
-        rd.write_atomic(run_path / rd.CONFIG_FILE, rd.dumps_json(info))
+        for c in cfgs:  # refuse an existing directory before creating any
+            rd.check_new(c.run_dir)
+        paths = [rd.create(c.run_dir) for c in cfgs]
+        for c, path in zip(cfgs, paths):
+            info = {"config": c.to_dict(), "plan": dataclasses.asdict(trainer.plan), "environment": rd.environment_info()}
+            if len(cfgs) > 1:
+                info["trained_with_seeds"] = [other.seed for other in cfgs]
+            rd.write_atomic(path / rd.CONFIG_FILE, rd.dumps_json(info))
+    grouped = len(cfgs) > 1
     run_plan = trainer.plan
+    enable_compilation_cache(paths[0], compilation_cache)
+    members = [_SeedRun(cfg=c, path=p, keys=run_keys(c.seed)) for c, p in zip(cfgs, paths)]
+    stacked_keys = {name: jnp.stack([m.keys[name] for m in members]) for name in members[0].keys}
 
-    keys = run_keys(cfg.seed)
     t_start = time.perf_counter()
-    # Restore before anything is written, so that a bad checkpoint leaves the run directory untouched.
-    state, start_epoch, walltime, last_good = _initial_state(trainer, run_path, resume is not None, keys, console)
-    log = rd.MetricsLog(run_path, cfg.tensorboard, _wandb_run(cfg, run_path))
-    dropped = log.truncate_after(run_plan.env_steps_after(start_epoch) if last_good else -1)
-    if dropped:
-        console.print(f"dropped {dropped} metric rows written after the last checkpoint")
-    writer = ckpt.CheckpointWriter(run_path, cfg.keep_checkpoints)
+    # Restore before anything is written, so that a bad checkpoint leaves the run directories untouched.
+    state, start_epoch = _initial_state(trainer, members, resume is not None, console)
+    for m in members:
+        m.log = rd.MetricsLog(m.path, m.cfg.tensorboard, _wandb_run(m.cfg, m.path))
+        dropped = m.log.truncate_after(run_plan.env_steps_after(start_epoch) if m.last_good else -1)
+        if dropped:
+            console.print(f"{m.path}: dropped {dropped} metric rows written after the last checkpoint")
+        m.writer = ckpt.CheckpointWriter(m.path, m.cfg.keep_checkpoints)
 
-    _print_plan(console, cfg, run_plan, trainer, run_path)
-    if start_epoch >= run_plan.num_epochs:
-        writer.close()
-        log.close()
-        console.print(f"[green]{run_path} is already complete ({run_plan.num_epochs} epochs)")
-        return run_path
-    compile_start = time.perf_counter()
-    epoch_fn = jax.jit(trainer.epoch, donate_argnums=0).lower(state, keys["train"]).compile()
-    eval_fn = jax.jit(trainer.evaluate).lower(state.learner.actor_params, keys["eval"]).compile()
-    compile_seconds = time.perf_counter() - compile_start
-    console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
-
-    sigterm = threading.Event()
+    _print_plan(console, members[0].cfg, run_plan, trainer, paths[0] if not grouped else paths[0].parent)
+    if grouped:
+        console.print(f"{len(members)} seeds ({', '.join(str(m.cfg.seed) for m in members)}) in one vmapped program")
     try:
+        if start_epoch >= run_plan.num_epochs:
+            console.print(f"[green]{', '.join(map(str, paths))}: already complete ({run_plan.num_epochs} epochs)")
+            return paths
+        epoch, evaluate = trainer.epoch, trainer.evaluate
+        if grouped:
+            epoch, evaluate = jax.vmap(epoch), jax.vmap(evaluate)
+        train_key = stacked_keys["train"] if grouped else members[0].keys["train"]
+        eval_keys = stacked_keys["eval"] if grouped else members[0].keys["eval"]
+        sharded = {}
+        if mesh is not None:
+            shardings = parallel.training_state_shardings(state, mesh, seed_axes=int(grouped))
+            state = jax.device_put(state, shardings)
+            sharded = {"out_shardings": (shardings, parallel.replicated(mesh))}
+            console.print(f"data parallel over {mesh.size} devices: {mesh.devices.tolist()}")
+        compile_start = time.perf_counter()
+        epoch_fn = jax.jit(epoch, donate_argnums=0, **sharded).lower(state, train_key).compile()
+        eval_fn = jax.jit(evaluate).lower(state.learner.actor_params, eval_keys).compile()
+        compile_seconds = time.perf_counter() - compile_start
+        console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
+
+        sigterm = threading.Event()
         with _sigterm_sets(sigterm):
-            for epoch in range(start_epoch, run_plan.num_epochs):
+            for epoch_index in range(start_epoch, run_plan.num_epochs):
                 t0 = time.perf_counter()
-                state, train_metrics = epoch_fn(state, jax.random.fold_in(keys["train"], epoch))
+                epoch_keys = [jax.random.fold_in(m.keys["train"], epoch_index) for m in members]
+                state, train_metrics = epoch_fn(state, jnp.stack(epoch_keys) if grouped else epoch_keys[0])
                 train_metrics = jax.device_get(train_metrics)
                 t1 = time.perf_counter()
-                if not bool(train_metrics.pop("all_finite")):
-                    raise NonFiniteError(
-                        f"non-finite loss or parameters in epoch {epoch + 1}; nothing was saved for it; "
-                        f"last good checkpoint: {last_good or 'none'}"
-                    )
-                eval_metrics = summarize(eval_fn(state.learner.actor_params, eval_key(cfg.seed, epoch)))
+                finite = train_metrics.pop("all_finite")
+                for i, m in enumerate(members):
+                    if not bool(finite[i] if grouped else finite):
+                        raise NonFiniteError(
+                            f"non-finite loss or parameters in epoch {epoch_index + 1}; nothing was saved for it; "
+                            f"last good checkpoint: {m.last_good or 'none'}" + (f" (seed {m.cfg.seed}, {m.path})" if grouped else "")
+                        )
+                ekeys = [eval_key(m.cfg.seed, epoch_index) for m in members]
+                per_episode = jax.device_get(eval_fn(state.learner.actor_params, jnp.stack(ekeys) if grouped else ekeys[0]))
                 t2 = time.perf_counter()
-                walltime += t2 - t0
-                done = epoch + 1
+                done = epoch_index + 1
                 env_steps = run_plan.env_steps_after(done)
+                checkpoint_now = done % members[0].cfg.checkpoint_every == 0 or done == run_plan.num_epochs or sigterm.is_set()
                 epoch_steps = run_plan.training_steps_per_epoch
-                row = {
-                    "epoch": done,
-                    "training/env_steps": env_steps,
-                    "training/sgd_steps": run_plan.sgd_steps_after(done),
-                    **{f"training/{k}": float(v) for k, v in train_metrics.items()},
-                    "training/sps": epoch_steps * run_plan.env_steps_per_training_step / (t1 - t0),
-                    "training/sgd_sps": epoch_steps * run_plan.sgd_steps_per_training_step / (t1 - t0),
-                    **eval_metrics,
-                    "time/epoch_seconds": t1 - t0,
-                    "time/eval_seconds": t2 - t1,
-                    "time/compile_seconds": compile_seconds,
-                    "walltime": walltime,
-                }
-                log.append(row)
-                _print_row(console, row, run_plan, time.perf_counter() - t_start, epoch - start_epoch + 1)
-                if done % cfg.checkpoint_every == 0 or done == run_plan.num_epochs or sigterm.is_set():
-                    meta = {
-                        "config": cfg.to_dict(),
-                        "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": run_plan.sgd_steps_after(done)},
-                        "walltime": walltime,
-                        "has_buffer": cfg.save_buffer,
-                        "task": cfg.env,
-                        "eval_task": trainer.eval_task.spec.name,
-                        "state_size": trainer.spec.state_size,
+                for i, m in enumerate(members):
+                    pick = (lambda x, i=i: x[i]) if grouped else (lambda x: x)
+                    m.walltime += t2 - t0
+                    row = {
+                        "epoch": done,
+                        "training/env_steps": env_steps,
+                        "training/sgd_steps": run_plan.sgd_steps_after(done),
+                        **{f"training/{k}": float(pick(v)) for k, v in train_metrics.items()},
+                        # Throughput of the whole process (all its seeds together).
+                        "training/sps": len(members) * epoch_steps * run_plan.env_steps_per_training_step / (t1 - t0),
+                        "training/sgd_sps": len(members) * epoch_steps * run_plan.sgd_steps_per_training_step / (t1 - t0),
+                        **summarize(jax.tree.map(pick, per_episode)),
+                        "time/epoch_seconds": t1 - t0,
+                        "time/eval_seconds": t2 - t1,
+                        "time/compile_seconds": compile_seconds,
+                        "walltime": m.walltime,
                     }
-                    last_good = writer.save(env_steps, _saved_tree(state, keys["init"], cfg.save_buffer), meta)
+                    m.log.append(row)
+                    prefix = f"seed {m.cfg.seed}: " if grouped else ""
+                    _print_row(console, row, run_plan, time.perf_counter() - t_start, epoch_index - start_epoch + 1, prefix)
+                    if checkpoint_now:
+                        meta = {
+                            "config": m.cfg.to_dict(),
+                            "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": run_plan.sgd_steps_after(done)},
+                            "walltime": m.walltime,
+                            "has_buffer": m.cfg.save_buffer,
+                            "task": m.cfg.env,
+                            "eval_task": trainer.eval_task.spec.name,
+                            "state_size": trainer.spec.state_size,
+                        }
+                        seed_state = jax.tree.map(pick, state)
+                        m.last_good = m.writer.save(env_steps, _saved_tree(seed_state, m.keys["init"], m.cfg.save_buffer), meta)
                 if sigterm.is_set() and done < run_plan.num_epochs:
-                    console.print(f"[yellow]SIGTERM: stopped after epoch {done} with checkpoint {last_good}; resume with --resume")
-                    raise Preempted(str(last_good))
+                    where = ", ".join(str(m.last_good) for m in members)
+                    console.print(f"[yellow]SIGTERM: stopped after epoch {done} with checkpoint {where}; resume with --resume")
+                    raise Preempted(where)
     finally:
-        writer.close()
-        log.close()
-    console.print(f"[green]done: {run_path} ({run_plan.total_env_steps:,} env steps, {run_plan.total_sgd_steps:,} SGD steps)")
-    return run_path
+        for m in members:
+            if m.writer is not None:
+                m.writer.close()
+            if m.log is not None:
+                m.log.close()
+    console.print(f"[green]done: {', '.join(map(str, paths))} ({run_plan.total_env_steps:,} env steps, {run_plan.total_sgd_steps:,} SGD steps)")
+    return paths
 
 
 @contextlib.contextmanager
@@ -263,27 +405,51 @@ def _sigterm_sets(event: threading.Event):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _initial_state(trainer: Trainer, run_path: Path, resuming: bool, keys: dict, console: Console):
-    """``(state, start_epoch, walltime, last_good_checkpoint)`` from the latest checkpoint, or fresh."""
-    latest = ckpt.latest_step(run_path) if resuming else None
-    if latest is None:
+def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, console: Console):
+    """``(state, start_epoch)`` from the latest checkpoints (common to all seeds), or fresh; sets each
+    member's walltime and last good checkpoint. The state is stacked over seeds when there are several."""
+    grouped = len(members) > 1
+
+    def stack(trees):
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees) if grouped else trees[0]
+
+    latest = [ckpt.latest_step(m.path) if resuming else None for m in members]
+    if any(step is None for step in latest):
         if resuming:
-            console.print(f"{run_path} has no complete checkpoint: starting it from the beginning")
-        return jax.jit(trainer.init)(keys["init"]), 0, 0.0, None
-    meta = ckpt.read_meta(run_path, latest)
-    state_template = jax.eval_shape(trainer.init, keys["init"])
-    saved, meta = ckpt.restore(run_path, latest, _saved_tree(state_template, keys["init"], meta["has_buffer"]))
-    start_epoch = meta["counters"]["epoch"]
-    if meta["has_buffer"]:
-        state = TrainingState(saved["learner"], saved["env_state"], saved["buffer"])
+            console.print(f"{', '.join(str(m.path) for m in members)}: no complete checkpoint; starting from the beginning")
+        init = jax.vmap(trainer.init) if grouped else trainer.init
+        return jax.jit(init)(stack([m.keys["init"] for m in members])), 0
+    # Seeds save together; if a stop came between their saves, go back to the last step they all have.
+    step = min(latest)
+    missing = [str(m.path) for m in members if step not in ckpt.list_steps(m.path)]
+    if missing:
+        raise ckpt.CheckpointError(f"no checkpoint at env step {step} (the latest common to the seeds) in {', '.join(missing)}")
+    state_template = jax.eval_shape(trainer.init, members[0].keys["init"])
+    restored = []
+    for m in members:
+        meta = ckpt.read_meta(m.path, step)
+        saved, meta = ckpt.restore(m.path, step, _saved_tree(state_template, m.keys["init"], meta["has_buffer"]))
+        restored.append((saved, meta))
+        m.walltime = meta["walltime"]
+        m.last_good = ckpt.step_path(m.path, step)
+    start_epoch = restored[0][1]["counters"]["epoch"]
+    for m in members:  # a seed that saved past the common step: keep its newer checkpoints, out of the way
+        for newer in [s for s in ckpt.list_steps(m.path) if s > step]:
+            moved = m.path / SUPERSEDED_DIR / f"{newer:012d}_{time.strftime('%Y%m%dT%H%M%S')}"
+            moved.parent.mkdir(exist_ok=True)
+            ckpt.step_path(m.path, newer).rename(moved)
+            console.print(f"[yellow]{m.path}: checkpoint {newer} is past the seeds' common step {step}; moved to {moved}")
+    if restored[0][1]["has_buffer"]:
+        state = stack([TrainingState(s["learner"], s["env_state"], s["buffer"]) for s, _ in restored])
     else:
-        state = jax.jit(trainer.init_env_and_buffer)(saved["learner"], jax.random.fold_in(keys["refill"], start_epoch))
+        refill = jax.vmap(trainer.init_env_and_buffer) if grouped else trainer.init_env_and_buffer
+        refill_keys = stack([jax.random.fold_in(m.keys["refill"], start_epoch) for m in members])
+        state = jax.jit(refill)(stack([s["learner"] for s, _ in restored]), refill_keys)
         console.print(
             f"[yellow]no buffer in the checkpoint: refilled it with {trainer.plan.prefill_env_steps:,} fresh env steps (not counted)"
         )
-    last_good = ckpt.step_path(run_path, latest)
-    console.print(f"resuming {run_path} at epoch {start_epoch}/{trainer.plan.num_epochs} from {last_good}")
-    return state, start_epoch, meta["walltime"], last_good
+    console.print(f"resuming at epoch {start_epoch}/{trainer.plan.num_epochs} from {', '.join(str(m.last_good) for m in members)}")
+    return state, start_epoch
 
 
 def _import_wandb():
@@ -315,11 +481,11 @@ def _print_plan(console: Console, cfg: TrainConfig, p: Plan, trainer: Trainer, r
     )
 
 
-def _print_row(console: Console, row: dict, p: Plan, elapsed: float, epochs_done_here: int) -> None:
+def _print_row(console: Console, row: dict, p: Plan, elapsed: float, epochs_done_here: int, prefix: str = "") -> None:
     remaining = p.num_epochs - row["epoch"]
     eta = elapsed / epochs_done_here * remaining
     console.print(
-        f"epoch {row['epoch']:>4}/{p.num_epochs}  steps {row['training/env_steps']:>12,}  "
+        f"{prefix}epoch {row['epoch']:>4}/{p.num_epochs}  steps {row['training/env_steps']:>12,}  "
         f"env/s {row['training/sps']:>9,.0f}  sgd/s {row['training/sgd_sps']:>7,.1f}  "
         f"time@goal {row['eval/episode_success']:>7.1f}  success_any {row['eval/episode_success_any']:.2f}  "
         f"critic {row['training/critic_loss']:.3f}  actor {row['training/actor_loss']:.3f}  "

@@ -467,3 +467,35 @@ def test_slurm_backend_runs_a_job_array_through_submitit(tmp_path, compile_cache
     assert [runs.state(s) for s in specs] == ["done", "done"]
     assert any((root / "slurm" / "slurm").iterdir())  # submitit's job folders
     assert [r["status"] for r in _summary_rows(root / "slurm")] == ["done", "done"]
+
+
+def test_pack_seeds_trains_runs_differing_only_in_seed_in_one_process(tmp_path, compile_cache, capsys):
+    sweep_file = write_sweep(tmp_path / "packed.yaml", {"env": ["point_u_maze"], "gamma": [0.99, 0.9], "seed": [0, 1, 2]})
+    root = tmp_path / "runs"
+    specs = _specs(sweep_file, root)
+    run_list = sweepfile.expand(sweepfile.load(sweep_file))
+    packed = launcher.pack_seeds(specs, run_list, specs, 2)
+    # Per gamma: seeds 0 and 1 in one process, seed 2 alone.
+    assert [type(p).__name__ for p in packed] == ["PackSpec", "RunSpec", "PackSpec", "RunSpec"]
+    assert [p.seeds for p in packed if isinstance(p, runs.PackSpec)] == [(0, 1), (0, 1)]
+    assert runs.members(packed[0]) == (specs[0], specs[1])
+    command = packed[0].command(list(packed[0].members), resume=False)
+    assert command[command.index("--seeds") + 1 : command.index("--run-dirs")] == ["0", "1"]
+    assert command.count("--run-dir") == 0 and command[-2:] == [specs[0].run_dir, specs[1].run_dir]
+
+    assert launcher.main([str(sweep_file), "--runs-root", str(root), "--pack-seeds", "2"]) == 0
+    assert [runs.state(s) for s in specs] == ["done"] * 6
+    out = capsys.readouterr().out
+    assert out.count("seeds packed") >= 2
+    stored = [json.loads((Path(s.run_dir) / "config.json").read_text()) for s in specs]
+    assert [c["config"]["seed"] for c in stored] == [0, 1, 2, 0, 1, 2]
+    assert [c["config"]["gamma"] for c in stored] == [0.99, 0.99, 0.99, 0.9, 0.9, 0.9]
+    assert [c.get("trained_with_seeds") for c in stored] == [[0, 1], [0, 1], None] * 2
+    assert "trained with 1 other seed(s) in one process" in Path(specs[1].log_path).read_text()
+    assert [r["status"] for r in _summary_rows(root / "packed")] == ["done"] * 6
+    # A rerun finds everything done and trains nothing.
+    before = {s.run_dir: _snapshot(s.run_dir) for s in specs}
+    assert launcher.main([str(sweep_file), "--runs-root", str(root), "--pack-seeds", "2"]) == 0
+    assert {s.run_dir: _snapshot(s.run_dir) for s in specs} == before
+    with pytest.raises(sweepfile.SweepError, match="--pack-seeds 0 is not a positive integer"):
+        launcher.main([str(sweep_file), "--runs-root", str(root), "--pack-seeds", "0"])

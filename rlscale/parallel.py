@@ -1,0 +1,72 @@
+"""Data parallelism over several devices with JAX's sharding API.
+
+One mesh axis, ``data``. Parameters, optimiser states and α are replicated; the parallel envs (and the
+replay buffer's env axis) and every minibatch are split across devices. XLA inserts the cross-device
+reductions of the gradients, so a sharded SGD step computes the single-device step's update (up to
+floating-point summation order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh | None:
+    """A 1-D mesh over the first ``num_devices`` devices (default: all); ``None`` for a single device."""
+    devices = jax.devices()
+    n = len(devices) if num_devices is None else num_devices
+    if not isinstance(n, int) or not 1 <= n <= len(devices):
+        raise ValueError(f"--num-devices must be between 1 and the {len(devices)} visible device(s), got {num_devices!r}")
+    return None if n == 1 else Mesh(np.array(devices[:n]), (DATA_AXIS,))
+
+
+def check_divisible(num_envs: int, batch_size: int, mesh: Mesh | None) -> None:
+    if mesh is None:
+        return
+    n = mesh.size
+    for name, value in (("--num-envs", num_envs), ("--batch-size", batch_size)):
+        if value % n:
+            raise ValueError(
+                f"{name} {value} does not split over {n} devices; choose a multiple of {n} or pass --num-devices "
+                f"with a divisor of {value} (1 trains on one device)"
+            )
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def split_axis(mesh: Mesh, axis: int) -> NamedSharding:
+    """Arrays split across devices along ``axis``."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
+
+
+def training_state_shardings(state: Any, mesh: Mesh, seed_axes: int = 0) -> Any:
+    """Shardings of a ``TrainingState`` (``seed_axes`` leading seed axes, for ``--num-seeds``): learner
+    replicated, env states split on their env axis, buffer arrays ``[capacity, num_envs, ...]`` split on
+    their env axis, the buffer's counters replicated."""
+    buffer = state.buffer
+    return type(state)(
+        learner=jax.tree.map(lambda _: replicated(mesh), state.learner),
+        env_state=jax.tree.map(lambda _: split_axis(mesh, seed_axes), state.env_state),
+        buffer=buffer.replace(
+            obs=split_axis(mesh, seed_axes + 1),
+            action=split_axis(mesh, seed_axes + 1),
+            traj_id=split_axis(mesh, seed_axes + 1),
+            insert_pos=replicated(mesh),
+            size=replicated(mesh),
+        ),
+    )
+
+
+def constrain_minibatches(batches: Any, mesh: Mesh | None) -> Any:
+    """Split ``[num_batches, batch_size, ...]`` minibatches across devices on their batch axis."""
+    if mesh is None:
+        return batches
+    return jax.lax.with_sharding_constraint(batches, split_axis(mesh, 1))

@@ -1,0 +1,73 @@
+"""Run by tests/test_parallel.py in a process with 4 CPU devices (XLA_FLAGS set before JAX starts).
+
+Prints one JSON line: how the sharded SGD step compares with the single-device one, and the first
+metric rows of a tiny run trained on 4 devices and on 1.
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import TINY, without_timing  # noqa: E402
+
+from rlscale import parallel  # noqa: E402
+from rlscale import run_dir as rd  # noqa: E402
+from rlscale.agent import Agent  # noqa: E402
+from rlscale.buffer import Transitions  # noqa: E402
+from rlscale.config import TrainConfig  # noqa: E402
+from rlscale.train import Trainer, train  # noqa: E402
+
+assert len(jax.devices()) == 4, jax.devices()
+cfg = TrainConfig(**{**TINY, "batch_size": 64})
+spec = Trainer(cfg).spec
+agent = Agent.build(cfg, spec)
+learner = agent.init(jax.random.PRNGKey(0))
+k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
+batch = Transitions(
+    state=jax.random.normal(k1, (cfg.batch_size, spec.state_size)),
+    action=jax.random.uniform(k2, (cfg.batch_size, spec.action_size), minval=-1, maxval=1),
+    goal=jax.random.normal(k3, (cfg.batch_size, len(spec.goal_indices))),
+)
+step = jax.jit(agent.sgd_step)
+single, single_metrics = step(learner, batch, jax.random.PRNGKey(2))
+
+mesh = parallel.make_mesh(4)
+sharded_batch = jax.device_put(batch, parallel.split_axis(mesh, 0))
+replicated_learner = jax.device_put(learner, parallel.replicated(mesh))
+sharded, sharded_metrics = step(replicated_learner, sharded_batch, jax.random.PRNGKey(2))
+gap = max(
+    float(np.max(np.abs(np.asarray(a) - np.asarray(b)) / (np.abs(np.asarray(b)) + 1e-3)))
+    for a, b in zip(jax.tree.leaves((sharded.actor_params, sharded.critic_params)), jax.tree.leaves((single.actor_params, single.critic_params)))
+)
+params_moved = max(
+    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    for a, b in zip(jax.tree.leaves(single.critic_params), jax.tree.leaves(learner.critic_params))
+)
+
+runs = tempfile.mkdtemp()
+rows = {}
+for n in (4, 1):
+    run = train(TrainConfig(**{**TINY, "run_dir": f"{runs}/devices{n}"}), num_devices=n)
+    rows[n] = [without_timing(r) for r in rd.read_metrics(run)]
+try:
+    Trainer(TrainConfig(**{**TINY, "num_envs": 6}), mesh)
+    indivisible_error = ""
+except ValueError as err:
+    indivisible_error = str(err)
+sharded_buffer_devices = len(jax.device_put(jnp.zeros((8, 4)), parallel.split_axis(mesh, 1)).sharding.device_set)
+print(json.dumps({
+    "batch_devices": len(sharded_batch.state.sharding.device_set),
+    "params_devices": len(jax.tree.leaves(sharded.critic_params)[0].sharding.device_set),
+    "relative_gap": gap,
+    "params_moved": params_moved,
+    "loss_gap": abs(float(sharded_metrics["critic_loss"]) - float(single_metrics["critic_loss"])),
+    "rows": {str(n): r for n, r in rows.items()},
+    "split_buffer_devices": sharded_buffer_devices,
+    "indivisible_error": indivisible_error,
+}))
