@@ -53,8 +53,10 @@ class TrainConfig:
     """Run residual blocks under nn.scan (compile time independent of depth); off = Python-unrolled."""
     scan_unroll: int = 1
     """Residual blocks per iteration of the block scan (fewer loop iterations, longer compile)."""
-    remat: bool = False
-    """Recompute each block's activations in the backward pass (saves memory at large depth)."""
+    remat: bool = True
+    """Rematerialise residual blocks in the backward pass: less memory, and a faster scanned step (off: store every intermediate)."""
+    remat_policy: Literal["dots", "full"] = "dots"
+    """With --remat: keep the matrix products' outputs and recompute LayerNorm and Swish (dots), or recompute everything (full)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype of matrix products (parameters, LayerNorm statistics and losses stay float32)."""
     repr_dim: int = 64
@@ -141,6 +143,7 @@ class TrainConfig:
             scan_blocks=self.scan_blocks,
             scan_unroll=self.scan_unroll,
             remat=self.remat,
+            remat_policy=self.remat_policy,
             dtype=self.dtype,
         )
 

@@ -50,7 +50,7 @@ class LoadedPolicy:
 
 
 def trunk_config(config: dict[str, Any], depth: int) -> TrunkConfig:
-    fields = ("width", "activation", "layer_norm", "residual", "scan_blocks", "scan_unroll", "remat", "dtype")
+    fields = ("width", "activation", "layer_norm", "residual", "scan_blocks", "scan_unroll", "remat", "remat_policy", "dtype")
     # Fields added after a run was saved take their defaults (they change speed, not the parameters).
     return TrunkConfig(depth=depth, **{f: config[f] for f in fields if f in config})
 

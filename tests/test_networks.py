@@ -39,7 +39,7 @@ def test_scanned_equals_unrolled(depth):
 @pytest.mark.parametrize("unroll", [2, 3, 8])
 def test_scan_unroll_changes_nothing_but_the_loop(unroll):
     # 12 blocks: unroll 3 divides them, 8 does not (XLA adds a remainder), 2 divides them.
-    base = TrunkConfig(depth=48, width=16)
+    base = TrunkConfig(depth=48, width=16, remat=False)
     params, x = _init(base)
     loss = lambda cfg: lambda p: jnp.sum(Trunk(cfg, 5).apply({"params": p}, x) ** 2)  # noqa: E731
     tuned = TrunkConfig(depth=48, width=16, scan_unroll=unroll, remat=True)
@@ -52,14 +52,18 @@ def test_scan_unroll_changes_nothing_but_the_loop(unroll):
         TrunkConfig(depth=8, scan_unroll=0)
 
 
-def test_remat_does_not_change_values_or_gradients():
-    plain = TrunkConfig(depth=8, width=16)
+@pytest.mark.parametrize("policy", ["dots", "full"])
+def test_remat_does_not_change_values_or_gradients(policy):
+    plain = TrunkConfig(depth=8, width=16, remat=False)
     params, x = _init(plain)
     loss = lambda cfg: lambda p: jnp.sum(Trunk(cfg, 5).apply({"params": p}, x) ** 2)  # noqa: E731
     g_plain = jax.grad(loss(plain))(params)
-    g_remat = jax.grad(loss(TrunkConfig(depth=8, width=16, remat=True)))(params)
+    g_remat = jax.grad(loss(TrunkConfig(depth=8, width=16, remat=True, remat_policy=policy)))(params)
     for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert TrunkConfig().remat and TrunkConfig().remat_policy == "dots"  # the default (benchmarks/README.md)
+    with pytest.raises(ValueError, match="unknown remat policy 'some'; valid: dots, full"):
+        TrunkConfig(remat_policy="some")
 
 
 @pytest.mark.parametrize("depth,width", [(4, 256), (16, 64), (64, 32)])

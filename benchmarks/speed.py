@@ -1,0 +1,641 @@
+"""Training speed of the paper's implementation ("baseline") against ours ("fast"), depth by depth.
+
+Modes (all at the same depth, width, batch):
+
+* ``baseline`` — the paper's choices: Python-unrolled residual blocks, float32 everywhere, no remat
+  (``TrainConfig(scan_blocks=False, dtype="float32", remat=False)``).
+* ``fast`` — rlscale's defaults: blocks under ``nn.scan`` with ``--fast-unroll`` blocks per scan
+  iteration, rematerialised blocks keeping only the matrix products (``--fast-remat dots``), and
+  ``--fast-dtype`` products (auto: bfloat16 on a GPU, float32 on a CPU, whose bfloat16 matmuls are slower).
+* ``fast_other`` (``--also-other-dtype``) — the fast mode with the other dtype of products.
+* ``fast_u<N>`` (``--unrolls``) — the fast mode at other scan unroll factors (SGD step only), to choose
+  the default from data.
+
+Per (depth, mode) it measures, each in a fresh subprocess (so peak memory and compile caches do not
+mix): SGD steps/s (a jitted ``lax.scan`` of K ``Agent.sgd_step`` on one humanoid-sized minibatch),
+whole-loop env steps/s (``Trainer.training_step`` at the paper's 1:40 update-to-data ratio, or a
+proportionally scaled-down one), compile seconds of both programs, peak device memory (GPU) or peak
+process RSS (CPU), and MFU against the device's measured matmul peak. Baseline and fast runs of one
+depth run back to back (``--pairs`` repeats the pair; medians are reported).
+
+    python benchmarks/speed.py                                  # all depths, paper UTD, humanoid (GPU)
+    python benchmarks/speed.py --depths 4 16 --env point_u_maze --num-envs 64 --unroll-length 31 \\
+        --sgd-steps-per-collection 50 --episode-length 50 --min-replay-size 50
+    python benchmarks/speed.py --depths 16 64 --unrolls 1 2 4 --skip-loop   # choose the scan unroll
+    python benchmarks/speed.py --depths 4 --num-seeds-check                 # 4 vmapped seeds vs 1
+
+Writes ``benchmarks/results/speed_<backend>.json`` (``--out``) and prints a markdown table
+(``--markdown PATH`` also writes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+RESULT_PREFIX = "SPEED_JSON "  # marks the one result line a child prints among any log output
+DEPTHS = [4, 16, 64, 256, 1024]
+
+
+# --- configuration of one mode ------------------------------------------------------------------
+
+
+def actor_depth_for(depth: int) -> int:
+    # The paper's 1024-layer run used a 512-layer actor (a 1024-layer actor diverged).
+    return 512 if depth == 1024 else depth
+
+
+OTHER_DTYPE = {"float32": "bfloat16", "bfloat16": "float32"}
+
+
+def mode_knobs(mode: str, unroll: int, remat: str, fast_dtype: str) -> dict:
+    """The TrainConfig fields that differ between modes."""
+    if mode == "baseline":
+        return {"scan_blocks": False, "dtype": "float32", "remat": False, "scan_unroll": 1}
+    dtype = fast_dtype if mode == "fast" else OTHER_DTYPE[fast_dtype]
+    return {"scan_blocks": True, "dtype": dtype, "remat": remat != "off", "remat_policy": "full" if remat == "full" else "dots",
+            "scan_unroll": unroll}
+
+
+# --- analytic FLOPs ------------------------------------------------------------------------------
+
+
+def trunk_matmul_params(in_size: int, out_size: int, depth: int, width: int) -> int:
+    """Weights of one trunk's matrix products (biases, LayerNorm and activations are not matmul FLOPs)."""
+    return in_size * width + depth * width * width + width * out_size
+
+
+def analytic_sgd_flops(depth: int, actor_depth: int, width: int, batch: int, spec, repr_dim: int = 64) -> dict:
+    """Matmul FLOPs of one ``Agent.sgd_step``: a forward pass is 2 × weights × batch; a backward pass
+    that needs weight and input gradients is 2 × forward, one needing only input gradients 1 × forward.
+
+    * actor loss: actor forward + full backward (3 F_actor); critic φ(s, a) forward + input-gradient
+      backward to the action (2 F_sa); critic ψ(g) forward only, it does not depend on the actor (F_g);
+    * critic loss: φ and ψ forward + full backward (3 F_sa + 3 F_g).
+    The B×B L2 energy (elementwise, ≈ 3·B²·repr_dim per pass) is left out: < 2 % at depth 4.
+    """
+    fwd = lambda weights: 2 * weights * batch  # noqa: E731
+    f_actor = fwd(trunk_matmul_params(spec.state_size + spec.goal_size, 2 * spec.action_size, actor_depth, width))
+    f_sa = fwd(trunk_matmul_params(spec.state_size + spec.action_size, repr_dim, depth, width))
+    f_g = fwd(trunk_matmul_params(spec.goal_size, repr_dim, depth, width))
+    actor_loss = 3 * f_actor + 2 * f_sa + f_g
+    critic_loss = 3 * f_sa + 3 * f_g
+    return {"total": actor_loss + critic_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
+
+
+def xla_flops(analysis) -> float | None:
+    """``cost_analysis()`` is a dict in recent JAX, a list of per-module dicts in older versions."""
+    if analysis is None:
+        return None
+    if isinstance(analysis, (list, tuple)):
+        values = [a.get("flops") for a in analysis if isinstance(a, dict) and a.get("flops") is not None]
+        return float(sum(values)) if values else None
+    value = analysis.get("flops")
+    return float(value) if value is not None else None
+
+
+# --- measurements inside one child process ------------------------------------------------------
+
+
+def _memory() -> dict:
+    import jax
+
+    stats = None
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # some backends raise instead of returning None
+        stats = None
+    return {
+        "peak_device_bytes": int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None,
+        # Linux reports ru_maxrss in KiB. Process-wide: this is why each measurement has its own process.
+        "peak_process_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def _timed_calls(fn, state, keys):
+    """Call ``fn(state, key)`` once per key, threading the state; wall seconds of each call."""
+    import jax
+
+    times = []
+    for key in keys:
+        t0 = time.perf_counter()
+        state, out = fn(state, key)
+        jax.block_until_ready((state, out))
+        times.append(time.perf_counter() - t0)
+    return state, times
+
+
+def budgeted_repeats(repeats: int, budget_seconds: float, call_seconds: float) -> int:
+    """At most ``repeats`` timed calls, fewer (at least 1) when they would exceed the time budget
+    (deep networks on a CPU take tens of seconds per SGD step)."""
+    if budget_seconds <= 0:
+        return repeats
+    return max(1, min(repeats, int(budget_seconds // max(call_seconds, 1e-9))))
+
+
+def measure_sgd(args, depth: int, knobs: dict) -> dict:
+    """SGD steps/s of a jitted lax.scan of K sgd_steps on a fixed minibatch (dispatch amortised over K)."""
+    import jax
+
+    from benchmarks.network import SPEC
+    from rlscale.agent import Agent
+    from rlscale.buffer import Transitions
+    from rlscale.config import TrainConfig
+
+    actor_depth = actor_depth_for(depth)
+    cfg = TrainConfig(depth=depth, actor_depth=actor_depth, width=args.width, batch_size=args.batch_size, **knobs)
+    agent = Agent.build(cfg, SPEC)
+    learner = jax.jit(agent.init)(jax.random.PRNGKey(0))
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
+    batch = Transitions(
+        state=jax.random.normal(k1, (args.batch_size, SPEC.state_size)),
+        action=jax.random.uniform(k2, (args.batch_size, SPEC.action_size), minval=-1, maxval=1),
+        goal=jax.random.normal(k3, (args.batch_size, SPEC.goal_size)),
+    )
+    steps = args.sgd_steps_per_call
+
+    def k_steps(learner, batch, key):
+        def body(learner, step_key):
+            learner, metrics = agent.sgd_step(learner, batch, step_key)
+            return learner, metrics["critic_loss"] if "critic_loss" in metrics else metrics["actor_loss"]
+
+        return jax.lax.scan(body, learner, jax.random.split(key, steps))
+
+    key = jax.random.PRNGKey(2)
+    t0 = time.perf_counter()
+    lowered = jax.jit(k_steps, donate_argnums=0).lower(learner, batch, key)
+    compiled = lowered.compile()
+    compile_seconds = time.perf_counter() - t0
+    # XLA's count of one step, from the un-scanned step's HLO (cheap: no compile). Loops in it (the
+    # scanned blocks) are counted once, so it undercounts the fast mode; kept as a secondary figure.
+    try:
+        xla_step_flops = xla_flops(jax.jit(agent.sgd_step).lower(learner, batch, key).cost_analysis())
+    except Exception as exc:  # cost analysis is best-effort across JAX versions
+        xla_step_flops = None
+        print(f"cost analysis failed: {exc!r}", file=sys.stderr)
+    call = lambda state, k: compiled(state, batch, k)  # noqa: E731
+    learner, warm = _timed_calls(call, learner, [jax.random.PRNGKey(3)])  # warm-up
+    repeat_keys = [jax.random.PRNGKey(10 + i) for i in range(budgeted_repeats(args.sgd_repeats, args.budget_seconds, warm[0]))]
+    learner, times = _timed_calls(call, learner, repeat_keys)
+    step_seconds = float(np.median(times)) / steps
+    analytic = analytic_sgd_flops(depth, actor_depth, args.width, args.batch_size, SPEC)
+    return {
+        "sgd_compile_seconds": compile_seconds,
+        "sgd_step_seconds": step_seconds,
+        "sgd_steps_per_second": 1.0 / step_seconds,
+        "sgd_call_seconds": times,
+        "sgd_steps_per_call": steps,
+        "flops_per_sgd_step_analytic": analytic["total"],
+        "flops_per_sgd_step_xla": xla_step_flops,
+    }
+
+
+def loop_config(args, depth: int, knobs: dict):
+    from rlscale.config import config_for
+
+    return config_for(
+        args.env,
+        depth=depth,
+        actor_depth=actor_depth_for(depth),
+        width=args.width,
+        batch_size=args.batch_size,
+        num_envs=args.num_envs,
+        unroll_length=args.unroll_length,
+        sgd_steps_per_collection=args.sgd_steps_per_collection,
+        min_replay_size=args.min_replay_size,
+        max_replay_size=args.max_replay_size,
+        episode_length=args.episode_length,
+        **knobs,
+    )
+
+
+def measure_loop(args, depth: int, knobs: dict) -> dict:
+    """Env steps/s of the whole training step: collect, insert, sample, scan the SGD steps."""
+    import jax
+
+    from rlscale.train import Trainer
+
+    cfg = loop_config(args, depth, knobs)
+    trainer = Trainer(cfg)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    step = jax.jit(trainer.training_step, donate_argnums=0).lower(state, jax.random.PRNGKey(1)).compile()
+    compile_seconds = time.perf_counter() - t0
+    state, warm = _timed_calls(step, state, [jax.random.PRNGKey(2)])  # warm-up
+    repeats = budgeted_repeats(args.loop_repeats, args.budget_seconds, warm[0])
+    state, times = _timed_calls(step, state, [jax.random.PRNGKey(10 + i) for i in range(repeats)])
+    seconds = float(np.median(times))
+    env_steps = trainer.plan.env_steps_per_training_step
+    return {
+        "loop_compile_seconds": compile_seconds,
+        "loop_step_seconds": seconds,
+        "loop_call_seconds": times,
+        "env_steps_per_training_step": env_steps,
+        "sgd_steps_per_training_step": cfg.sgd_steps_per_collection,
+        "env_steps_per_second": env_steps / seconds,
+        "loop_sgd_steps_per_second": cfg.sgd_steps_per_collection / seconds,
+    }
+
+
+def measure_seeds(args) -> dict:
+    """One training step of 4 vmapped seeds against 1 seed, fast mode, depth 4, calls interleaved."""
+    import jax
+
+    from rlscale.train import Trainer
+
+    depth, seeds = 4, 4
+    trainer = Trainer(loop_config(args, depth, mode_knobs("fast", args.fast_unroll, args.fast_remat, args.fast_dtype)))
+    one = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    many = jax.jit(jax.vmap(trainer.init))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    step_one = jax.jit(trainer.training_step, donate_argnums=0).lower(one, jax.random.PRNGKey(1)).compile()
+    many_keys = jax.random.split(jax.random.PRNGKey(1), seeds)
+    step_many = jax.jit(jax.vmap(trainer.training_step), donate_argnums=0).lower(many, many_keys).compile()
+    one, _ = _timed_calls(step_one, one, [jax.random.PRNGKey(2)])  # warm-ups
+    many, _ = _timed_calls(step_many, many, [many_keys])
+    t_one, t_many = [], []
+    for i in range(args.loop_repeats):  # interleaved: both see the same machine load
+        one, t = _timed_calls(step_one, one, [jax.random.PRNGKey(20 + i)])
+        t_one += t
+        many, t = _timed_calls(step_many, many, [jax.random.split(jax.random.PRNGKey(20 + i), seeds)])
+        t_many += t
+    return {
+        "depth": depth,
+        "mode": "fast",
+        "num_seeds": seeds,
+        "one_seed_seconds": float(np.median(t_one)),
+        "many_seeds_seconds": float(np.median(t_many)),
+        "time_ratio": float(np.median(t_many) / np.median(t_one)),
+        "one_seed_call_seconds": t_one,
+        "many_seeds_call_seconds": t_many,
+        **_memory(),
+    }
+
+
+def measure_peak(args) -> dict:
+    """Best-of-N seconds of a large square matmul in float32 and bfloat16: the machine's matmul peak."""
+    import jax
+    import jax.numpy as jnp
+
+    n = args.peak_matmul_size or (8192 if jax.default_backend() == "gpu" else 2048)
+    out = {"matmul_size": n}
+    for dtype in ("float32", "bfloat16"):
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.dtype(dtype))
+        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.dtype(dtype))
+        # Accumulate several products per call so dispatch does not count (matters on the GPU).
+        reps = 10 if jax.default_backend() == "gpu" else 1
+        f = jax.jit(lambda a, b: sum(jnp.dot(a + i, b) for i in range(reps)))
+        f(a, b).block_until_ready()
+        best = float("inf")
+        for _ in range(args.peak_repeats):
+            t0 = time.perf_counter()
+            f(a, b).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+        out[f"{dtype}_flops_per_second"] = reps * 2 * n**3 / best
+    return out
+
+
+def child_main(args) -> None:
+    import jax
+
+    result: dict = {}
+    try:
+        if args.one == "peak":
+            result = measure_peak(args)
+        elif args.one == "seeds":
+            result = measure_seeds(args)
+        else:
+            knobs = mode_knobs(args.mode, args.unroll, args.fast_remat, args.fast_dtype)
+            result = {"depth": args.depth, "actor_depth": actor_depth_for(args.depth), "mode": args.mode, **knobs}
+            result.update(measure_sgd(args, args.depth, knobs))
+            if args.skip_loop_here:
+                result["loop_skipped"] = args.skip_loop_here
+            else:
+                result.update(measure_loop(args, args.depth, knobs))
+            result.update(_memory())
+        result["backend"] = jax.default_backend()
+    except Exception as exc:  # reported to the parent as a skipped row, never a crash of the whole run
+        result["skipped"] = f"error: {type(exc).__name__}: {str(exc)[:500]}"
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# --- the parent: run children, collect, summarise -----------------------------------------------
+
+
+def run_child(args, extra: list[str]) -> dict:
+    """Run one measurement in a fresh interpreter; a timeout or a crash becomes a skipped row."""
+    shared = [
+        "--width", str(args.width), "--batch-size", str(args.batch_size),
+        "--sgd-steps-per-call", str(args.sgd_steps_per_call), "--sgd-repeats", str(args.sgd_repeats),
+        "--loop-repeats", str(args.loop_repeats), "--env", args.env, "--num-envs", str(args.num_envs),
+        "--unroll-length", str(args.unroll_length), "--sgd-steps-per-collection", str(args.sgd_steps_per_collection),
+        "--min-replay-size", str(args.min_replay_size), "--max-replay-size", str(args.max_replay_size),
+        "--episode-length", str(args.episode_length), "--fast-unroll", str(args.fast_unroll),
+        "--fast-remat", args.fast_remat, "--fast-dtype", args.fast_dtype, "--peak-repeats", str(args.peak_repeats),
+        "--peak-matmul-size", str(args.peak_matmul_size), "--budget-seconds", str(args.budget_seconds),
+    ]
+    command = [sys.executable, str(Path(__file__).resolve()), *extra, *shared]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"timeout: no result within --timeout {args.timeout} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            row = json.loads(line[len(RESULT_PREFIX):])
+            row["process_seconds"] = time.perf_counter() - t0
+            return row
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"skipped": f"crashed (exit {proc.returncode}): {' | '.join(tail)[:500]}"}
+
+
+def median_rows(rows: list[dict]) -> dict:
+    """Merge the repeats of one (depth, mode): medians of numbers, the first row's other fields."""
+    good = [r for r in rows if "skipped" not in r]
+    if not good:
+        return rows[0]
+    merged = dict(good[0])
+    for key, value in good[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [r[key] for r in good if isinstance(r.get(key), (int, float))]
+            if len(set(values)) > 1:  # settings (depth, unroll) are equal across repeats and stay as they are
+                merged[key] = float(np.median(values))
+    merged["repeats"] = len(good)
+    return merged
+
+
+def best_peak(start: dict, end: dict) -> dict:
+    out = {"matmul_size": start.get("matmul_size", end.get("matmul_size")), "start": start, "end": end}
+    for dtype in ("float32", "bfloat16"):
+        values = [p.get(f"{dtype}_flops_per_second") for p in (start, end) if p.get(f"{dtype}_flops_per_second")]
+        out[f"{dtype}_flops_per_second"] = max(values) if values else None
+    return out
+
+
+def add_mfu(row: dict, peak: dict) -> None:
+    if "sgd_step_seconds" not in row:
+        return
+    dtype = row.get("dtype", "float32")
+    peak_flops = peak.get(f"{dtype}_flops_per_second")
+    achieved = row["flops_per_sgd_step_analytic"] / row["sgd_step_seconds"]
+    row["achieved_flops_per_second"] = achieved
+    row["flops_source"] = "analytic matmul FLOPs (analytic_sgd_flops); XLA cost analysis kept as flops_per_sgd_step_xla"
+    row["mfu"] = achieved / peak_flops if peak_flops else None
+    row["mfu_peak_dtype"] = dtype
+    if row.get("flops_per_sgd_step_xla"):
+        row["xla_over_analytic_flops"] = row["flops_per_sgd_step_xla"] / row["flops_per_sgd_step_analytic"]
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """fast/baseline (and fast_other/baseline) per depth: > 1 means faster for speeds, slower for compile."""
+    out = []
+    for depth in sorted({r["depth"] for r in rows}):
+        base = next((r for r in rows if r["depth"] == depth and r["mode"] == "baseline" and "skipped" not in r), None)
+        if base is None:
+            continue
+        for other in [r for r in rows if r["depth"] == depth and r["mode"] != "baseline" and "skipped" not in r]:
+            entry = {"depth": depth, "mode": other["mode"], "vs": "baseline"}
+            for key in ("sgd_steps_per_second", "env_steps_per_second", "sgd_compile_seconds", "loop_compile_seconds"):
+                if base.get(key) and other.get(key):
+                    entry[key] = other[key] / base[key]
+            out.append(entry)
+    return out
+
+
+def fmt(value, spec: str, missing: str = "—") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def markdown(payload: dict) -> str:
+    lines = [
+        "| depth | mode | SGD steps/s | env steps/s (loop) | compile SGD / loop (s) | peak mem | MFU | fast ÷ baseline: SGD, env, compile SGD |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    ratio_of = {(r["depth"], r["mode"]): r for r in payload["ratios"]}
+    for row in payload["results"]:
+        depth = f"{row['depth']}" + (f" (actor {row['actor_depth']})" if row.get("actor_depth", row["depth"]) != row["depth"] else "")
+        mode = row["mode"] + (f" u{row['scan_unroll']}" if row.get("scan_blocks") and row["mode"] != "baseline" else "")
+        mode += f" remat {row.get('remat_policy', '')}" if row.get("remat") else ""
+        mode += f" {row['dtype']}" if row["mode"] != "baseline" and row.get("dtype") else ""
+        if "skipped" in row:
+            lines.append(f"| {depth} | {mode} | skipped: {row['skipped']} | | | | | |")
+            continue
+        if row.get("peak_device_bytes") is not None:
+            mem = f"{row['peak_device_bytes'] / 2**30:.2f} GiB dev"
+        else:
+            mem = f"{row['peak_process_rss_kib'] / 2**20:.2f} GiB RSS"
+        compile_s = f"{row['sgd_compile_seconds']:.1f} / {fmt(row.get('loop_compile_seconds'), '.1f')}"
+        r = ratio_of.get((row["depth"], row["mode"]))
+        ratio = "" if r is None else ", ".join(
+            fmt(r.get(k), ".2f") + ("×" if r.get(k) is not None else "")
+            for k in ("sgd_steps_per_second", "env_steps_per_second", "sgd_compile_seconds")
+        )
+        env_sps = fmt(row.get("env_steps_per_second"), ",.0f") if "loop_skipped" not in row else "skipped"
+        mfu = fmt(row.get("mfu") * 100 if row.get("mfu") is not None else None, ".1f") + " %"
+        lines.append(
+            f"| {depth} | {mode} | {row['sgd_steps_per_second']:.3g} | {env_sps} | {compile_s} | {mem} | {mfu} | {ratio} |"
+        )
+    if payload.get("num_seeds_check"):
+        s = payload["num_seeds_check"]
+        if "skipped" in s:
+            lines.append(f"\nnum-seeds check: skipped: {s['skipped']}")
+        else:
+            lines.append(
+                f"\nnum-seeds check (depth 4, fast, one training step): 1 seed {s['one_seed_seconds']:.3f} s, "
+                f"{s['num_seeds']} vmapped seeds {s['many_seeds_seconds']:.3f} s, ratio {s['time_ratio']:.2f}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plan_runs(args) -> list[tuple[int, str, int, str | None, str | None]]:
+    """(depth, mode, unroll, skip_reason, loop_skip_reason) in run order: the modes of a depth back to back."""
+    runs = []
+    for depth in args.depths:
+        loop_skip = None
+        if args.skip_loop:
+            loop_skip = "--skip-loop"
+        elif args.max_loop_depth is not None and depth > args.max_loop_depth:
+            loop_skip = f"depth {depth} > --max-loop-depth {args.max_loop_depth}"
+        modes = [("baseline", 1), ("fast", args.fast_unroll)]
+        if args.also_other_dtype:
+            modes.append(("fast_other", args.fast_unroll))
+        for mode, unroll in modes:
+            skip = None
+            if mode == "baseline" and depth > args.max_baseline_depth:
+                skip = f"depth {depth} > --max-baseline-depth {args.max_baseline_depth} (unrolled compile too slow here)"
+            runs.append((depth, mode, unroll, skip, loop_skip))
+        if args.unrolls and (not args.unroll_depths or depth in args.unroll_depths):
+            for unroll in args.unrolls:
+                if unroll != args.fast_unroll:
+                    runs.append((depth, f"fast_u{unroll}", unroll, None, "unroll sweep: SGD step only"))
+    return runs
+
+
+def machine_info() -> dict:
+    import jax
+
+    device = jax.devices()[0]
+    return {
+        "device_kind": device.device_kind,
+        "backend": jax.default_backend(),
+        "device_count": jax.device_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }
+
+
+def parent_main(args) -> None:
+    import jax
+
+    from rlscale.run_dir import write_atomic
+
+    started = time.time()
+    info = {**machine_info(), "load_average_before": os.getloadavg()}
+    backend = jax.default_backend()
+    print(f"machine: {info['device_kind']} ({backend}), {info['cpu_count']} CPUs, jax {info['jax']}, load {info['load_average_before']}", flush=True)
+
+    peak = run_child(args, ["--one", "peak"])
+    print(f"matmul peak: {json.dumps(peak)}", flush=True)
+
+    rows: list[dict] = []
+    runs = plan_runs(args)
+    for depth in args.depths:
+        depth_runs = [r for r in runs if r[0] == depth]
+        repeats: dict[str, list[dict]] = {mode: [] for _, mode, _, _, _ in depth_runs}
+        for pair in range(args.pairs):
+            for _, mode, unroll, skip, loop_skip in depth_runs:
+                if skip:
+                    repeats[mode].append({"skipped": skip})
+                    continue
+                extra = ["--one", "config", "--depth", str(depth), "--mode", "baseline" if mode == "baseline" else
+                         ("fast_other" if mode == "fast_other" else "fast"), "--unroll", str(unroll)]
+                if loop_skip:
+                    extra.append(f"--skip-loop-here={loop_skip}")  # "=": the reason may start with "--"
+                row = run_child(args, extra)
+                summary = row.get("skipped") or (
+                    f"{row['sgd_steps_per_second']:.3g} SGD steps/s, "
+                    f"{fmt(row.get('env_steps_per_second'), ',.0f')} env steps/s, "
+                    f"compile {row['sgd_compile_seconds']:.1f} / {fmt(row.get('loop_compile_seconds'), '.1f')} s"
+                )
+                print(f"depth {depth:5d} {mode:10s} pair {pair + 1}/{args.pairs}: {summary}", flush=True)
+                repeats[mode].append(row)
+        for _, mode, unroll, _, _ in depth_runs:
+            row = median_rows(repeats[mode])
+            row.setdefault("depth", depth)
+            row.setdefault("actor_depth", actor_depth_for(depth))
+            row["mode"] = mode
+            rows.append(row)
+
+    seeds = run_child(args, ["--one", "seeds"]) if args.num_seeds_check else None
+    if seeds:
+        print(f"num-seeds check: {json.dumps({k: v for k, v in seeds.items() if not k.endswith('call_seconds')})}", flush=True)
+
+    # The peak again at the end, best of both: on a shared machine one short measurement can be loaded.
+    peak_end = run_child(args, ["--one", "peak"])
+    peak = best_peak(peak, peak_end)
+    print(f"matmul peak (best of start and end): {json.dumps(peak)}", flush=True)
+    for row in rows:
+        add_mfu(row, peak)
+
+    info["load_average_after"] = os.getloadavg()
+    payload = {
+        "benchmark": "speed",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": time.time() - started,
+        "machine": info,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("one", "depth", "mode", "unroll", "skip_loop_here")},
+        "modes": {
+            "baseline": "scan_blocks=False, dtype=float32, remat=False (the paper's implementation)",
+            "fast": f"scan_blocks=True, dtype={args.fast_dtype}, scan_unroll={args.fast_unroll}, remat={args.fast_remat}",
+            "fast_other": f"fast with dtype={OTHER_DTYPE[args.fast_dtype]}",
+            "fast_u<N>": "fast with scan_unroll=N (SGD step only)",
+        },
+        "matmul_peak": peak,
+        "results": rows,
+        "ratios": ratios(rows),
+        "num_seeds_check": seeds,
+    }
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"speed_{backend}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(payload, indent=2) + "\n")
+    table = markdown(payload)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.markdown, table)
+    print(f"wrote {out}" + (f" and {args.markdown}" if args.markdown else ""), flush=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--depths", type=int, nargs="*", default=DEPTHS, help="critic depths (actor 512 at 1024); none: only --num-seeds-check")
+    add("--width", type=int, default=256)
+    add("--batch-size", type=int, default=512)
+    add("--fast-unroll", type=int, default=1, help="scan unroll factor of the fast mode")
+    add("--fast-remat", choices=("dots", "full", "off"), default="dots", help="remat policy of the fast mode (off: none)")
+    add("--fast-dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="auto: bfloat16 on a GPU, else float32")
+    add("--also-other-dtype", action="store_true", help="also measure the fast mode with the other dtype")
+    add("--unrolls", type=int, nargs="*", default=[], help="also measure the fast SGD step at these scan unrolls")
+    add("--unroll-depths", type=int, nargs="*", default=[], help="depths of the --unrolls sweep (default: all)")
+    add("--sgd-steps-per-call", type=int, default=10, help="K: SGD steps scanned in one timed call")
+    add("--sgd-repeats", type=int, default=5, help="timed calls of the K-step program (median)")
+    add("--loop-repeats", type=int, default=3, help="timed training steps (median)")
+    add("--pairs", type=int, default=1, help="repeat each depth's baseline/fast pair this often (medians)")
+    add("--max-baseline-depth", type=int, default=1024, help="skip baseline rows deeper than this")
+    add("--max-loop-depth", type=int, default=None, help="skip the whole-loop measurement deeper than this")
+    add("--skip-loop", action="store_true", help="SGD step only")
+    add("--budget-seconds", type=float, default=0, help="cap each timed phase near this many seconds (≥ 1 call; 0: no cap)")
+    add("--timeout", type=float, default=1800, help="seconds per measurement subprocess")
+    # Whole loop: the paper's 512 envs × 62 steps per 800 SGD steps (1:40); scale down proportionally.
+    add("--env", default="humanoid")
+    add("--num-envs", type=int, default=512)
+    add("--unroll-length", type=int, default=62)
+    add("--sgd-steps-per-collection", type=int, default=800)
+    add("--episode-length", type=int, default=1000)
+    add("--min-replay-size", type=int, default=1000, help="≥ --episode-length (the sampling window)")
+    add("--max-replay-size", type=int, default=10_000)
+    add("--num-seeds-check", action="store_true", help="also time 4 vmapped seeds against 1 (depth 4, fast)")
+    add("--peak-repeats", type=int, default=5)
+    add("--peak-matmul-size", type=int, default=0, help="default: 8192 on GPU, 2048 on CPU")
+    add("--out", default=None, help="JSON path (default: benchmarks/results/speed_<backend>.json)")
+    add("--markdown", default=None, help="also write the markdown table here")
+    # Internal: one measurement in this process (the parent starts these).
+    add("--one", choices=("config", "peak", "seeds"), help=argparse.SUPPRESS)
+    add("--depth", type=int, help=argparse.SUPPRESS)
+    add("--mode", choices=("baseline", "fast", "fast_other"), help=argparse.SUPPRESS)
+    add("--unroll", type=int, default=1, help=argparse.SUPPRESS)
+    add("--skip-loop-here", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.fast_dtype == "auto":
+        import jax
+
+        args.fast_dtype = "bfloat16" if jax.default_backend() == "gpu" else "float32"
+    if args.one:
+        child_main(args)
+    else:
+        parent_main(args)
+
+
+if __name__ == "__main__":
+    main()
