@@ -448,7 +448,10 @@ def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, co
         console.print(
             f"[yellow]no buffer in the checkpoint: refilled it with {trainer.plan.prefill_env_steps:,} fresh env steps (not counted)"
         )
-    console.print(f"resuming at epoch {start_epoch}/{trainer.plan.num_epochs} from {', '.join(str(m.last_good) for m in members)}")
+    console.print(
+        f"resuming {', '.join(str(m.path) for m in members)} at epoch {start_epoch}/{trainer.plan.num_epochs} "
+        f"from {', '.join(str(m.last_good) for m in members)}"
+    )
     return state, start_epoch
 
 
