@@ -118,7 +118,35 @@ def set_floor_size(worldbody: ElementTree.Element, half_size: float) -> None:
     floor.set("size", " ".join([f"{half_size:g}", f"{half_size:g}", *sizes[2:]]))
 
 
-class AntTask(GoalTask):
+class PipelineTask(GoalTask):
+    """A task stepping its own Brax pipeline (``self.pipeline``): the ant and humanoid families."""
+
+    pipeline: BraxPhysics
+
+    @property
+    def sys(self) -> brax_base.System:
+        return self.pipeline.sys
+
+    @property
+    def dt(self) -> float:
+        return float(self.pipeline.dt)
+
+    def _locomotion_state(self, pipeline_state, state_part, goal, reward, done, metrics) -> TaskState:
+        """Task state of a robot that walks to a goal: success and "easy" success (< 2 m) from the distance
+        between the state's achieved goal and the goal; terminated where ``done`` (the robot fell)."""
+        dist = jnp.linalg.norm(self.goal_of(state_part) - goal)
+        metrics = {**metrics, **self.success_metrics(dist), "success_easy": (dist < 2.0).astype(jnp.float32)}
+        return TaskState(
+            sim=pipeline_state,
+            obs=self.make_obs(state_part, goal),
+            goal=goal,
+            reward=reward,
+            terminated=done > 0,
+            metrics=metrics,
+        )
+
+
+class AntTask(PipelineTask):
     """What every ant task shares (ENV_SPECS §1–2): physics, reset noise, state part, health, metrics.
 
     State (29): torso position (3), torso quaternion (4), 8 joint angles, torso linear (3) and angular
@@ -151,14 +179,6 @@ class AntTask(GoalTask):
             eval_task=eval_task,
         )
 
-    @property
-    def sys(self) -> brax_base.System:
-        return self.pipeline.sys
-
-    @property
-    def dt(self) -> float:
-        return float(self.pipeline.dt)
-
     def sample_goal(self, key: jax.Array) -> jax.Array:
         raise NotImplementedError
 
@@ -167,16 +187,7 @@ class AntTask(GoalTask):
 
     def _task_state(self, pipeline_state, goal, reward, done, metrics) -> TaskState:
         state_part = jnp.concatenate([pipeline_state.q, pipeline_state.qd])
-        dist = jnp.linalg.norm(state_part[:2] - goal)
-        metrics = {**metrics, **self.success_metrics(dist), "success_easy": (dist < 2.0).astype(jnp.float32)}
-        return TaskState(
-            sim=pipeline_state,
-            obs=self.make_obs(state_part, goal),
-            goal=goal,
-            reward=reward,
-            terminated=done > 0,
-            metrics=metrics,
-        )
+        return self._locomotion_state(pipeline_state, state_part, goal, reward, done, metrics)
 
     def reset(self, key: jax.Array) -> TaskState:
         physics_key, goal_key = jax.random.split(key)

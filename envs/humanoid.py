@@ -33,9 +33,10 @@ import mujoco
 from brax import actuator as brax_actuator
 from brax import base as brax_base
 
-from envs.base import GoalTask, TaskSpec, TaskState
+from envs.base import TaskSpec, TaskState
 from envs.brax_tasks import (
     BraxPhysics,
+    PipelineTask,
     _check_backend,
     add_maze_walls,
     brax_asset,
@@ -113,7 +114,7 @@ def humanoid_system(backend: str, xml: str, timestep: float) -> tuple[brax_base.
     return sys, 5
 
 
-class Humanoid(GoalTask):
+class Humanoid(PipelineTask):
     """Brax's humanoid reaching a goal (see the module docstring).
 
     State part (246 = 24 + 23 + 110 + 66 + 23; ``STATE_LAYOUT``): q (24: torso position, torso quaternion,
@@ -165,14 +166,6 @@ class Humanoid(GoalTask):
         self._ctrl_high = sys.actuator.ctrl_range[:, 1]
         self._start_cache = None
 
-    @property
-    def sys(self) -> brax_base.System:
-        return self.pipeline.sys
-
-    @property
-    def dt(self) -> float:
-        return float(self.pipeline.dt)
-
     def sample_goal_xy(self, key: jax.Array) -> jax.Array:
         radius_key, angle_key = jax.random.split(key)
         radius = jax.random.uniform(radius_key, (), minval=1.0, maxval=5.0)
@@ -198,18 +191,6 @@ class Humanoid(GoalTask):
             [pipeline_state.q, pipeline_state.qd, com_inertia.ravel(), com_velocity.ravel(), forces]
         )
 
-    def _task_state(self, pipeline_state, state_part, goal, reward, done, metrics) -> TaskState:
-        dist = jnp.linalg.norm(state_part[:3] - goal)
-        metrics = {**metrics, **self.success_metrics(dist), "success_easy": (dist < 2.0).astype(jnp.float32)}
-        return TaskState(
-            sim=pipeline_state,
-            obs=self.make_obs(state_part, goal),
-            goal=goal,
-            reward=reward,
-            terminated=done > 0,
-            metrics=metrics,
-        )
-
     def _start(self):
         """The start's physics state and state part. Reset is deterministic, so they are computed once,
         eagerly, and enter compiled code as constants: an auto-reset then costs only the goal draw."""
@@ -231,7 +212,7 @@ class Humanoid(GoalTask):
                 "y_position", "distance_from_origin", "x_velocity", "y_velocity",
             )
         }
-        return self._task_state(pipeline_state, state_part, goal, zero, zero, metrics)
+        return self._locomotion_state(pipeline_state, state_part, goal, zero, zero, metrics)
 
     def step(self, state: TaskState, action: jax.Array) -> TaskState:
         ctrl = self._ctrl_low + (action + 1) * 0.5 * (self._ctrl_high - self._ctrl_low)  # = 0.4·a
@@ -259,7 +240,7 @@ class Humanoid(GoalTask):
             "y_velocity": velocity[1],
         }
         state_part = self._state_part(after, ctrl, (com_after, com_frames))
-        return self._task_state(after, state_part, state.goal, reward, 1.0 - healthy, metrics)
+        return self._locomotion_state(after, state_part, state.goal, reward, 1.0 - healthy, metrics)
 
 
 class HumanoidMaze(Humanoid):
