@@ -1,9 +1,12 @@
 """``rlscale sweep FILE``: expand a sweep file, validate every run, then launch what is left to do.
 
-Each run owns ``<runs root>/<sweep name>/<readable name>_<id>/`` (the id is a short hash of its resolved
-config), so a rerun of the same file finds its runs again: finished runs are skipped, interrupted ones
-resumed (``rlscale train --resume``), failed ones skipped until ``--retry-failed``. Logs, failed-run
-markers and locks live in ``<sweep dir>/logs/``; ``summary.csv`` (and ``summary.png``) in the sweep dir.
+Each run owns ``<runs root>/<sweep name>/<readable name>_<id>/`` (the id is a short hash of what defines
+its experiment, ``launch.sweepfile.run_id``), or a directory of another name whose ``config.json`` holds
+the same experiment, such as one named by an earlier version's ids, which keeps its name
+(:func:`locate_run_dirs`). So a rerun of the same file finds its runs again: finished runs are skipped,
+interrupted ones resumed (``rlscale train --resume``), failed ones skipped until ``--retry-failed``. Logs,
+failed-run markers and locks live in ``<sweep dir>/logs/``; ``summary.csv`` (and ``summary.png``) in the
+sweep dir.
 
 Exit status: 0 when every run is done, 1 when some run failed or is unfinished, 2 for bad input, 75
 when the launcher was stopped by SIGTERM or SIGINT (its runs were told to save and stop; rerun to resume).
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from launch import runs, sweepfile
 from launch.sweepfile import SweepError
+from rlscale.run_dir import CONFIG_FILE, RunDirError, read_config
 
 FORWARD_PREFIXES = ("JAX_", "XLA_", "RLSCALE_", "WANDB_", "TF_CPP_")
 CACHE_DIR = ".jax_cache"
@@ -103,6 +107,42 @@ def _apply_options(launcher: sweepfile.Launcher, args: argparse.Namespace) -> sw
     return launcher
 
 
+def locate_run_dirs(run_list: list[sweepfile.Run], sweep_dir: Path) -> list[Path]:
+    """Each run's directory: ``<name>_<id>`` when it holds a ``config.json``; else the one directory of
+    the sweep whose ``config.json`` holds the same experiment (``sweepfile.saved_experiment_key``), such as
+    one named by an earlier version's ids, kept under its name; else ``<name>_<id>``, to be created.
+
+    Looking for the runs that have no ``<name>_<id>``, two directories holding one run's experiment, or a
+    ``config.json`` that cannot be read, are errors: a guess could train a finished run again."""
+    found = [sweep_dir / run.name for run in run_list]
+    missing = {sweepfile.experiment_key(run.config): i for i, run in enumerate(run_list) if not runs.is_started(found[i])}
+    if not missing or not sweep_dir.is_dir():
+        return found
+    config_class = type(run_list[0].config)
+    names = {run.name for run in run_list}
+    claims: dict[int, list[Path]] = {}
+    for path in sorted(sweep_dir.iterdir()):
+        if path.name in names or not runs.is_started(path):
+            continue
+        try:
+            key = sweepfile.saved_experiment_key(read_config(path), config_class)
+        except (RunDirError, ValueError) as err:
+            raise SweepError(
+                f"{path / CONFIG_FILE}: {err}; cannot tell whether it is one of the sweep's runs: fix it, or move "
+                f"{path.name} out of {sweep_dir}"
+            ) from None
+        if key in missing:
+            claims.setdefault(missing[key], []).append(path)
+    for i, paths in claims.items():
+        if len(paths) > 1:
+            raise SweepError(
+                f"{sweep_dir}: {' and '.join(p.name for p in paths)} both hold run {i + 1} ({run_list[i].name}) by "
+                f"their {CONFIG_FILE}: keep one and move the other out of the sweep directory"
+            )
+        found[i] = paths[0]
+    return found
+
+
 def make_specs(run_list: list[sweepfile.Run], sweep_dir: Path, compilation_cache: bool) -> list[runs.RunSpec]:
     env = {k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIXES)}
     if compilation_cache and "JAX_COMPILATION_CACHE_DIR" not in env:
@@ -112,13 +152,13 @@ def make_specs(run_list: list[sweepfile.Run], sweep_dir: Path, compilation_cache
     return [
         runs.RunSpec(
             id=run.id,
-            name=run.name,
-            run_dir=str(sweep_dir / run.name),
-            train_args=tuple(run.train_args(str(sweep_dir / run.name))),
+            name=run_dir.name,
+            run_dir=str(run_dir),
+            train_args=tuple(run.train_args(str(run_dir))),
             env=env_items,
             cwd=cwd,
         )
-        for run in run_list
+        for run, run_dir in zip(run_list, locate_run_dirs(run_list, sweep_dir))
     ]
 
 
@@ -218,7 +258,7 @@ def _print_dry_run(sweep, run_list, specs, checked, launcher, sweep_dir) -> None
         p = checked.plans.get(run.id)
         budget = f"{p.total_env_steps:,} env steps, {p.num_epochs} epochs" if p else ""
         action = {"done": "skip (done)", "failed": "skip (failed; --retry-failed)", "partial": "resume", "pending": "start"}[status]
-        print(f"[{run.index + 1:>{width}}/{len(run_list)}] {status:8s} {run.name}  {budget}  -> {action}")
+        print(f"[{run.index + 1:>{width}}/{len(run_list)}] {status:8s} {spec.name}  {budget}  -> {action}")
         if status != "done":
             print("    " + " ".join(spec.command(resume=status == "partial" or runs.is_started(spec.run_dir))))
     print(f"{len(run_list)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -290,6 +330,10 @@ def main(argv: list[str]) -> int:
         raise SweepError(checked.errors[0] + more)
     sweep_dir = Path(args.runs_root).absolute() / sweep.name
     specs = make_specs(run_list, sweep_dir, launcher.compilation_cache)
+    kept = sum(spec.name != run.name for spec, run in zip(specs, run_list))
+    if kept:
+        print(f"{kept} run(s) found by their {CONFIG_FILE} in directories of other names (earlier versions' ids): "
+              "kept under those names")
 
     if args.summarize:
         _summarize(sweep, run_list, specs, checked, sweep_dir, show=True)

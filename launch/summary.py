@@ -81,7 +81,7 @@ def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: di
         plan = plans.get(run.id)
         row = {
             "run_id": run.id,
-            "run_name": run.name,
+            "run_name": spec.name,
             "run_dir": spec.run_dir,
             **cfg.scaling_knobs(),
             "params": param_count(cfg),

@@ -40,13 +40,19 @@ from typing import Any, Literal
 
 import yaml
 
-from rlscale.config import Plan, TrainConfig, config_for, plan
+from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, config_for, plan
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "exclude", "launcher")
 FIELDS: dict[str, Any] = typing.get_type_hints(TrainConfig)
 FIELD_ORDER = [f.name for f in dataclasses.fields(TrainConfig)]
 # Options a sweep may not set: the launcher owns the run directories.
 RESERVED = {"run_dir": "run directories are chosen by the launcher (<runs root>/<sweep name>/<run name>_<id>)"}
+# Options that change how a run is computed, logged or saved, not what it trains and measures: they do not
+# enter its id, and a run directory saved with other values of them still holds the same experiment.
+NOT_EXPERIMENT = frozenset({
+    "run_dir", "scan_blocks", "scan_unroll", "remat", "remat_policy",
+    "checkpoint_every", "keep_checkpoints", "save_buffer", "tensorboard", "wandb", "wandb_project",
+})
 BACKENDS = ("local", "ray", "slurm")
 SLURM_CLUSTERS = ("slurm", "local", "debug")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -350,7 +356,7 @@ class Run:
 
     index: int
     id: str
-    name: str  # <readable name>_<id>: the run directory's name
+    name: str  # <readable name>_<id>: the name of a new run directory (launch.launcher.locate_run_dirs)
     config: TrainConfig  # resolved (paper defaults, task preset, base, assignment); run_dir unset
     overrides: dict[str, Any]  # what the sweep sets (base and assignment), in TrainConfig field order
     assignment: dict[str, Any]  # the values of the varying axes
@@ -470,12 +476,42 @@ def load(path: str | Path) -> Sweep:
     return Sweep(path, name, str(description), base, factors, exclude, launcher, src)
 
 
+def experiment(cfg: TrainConfig) -> dict[str, Any]:
+    """The options that define the run's experiment (all but :data:`NOT_EXPERIMENT`) and differ from
+    the defaults of its ``TrainConfig`` class."""
+    cfg, defaults = _normalise(cfg), _normalise(type(cfg)())
+    return {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if f.name not in NOT_EXPERIMENT and getattr(cfg, f.name) != getattr(defaults, f.name)
+    }
+
+
+def experiment_key(cfg: TrainConfig, schema: int = CONFIG_SCHEMA) -> str:
+    """Canonical text of the run's experiment, what :func:`run_id` hashes: equal keys, same experiment."""
+    return json.dumps({"schema": schema, "options": experiment(cfg)}, sort_keys=True, separators=(",", ":"))
+
+
 def run_id(cfg: TrainConfig) -> str:
-    """Short hash of the resolved config without run_dir: equal configs, equal ids."""
-    data = cfg.to_dict()
-    data.pop("run_dir", None)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+    """Short hash of what defines the run's experiment.
+
+    The rule: hash ``CONFIG_SCHEMA`` and the options whose resolved value (paper defaults, task preset,
+    base, assignment) differs from the ``TrainConfig`` default, leaving out :data:`NOT_EXPERIMENT`. So
+    adding an option with a default changes no id; changing a default changes the ids of exactly the
+    runs that relied on it (they are other experiments); ``CONFIG_SCHEMA`` is bumped when a value
+    changes meaning. Directories named by other ids are recognised by their ``config.json``
+    (:func:`saved_experiment_key`, ``launch.launcher.locate_run_dirs``).
+    """
+    return hashlib.sha256(experiment_key(cfg).encode()).hexdigest()[:8]
+
+
+def saved_experiment_key(saved: Any, config_class: type = TrainConfig) -> str:
+    """The experiment key of a run directory's ``config.json`` content: options that the saved config
+    lacks (added since) take their defaults. ``ValueError`` when it is not a config of this version."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise ValueError("it holds no config")
+    # Files from before config_schema was saved use schema 1's meanings.
+    return experiment_key(config_class.from_dict(saved["config"], source="its config"), saved.get("config_schema", 1))
 
 
 def _normalise(cfg: TrainConfig) -> TrainConfig:
@@ -519,8 +555,8 @@ def expand(sweep: Sweep) -> list[Run]:
             other = by_id[rid]
             where = ", ".join(f"{k}={v!r}" for k, v in assignment.items())
             raise SweepError(
-                f"{sweep.path}: runs {other.index + 1} and {len(runs) + 1} ({where}) resolve to the same config "
-                f"(id {rid}); remove the duplicate value"
+                f"{sweep.path}: runs {other.index + 1} and {len(runs) + 1} ({where}) resolve to the same experiment "
+                f"(id {rid}; {', '.join(sorted(NOT_EXPERIMENT - set(RESERVED)))} do not count); remove the duplicate value"
             )
         by_id[rid] = run
         runs.append(run)

@@ -17,6 +17,11 @@ import yaml
 
 from rlscale.networks import ACTIVATIONS, TrunkConfig, check_depth
 
+# Version of what TrainConfig's values mean, saved in every config.json. Bump it only when an option keeps
+# its value but changes meaning (a default of None that comes to stand for something else): runs saved
+# before then describe another experiment. Adding an option with a default needs no bump.
+CONFIG_SCHEMA = 1
+
 
 @dataclasses.dataclass
 class TrainConfig:

@@ -1,9 +1,9 @@
 """The self-describing run directory.
 
-``config.json`` (resolved config, plan, package versions, git commit, device), ``metrics.jsonl`` (one
-JSON row per epoch, JaxGCRL/Brax metric names), TensorBoard events under ``tb/``, checkpoints under
-``checkpoints/``. Every file is written atomically or appended line by line; nothing is overwritten by
-accident.
+``config.json`` (resolved config and its ``CONFIG_SCHEMA``, plan, package versions, git commit, device),
+``metrics.jsonl`` (one JSON row per epoch, JaxGCRL/Brax metric names), TensorBoard events under ``tb/``,
+checkpoints under ``checkpoints/``. Every file is written atomically or appended line by line; nothing is
+overwritten by accident.
 """
 
 from __future__ import annotations

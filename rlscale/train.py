@@ -32,7 +32,7 @@ from rlscale import parallel
 from rlscale import run_dir as rd
 from rlscale.agent import Agent, Learner
 from rlscale.buffer import ReplayBuffer, init_buffer, insert, sample_minibatches
-from rlscale.config import Plan, TrainConfig, plan
+from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
 from rlscale.evaluation import eval_key, make_unroll, run_keys, summarize
 
 
@@ -280,7 +280,8 @@ def train_seeds(
             rd.check_new(c.run_dir)
         paths = [rd.create(c.run_dir) for c in cfgs]
         for c, path in zip(cfgs, paths):
-            info = {"config": c.to_dict(), "plan": dataclasses.asdict(trainer.plan), "environment": rd.environment_info()}
+            info = {"config": c.to_dict(), "config_schema": CONFIG_SCHEMA, "plan": dataclasses.asdict(trainer.plan),
+                    "environment": rd.environment_info()}
             if len(cfgs) > 1:
                 info["trained_with_seeds"] = [other.seed for other in cfgs]
             rd.write_atomic(path / rd.CONFIG_FILE, rd.dumps_json(info))

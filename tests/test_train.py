@@ -10,7 +10,7 @@ from helpers import TINY, without_timing
 from rlscale import checkpoint as ckpt
 from rlscale import losses
 from rlscale import run_dir as rd
-from rlscale.config import TrainConfig, config_for, plan
+from rlscale.config import CONFIG_SCHEMA, TrainConfig, config_for, plan
 from rlscale.train import NonFiniteError, train
 
 
@@ -24,6 +24,7 @@ def test_run_directory_is_self_describing(tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
     info = json.loads((run / "config.json").read_text())
     assert info["config"]["depth"] == 4 and info["config"]["env"] == "point_u_maze"
+    assert info["config_schema"] == CONFIG_SCHEMA  # what the saved values mean (launch.sweepfile.run_id)
     assert info["plan"]["total_env_steps"] == 320 and info["plan"]["total_sgd_steps"] == 3 * 2 * 4
     assert info["environment"]["packages"]["jax"] == jax.__version__
     assert "git_commit" in info["environment"] and info["environment"]["devices"]
