@@ -10,11 +10,14 @@ from envs.wrappers import EpisodeEnv, EpisodeState, StepInfo
 _POINT_LAYOUTS = ("u_maze", "big_maze", "hardest_maze", "u4_maze", "u5_maze")
 
 
-def _point(layout: str, eval_layout: str | None) -> Callable[..., GoalTask]:
-    def build(**overrides: Any) -> GoalTask:
-        from envs.point_maze import PointMaze
+def _point(layout: str, eval_layout: str | None, inertial: bool = False) -> Callable[..., GoalTask]:
+    prefix = "point_inertia_" if inertial else "point_"
 
-        return PointMaze(layout, eval_task=f"point_{eval_layout}" if eval_layout else None, **overrides)
+    def build(**overrides: Any) -> GoalTask:
+        from envs.point_maze import InertialPointMaze, PointMaze
+
+        cls = InertialPointMaze if inertial else PointMaze
+        return cls(layout, eval_task=f"{prefix}{eval_layout}" if eval_layout else None, **overrides)
 
     return build
 
@@ -31,9 +34,10 @@ def _brax(cls_name: str) -> Callable[..., GoalTask]:
 _REGISTRY: dict[str, Callable[..., GoalTask]] = {}
 for _layout in _POINT_LAYOUTS:
     _eval_layout = f"{_layout}_eval" if _layout != "hardest_maze" else None
-    _REGISTRY[f"point_{_layout}"] = _point(_layout, _eval_layout)
-    if _eval_layout:
-        _REGISTRY[f"point_{_eval_layout}"] = _point(_eval_layout, _eval_layout)
+    for _inertial, _prefix in ((False, "point_"), (True, "point_inertia_")):
+        _REGISTRY[f"{_prefix}{_layout}"] = _point(_layout, _eval_layout, _inertial)
+        if _eval_layout:
+            _REGISTRY[f"{_prefix}{_eval_layout}"] = _point(_eval_layout, _eval_layout, _inertial)
 _REGISTRY["point_open_room"] = _point("open_room", None)
 _REGISTRY["ant"] = _brax("AntGoal")
 _REGISTRY["reacher"] = _brax("ReacherGoal")

@@ -1,7 +1,8 @@
-"""A 2-D point mass in the ant mazes' layouts, in pure JAX.
+"""A 2-D point mass in the ant mazes' layouts, in pure JAX: velocity-commanded (:class:`PointMaze`, the
+point twins) and acceleration-commanded (:class:`InertialPointMaze`); docs/tasks.md describes both.
 
 The point is a stand-in for the ant that keeps the navigation problem (same walls, start cell and goal
-cells as ENV_SPECS §2) and drops the locomotion, so that it steps thousands of times faster than Brax on
+cells as the ant mazes) and drops the locomotion, so that it steps thousands of times faster than Brax on
 a CPU: tests and the CPU quickstart can show real learning in minutes.
 
 Dynamics: the action ``a ∈ [-1, 1]^2`` is a velocity command; each env step moves the point by
@@ -95,3 +96,64 @@ class PointMaze(GoalTask):
 
         xy, _ = jax.lax.scan(sub_move, start_xy, None, length=self.substeps)
         return self._observe(xy, xy - start_xy, state.goal)
+
+
+class InertialPointMaze(PointMaze):
+    """The point twins with inertia: the action commands an acceleration, not a velocity.
+
+    Reaching a goal and *staying* there (the score counts steps within 0.5 m) needs braking ahead of
+    the goal and of every turn, so the critic has to tell states apart by velocity as well as position
+    (docs/tasks.md, "Inertial point mazes").
+
+    Dynamics, per sub-step of length ``h = dt / substeps``: ``v ← (1 − friction·h)·v + accel·a·h``
+    with ``a = clip(action, −1, 1)``, the speed capped at ``max_speed``; then each axis moves by
+    ``v·h`` unless the square footprint would overlap a wall, in which case the move on that axis is
+    cancelled and that velocity component set to zero (walls stop the point, no bounce). With zero
+    action and no wall the velocity decays by ``(1 − friction·h)^substeps`` per env step.
+
+    State (4): ``[x, y, vx, vy]``, velocity in m/s. Goals, starts, success and eval layouts are the
+    point twins'. At full speed (4 m/s, 2 m per 0.5 s step) the point is as fast as the velocity-
+    commanded twin.
+    """
+
+    def __init__(
+        self,
+        layout: str = "u_maze",
+        *,
+        name: str | None = None,
+        dt: float = 0.5,
+        substeps: int = 8,
+        accel: float = 2.0,
+        max_speed: float = 4.0,
+        friction: float = 0.5,
+        **point_options,
+    ):
+        """``point_options``: the point twin's ``eval_task``, ``episode_length``, ``radius``, ``start_noise``."""
+        if not 0.0 <= friction * dt / substeps < 1.0:
+            raise ValueError(f"friction·dt/substeps must lie in [0, 1), got {friction}·{dt}/{substeps}")
+        name = name or f"point_inertia_{layout}"
+        super().__init__(layout, name=name, max_step=max_speed * dt, substeps=substeps, **point_options)
+        self.dt = dt
+        self.accel = accel
+        self.max_speed = max_speed
+        self.friction = friction
+
+    def step(self, state: TaskState, action: jax.Array) -> TaskState:
+        h = self.dt / self.substeps
+        push = jnp.clip(action, -1.0, 1.0) * (self.accel * h)
+        decay = 1.0 - self.friction * h
+
+        def sub_step(carry, _):
+            xy, vel = carry
+            vel = decay * vel + push
+            speed = jnp.linalg.norm(vel)
+            vel = vel * jnp.minimum(1.0, self.max_speed / jnp.maximum(speed, 1e-9))
+            for axis in range(2):
+                moved = xy.at[axis].add(vel[axis] * h)
+                hit = self.blocked(moved)
+                xy = jnp.where(hit, xy, moved)
+                vel = vel.at[axis].set(jnp.where(hit, 0.0, vel[axis]))
+            return (xy, vel), None
+
+        (xy, vel), _ = jax.lax.scan(sub_step, (state.sim[:2], state.sim[2:]), None, length=self.substeps)
+        return self._observe(xy, vel, state.goal)

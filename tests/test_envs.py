@@ -201,3 +201,48 @@ def test_pusher_starts_and_goals():
     assert hard_goals[:, 1].max() > -0.2  # hard goals reach past the easy band
     with pytest.raises(ValueError, match="unknown pusher difficulty 'medium'; valid: easy, hard"):
         envs.make("pusher", difficulty="medium")
+
+
+def _inertial_at(task, xy, vel):
+    state = task.reset(jax.random.PRNGKey(0))
+    sim = jnp.asarray([*xy, *vel], jnp.float32)
+    return state.replace(sim=sim, obs=task.make_obs(sim, state.goal))
+
+
+def test_inertial_point_coasts_with_friction_only():
+    task = envs.make("point_inertia_u_maze")  # corridor of row 1: x = 4, y from 2.4 to 13.6 is free
+    state = _inertial_at(task, (4.0, 5.0), (0.0, 1.5))
+    nxt = jax.jit(task.step)(state, jnp.zeros(2))
+    h = task.dt / task.substeps
+    decay = 1.0 - task.friction * h
+    np.testing.assert_allclose(nxt.sim[2:], [0.0, 1.5 * decay**task.substeps], rtol=1e-6)
+    travelled = sum(1.5 * decay**k * h for k in range(1, task.substeps + 1))
+    np.testing.assert_allclose(nxt.sim[:2], [4.0, 5.0 + travelled], rtol=1e-6)
+    # Braking (full action against the motion) slows it more than coasting; pushing along speeds it up.
+    braked = task.step(state, jnp.array([0.0, -1.0]))
+    pushed = task.step(state, jnp.array([0.0, 1.0]))
+    assert float(braked.sim[3]) < float(nxt.sim[3]) < 1.5 < float(pushed.sim[3])
+
+
+def test_inertial_point_is_stopped_by_walls_and_capped_in_speed():
+    task = envs.make("point_inertia_u_maze")
+    step = jax.jit(task.step)
+    # Driven at the wall of row 0 (x < 2) from the start: it stops at the wall face, velocity zeroed there.
+    state = _inertial_at(task, (4.0, 4.0), (-3.0, 0.0))
+    xs = []
+    for _ in range(20):
+        state = step(state, jnp.array([-1.0, 0.0]))
+        xs.append(float(state.sim[0]))
+    assert min(xs) >= 2.0 + task.radius - 1e-5
+    assert xs[-1] <= 2.0 + task.radius + task.max_speed * task.dt / task.substeps + 1e-5
+    assert float(state.sim[2]) == 0.0  # every sub-step pressed into the wall and was cancelled
+    # Released from the wall with zero action it stays put: no bounce.
+    rest = _inertial_at(task, (float(state.sim[0]), 4.0), (0.0, 0.0))
+    np.testing.assert_array_equal(step(rest, jnp.zeros(2)).sim, rest.sim)
+    # Without friction, full acceleration saturates at max_speed and never exceeds it.
+    fast = envs.make("point_inertia_big_maze", friction=0.0, accel=50.0)  # free cells +x and +y of the start
+    state = _inertial_at(fast, tuple(np.asarray(fast.maze.start)), (0.0, 0.0))
+    state = jax.jit(fast.step)(state, jnp.array([0.6, 0.8]))
+    assert np.linalg.norm(np.asarray(state.sim[2:])) <= fast.max_speed + 1e-5
+    with pytest.raises(ValueError, match=r"friction·dt/substeps must lie in \[0, 1\), got 20.0"):
+        envs.make("point_inertia_u_maze", friction=20.0)
