@@ -69,43 +69,6 @@ def mode_knobs(mode: str, unroll: int, remat: str, fast_dtype: str) -> dict:
             "scan_unroll": unroll}
 
 
-# --- analytic FLOPs ------------------------------------------------------------------------------
-
-
-def trunk_matmul_params(in_size: int, out_size: int, depth: int, width: int) -> int:
-    """Weights of one trunk's matrix products (biases, LayerNorm and activations are not matmul FLOPs)."""
-    return in_size * width + depth * width * width + width * out_size
-
-
-def analytic_sgd_flops(depth: int, actor_depth: int, width: int, batch: int, spec, repr_dim: int = 64) -> dict:
-    """Matmul FLOPs of one ``Agent.sgd_step``: a forward pass is 2 × weights × batch; a backward pass
-    that needs weight and input gradients is 2 × forward, one needing only input gradients 1 × forward.
-
-    * actor loss: actor forward + full backward (3 F_actor); critic φ(s, a) forward + input-gradient
-      backward to the action (2 F_sa); critic ψ(g) forward only, it does not depend on the actor (F_g);
-    * critic loss: φ and ψ forward + full backward (3 F_sa + 3 F_g).
-    The B×B L2 energy (elementwise, ≈ 3·B²·repr_dim per pass) is left out: < 2 % at depth 4.
-    """
-    fwd = lambda weights: 2 * weights * batch  # noqa: E731
-    f_actor = fwd(trunk_matmul_params(spec.state_size + spec.goal_size, 2 * spec.action_size, actor_depth, width))
-    f_sa = fwd(trunk_matmul_params(spec.state_size + spec.action_size, repr_dim, depth, width))
-    f_g = fwd(trunk_matmul_params(spec.goal_size, repr_dim, depth, width))
-    actor_loss = 3 * f_actor + 2 * f_sa + f_g
-    critic_loss = 3 * f_sa + 3 * f_g
-    return {"total": actor_loss + critic_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
-
-
-def xla_flops(analysis) -> float | None:
-    """``cost_analysis()`` is a dict in recent JAX, a list of per-module dicts in older versions."""
-    if analysis is None:
-        return None
-    if isinstance(analysis, (list, tuple)):
-        values = [a.get("flops") for a in analysis if isinstance(a, dict) and a.get("flops") is not None]
-        return float(sum(values)) if values else None
-    value = analysis.get("flops")
-    return float(value) if value is not None else None
-
-
 # --- measurements inside one child process ------------------------------------------------------
 
 
@@ -153,6 +116,7 @@ def measure_sgd(args, depth: int, knobs: dict) -> dict:
     from rlscale.agent import Agent
     from rlscale.buffer import Transitions
     from rlscale.config import TrainConfig
+    from rlscale.flops import cost_analysis_flops, sgd_step_flops
 
     actor_depth = actor_depth_for(depth)
     cfg = TrainConfig(depth=depth, actor_depth=actor_depth, width=args.width, batch_size=args.batch_size, **knobs)
@@ -181,7 +145,7 @@ def measure_sgd(args, depth: int, knobs: dict) -> dict:
     # XLA's count of one step, from the un-scanned step's HLO (cheap: no compile). Loops in it (the
     # scanned blocks) are counted once, so it undercounts the fast mode; kept as a secondary figure.
     try:
-        xla_step_flops = xla_flops(jax.jit(agent.sgd_step).lower(learner, batch, key).cost_analysis())
+        xla_step_flops = cost_analysis_flops(jax.jit(agent.sgd_step).lower(learner, batch, key).cost_analysis())
     except Exception as exc:  # cost analysis is best-effort across JAX versions
         xla_step_flops = None
         print(f"cost analysis failed: {exc!r}", file=sys.stderr)
@@ -190,7 +154,7 @@ def measure_sgd(args, depth: int, knobs: dict) -> dict:
     repeat_keys = [jax.random.PRNGKey(10 + i) for i in range(budgeted_repeats(args.sgd_repeats, args.budget_seconds, warm[0]))]
     learner, times = _timed_calls(call, learner, repeat_keys)
     step_seconds = float(np.median(times)) / steps
-    analytic = analytic_sgd_flops(depth, actor_depth, args.width, args.batch_size, SPEC)
+    analytic = sgd_step_flops(cfg, SPEC)
     return {
         "sgd_compile_seconds": compile_seconds,
         "sgd_step_seconds": step_seconds,
@@ -391,7 +355,7 @@ def add_mfu(row: dict, peak: dict) -> None:
     peak_flops = peak.get(f"{dtype}_flops_per_second")
     achieved = row["flops_per_sgd_step_analytic"] / row["sgd_step_seconds"]
     row["achieved_flops_per_second"] = achieved
-    row["flops_source"] = "analytic matmul FLOPs (analytic_sgd_flops); XLA cost analysis kept as flops_per_sgd_step_xla"
+    row["flops_source"] = "analytic matmul FLOPs (rlscale.flops.sgd_step_flops); XLA cost analysis kept as flops_per_sgd_step_xla"
     row["mfu"] = achieved / peak_flops if peak_flops else None
     row["mfu_peak_dtype"] = dtype
     if row.get("flops_per_sgd_step_xla"):

@@ -19,13 +19,9 @@ Definitions (DESIGN.md §4):
   ``mean(d) - mean(d_prev) > hw(d) + hw(d_prev)``. None when no step qualifies (or one seed only).
 * **Saturating fit**: ``score = lo + (hi - lo) / (1 + exp(-k (log2(depth) - x0)))`` fitted to the run
   scores with ``scipy.optimize.curve_fit``; needs at least 4 distinct depths, otherwise the table says why.
-* **FLOPs per SGD step** (an estimate from the Dense layers only; LayerNorm, activations and the B×B
-  logits are ignored). A Dense layer of ``m`` weights costs ``2 m`` FLOPs per sample forward and about
-  twice that backward, so ``6 m`` forward+backward. With ``P_a``, ``P_sa``, ``P_g`` the Dense weights of
-  the actor, φ(s, a) and ψ(g) trunks and B the batch size, one SGD step does the critic update
-  (forward+backward through φ and ψ: ``6 B (P_sa + P_g)``) and the actor update (forward+backward through
-  the actor and, for the gradient with respect to the action, through φ: ``6 B (P_a + P_sa)``; ψ forward
-  only: ``2 B P_g``): ``FLOPs = B (6 P_a + 12 P_sa + 8 P_g)``.
+* **FLOPs per SGD step**: the matrix products of one ``Agent.sgd_step``, counted from the Dense layers'
+  weights, ``B (6 P_a + 10 P_φ + 8 P_ψ)`` less the first layers' unneeded input gradients
+  (``rlscale.flops.sgd_step_flops``, whose docstring derives it and says what is not counted).
 """
 
 from __future__ import annotations
@@ -65,22 +61,13 @@ def _config(data: dict[str, Any]):
     return TrainConfig(**{k: v for k, v in data.items() if k in known})
 
 
-def dense_weights(in_size: int, out_size: int, depth: int, width: int) -> int:
-    """Weights of the Dense layers of one trunk (input unit, ``depth`` residual units, output layer)."""
-    return in_size * width + depth * width * width + width * out_size
-
-
 def flops_per_sgd_step(cfg) -> int | None:
-    """Estimated FLOPs of one SGD step (module docstring): ``B (6 P_a + 12 P_sa + 8 P_g)``."""
+    """Matmul FLOPs of one SGD step (``rlscale.flops.sgd_step_flops``); None for an unregistered task."""
     from launch.summary import _task_spec
+    from rlscale.flops import sgd_step_flops
 
     spec = _task_spec(cfg.env)
-    if spec is None:
-        return None
-    p_a = dense_weights(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, cfg.width)
-    p_sa = dense_weights(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width)
-    p_g = dense_weights(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width)
-    return cfg.batch_size * (6 * p_a + 12 * p_sa + 8 * p_g)
+    return None if spec is None else sgd_step_flops(cfg, spec)["total"]
 
 
 def run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
