@@ -283,8 +283,9 @@ def _forward(m: mujoco.MjModel, mx: mjx.Model, d: mjx.Data) -> mjx.Data:
     for fn in (mjx.com_pos, mjx.camlight, mjx.tendon, mjx.crb, mjx.tendon_armature, mjx.factor_m, mjx.collision,
                mjx.make_constraint, mjx.transmission, mjx.fwd_velocity, mjx.fwd_actuation, mjx.fwd_acceleration):
         d = fn(mx, d)
-    if d._impl.efc_J.size == 0:  # no constraint rows: nothing to solve (as mjx.forward)
-        return d.replace(qacc=d.qacc_smooth)
+    # mjx.forward skips the solver when there are no constraint rows, a test on the private
+    # ``Data._impl``; the arm always has rows (7-9 joint limits, 1-40 contact pairs), and mjx.solve on
+    # none returns qacc_smooth anyway.
     return mjx.solve(mx, d)
 
 
