@@ -14,9 +14,10 @@ Definitions (DESIGN.md §4):
   95 % stratified-bootstrap percentile intervals (resampling seeds within each task).
 * **Per-task intervals**: mean over seeds ± the 95 % Student-t half-width ``t(0.975, n-1) · sd / sqrt(n)``
   (infinite with one seed).
-* **Critical depth** of a task: the smallest depth d (in the sorted list of depths run) whose mean score
-  exceeds the previous depth's by more than the sum of the two per-task 95 % half-widths:
-  ``mean(d) - mean(d_prev) > hw(d) + hw(d_prev)``. None when no step qualifies (or one seed only).
+* **Beats**: setting a beats setting b when ``mean(a) - mean(b) > hw(a) + hw(b)``, the two per-task 95 %
+  half-widths summed (docs/metrics.md). :func:`depth_effect` judges a deep depth against depth 4 so.
+* **Critical depth** of a task: the smallest depth d (in the sorted list of depths run) that beats the
+  previous depth. None when no step qualifies (or one seed only).
 * **Saturating fit**: ``score = lo + (hi - lo) / (1 + exp(-k (log2(depth) - x0)))`` fitted to the run
   scores with ``scipy.optimize.curve_fit``; needs at least 4 distinct depths, otherwise the table says why.
 * **FLOPs per SGD step**: the matrix products of one ``Agent.sgd_step``, counted from the Dense layers'
@@ -229,14 +230,43 @@ def per_task(scores: pd.DataFrame, by: str = "critic_depth") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def beats(mean_a: float, halfwidth_a: float, mean_b: float, halfwidth_b: float) -> bool:
+    """Whether setting a beats setting b: its mean exceeds b's by more than the two 95 % half-widths summed."""
+    return bool(mean_a - mean_b > halfwidth_a + halfwidth_b)
+
+
 def critical_depth(depths, means, halfwidths) -> int | None:
-    """Smallest depth whose mean exceeds the previous depth's by more than the two half-widths summed."""
+    """Smallest depth that :func:`beats` the previous depth."""
     order = np.argsort(depths)
     d, m, h = (np.asarray(a, dtype=float)[order] for a in (depths, means, halfwidths))
     for i in range(1, len(d)):
-        if m[i] - m[i - 1] > h[i] + h[i - 1]:
+        if beats(m[i], h[i], m[i - 1], h[i - 1]):
             return int(d[i])
     return None
+
+
+def depth_effect(scores: pd.DataFrame, deep: int, shallow: int = 4, by: str = "critic_depth") -> pd.DataFrame:
+    """Per task (and variant): does depth ``deep`` beat depth ``shallow`` (:func:`beats`, docs/metrics.md)?
+
+    One row per task and variant that ran both depths: their means, half-widths and seed counts, the
+    difference of the means and ``beats`` (False with fewer than 2 seeds on either side)."""
+    table = per_task(scores, by=by)
+    rows = []
+    for (task, variant), g in table.groupby(["task", "variant"], sort=True):
+        at = {int(r[by]): r for _, r in g.iterrows()}
+        if deep not in at or shallow not in at:
+            continue
+        d, s = at[deep], at[shallow]
+        rows.append({
+            "task": task, "variant": variant, "deep": deep, "shallow": shallow,
+            "mean_deep": d["mean"], "halfwidth_deep": d["halfwidth"], "seeds_deep": d["num_seeds"],
+            "mean_shallow": s["mean"], "halfwidth_shallow": s["halfwidth"], "seeds_shallow": s["num_seeds"],
+            "difference": d["mean"] - s["mean"],
+            "beats": beats(d["mean"], d["halfwidth"], s["mean"], s["halfwidth"]),
+        })
+    columns = ["task", "variant", "deep", "shallow", "mean_deep", "halfwidth_deep", "seeds_deep", "mean_shallow",
+               "halfwidth_shallow", "seeds_shallow", "difference", "beats"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _logistic(x, lo, hi, k, x0):

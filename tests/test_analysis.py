@@ -105,6 +105,35 @@ def test_critical_depth_and_fit():
     assert analysis.saturating_fit([4, 8, 16], [0.1, 0.5, 0.9])["fit_status"] == "too few depths (3 < 4)"
 
 
+def test_depth_effect_rule_with_hand_computed_intervals():
+    import pandas as pd
+
+    rows = []
+    for task, shallow, deep in [("a", [0.10, 0.12, 0.11, 0.09], [0.50, 0.52, 0.49, 0.51]),
+                                ("b", [0.10, 0.30, 0.20, 0.00], [0.30, 0.50, 0.10, 0.40])]:
+        for depth, values in ((4, shallow), (16, deep)):
+            for seed, v in enumerate(values):
+                rows.append({"task": task, "critic_depth": depth, "actor_depth": depth, "width": 64,
+                             "batch_size": 256, "activation": "swish", "layer_norm": True, "residual": True,
+                             "seed": seed, "score": v})
+    rows.append(rows[0] | {"critic_depth": 8, "actor_depth": 8})  # a depth the rule does not compare
+    table = analysis.depth_effect(pd.DataFrame(rows), deep=16).set_index("task")
+    t3 = 3.182446305284263  # t(0.975, 3)
+    hw = lambda v: t3 * np.std(v, ddof=1) / 2.0  # noqa: E731
+    a = table.loc["a"]
+    assert a["mean_deep"] == pytest.approx(0.505) and a["mean_shallow"] == pytest.approx(0.105)
+    assert a["halfwidth_deep"] == pytest.approx(hw([0.50, 0.52, 0.49, 0.51]))
+    assert a["halfwidth_shallow"] == pytest.approx(hw([0.10, 0.12, 0.11, 0.09]))
+    assert a["difference"] == pytest.approx(0.4) and bool(a["beats"]) and a["seeds_deep"] == 4
+    # Means 0.325 vs 0.15: a difference of 0.175, smaller than the summed half-widths (about 0.54).
+    b = table.loc["b"]
+    assert b["difference"] == pytest.approx(0.175) and not bool(b["beats"])
+    assert analysis.depth_effect(pd.DataFrame(rows), deep=32).empty  # depth 32 never ran
+    # One seed on a side: an infinite half-width, never a claim.
+    one = pd.DataFrame([r for r in rows if not (r["task"] == "a" and r["critic_depth"] == 4 and r["seed"] > 0)])
+    assert not bool(analysis.depth_effect(one, deep=16).set_index("task").loc["a", "beats"])
+
+
 def test_fits_table_on_a_synthetic_sweep(tmp_path):
     scores = analysis.run_scores(analysis.load_sweep(synthetic_sweep(tmp_path)))
     table = analysis.fits(scores)
