@@ -11,7 +11,7 @@ from other processes hits them alike), the same rollout of
 
 * ``bare_brax``: brax's own ``Ant`` / ``Humanoid`` env step (spring, same substep count, no goal, no
   auto-reset). The ant is the same model; brax's humanoid is not: ours lets every body geom touch the
-  floor (ENV_SPECS §3), 29 floor contacts instead of brax's 2 (feet only);
+  floor (docs/tasks.md#humanoid), 29 floor contacts instead of brax's 2 (feet only);
 * ``task_step``: our task's ``step`` alone (no episode bookkeeping);
 * ``physics``: our model's Brax pipeline step alone (no observation, reward or bookkeeping),
 

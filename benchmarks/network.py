@@ -26,7 +26,7 @@ from rlscale.config import TrainConfig
 from rlscale.networks import param_count
 from rlscale.run_dir import write_atomic
 
-# Humanoid-sized inputs (DESIGN.md §1): state 268, goal 3, action 17.
+# Humanoid-sized inputs (docs/method.md#parameter-counts): state 268, goal 3, action 17.
 SPEC = TaskSpec("humanoid_sized", 268, (0, 1, 2), 17, 0.5, 1000, "humanoid_sized")
 
 

@@ -44,7 +44,7 @@ _REGISTRY["reacher"] = _brax("ReacherGoal")
 _REGISTRY["pusher"] = _brax("PusherGoal")
 
 
-# --- ant mazes and humanoids (ENV_SPECS §2-4); each train layout evaluates on its far-goal layout ---
+# --- ant mazes and humanoids (docs/tasks.md#ant-mazes, #humanoid, #humanoid-mazes); each train layout evaluates on its far-goal layout ---
 def _ant_maze(layout: str, eval_layout: str | None) -> Callable[..., GoalTask]:
     def build(**overrides: Any) -> GoalTask:
         from envs.ant_maze import AntMaze
@@ -78,7 +78,7 @@ _REGISTRY["humanoid_big_maze_eval"] = _humanoid("humanoid_big_maze_eval", "human
 # --- end of ant mazes and humanoids ---
 
 
-# --- the arm family on MJX (ENV_SPECS §5-6) ---
+# --- the arm family on MJX (docs/tasks.md#arm-tasks) ---
 def _arm(name: str) -> Callable[..., GoalTask]:
     def build(**overrides: Any) -> GoalTask:
         from envs.arm import ArmTask  # MuJoCo/MJX is imported only when an arm task is built.

@@ -1,9 +1,9 @@
-"""The ant mazes (ENV_SPECS §2): Brax's ant walking to a goal cell of a D4RL-style maze.
+"""The ant mazes (docs/tasks.md#ant-mazes): Brax's ant walking to a goal cell of a D4RL-style maze.
 
 Tasks ``ant_<layout>`` for the layouts u_maze, big_maze, hardest_maze, u4_maze, u5_maze, and the far-goal
 ``ant_<layout>_eval`` layouts (same walls, only the far goal cells) of all but hardest_maze.
 
-Model: brax's shipped ``ant.xml``, changed at construction as ENV_SPECS §2 says: a 100 × 100 m floor, one
+Model: brax's shipped ``ant.xml``, changed at construction (docs/tasks.md#ant-mazes): a 100 × 100 m floor, one
 static 4 × 4 × 2 m box per wall cell (cell (i, j) centred at world (4i, 4j): rows map to x), conaffinity 1
 on the torso sphere, the 4 hip-segment capsules and the 4 feet. So feet touch the floor and the walls,
 torso and hip segments touch the walls, and the thigh and shin capsules touch nothing (as in the paper's
@@ -26,7 +26,7 @@ from envs.mazes import Maze, maze
 
 WALL_HEIGHT = 2.0  # metres (half the 4 m cell)
 FLOOR_HALF_SIZE = 100.0
-# Geoms of brax's ant that the mazes make collide with walls (ENV_SPECS §2).
+# Geoms of brax's ant that the mazes make collide with walls (docs/tasks.md#ant-mazes).
 WALL_COLLIDING_GEOMS = (
     "torso_geom",
     *(f"aux_{k}_geom" for k in range(1, 5)),

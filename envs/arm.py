@@ -1,4 +1,4 @@
-"""The arm family on MJX: ``arm_reach``, ``arm_push_easy/hard``, ``arm_binpick_easy/hard`` (ENV_SPECS §5–6).
+"""The arm family on MJX: ``arm_reach``, ``arm_push_easy/hard``, ``arm_binpick_easy/hard`` (docs/tasks.md#arm-tasks).
 
 The arm is rlscale's own 7-dof model built from primitive geoms (``envs/assets/arm.xml``), with the
 kinematic chain, joint ranges, masses, hand and finger colliders of the paper's arm. It runs on
@@ -57,13 +57,14 @@ ASSET = Path(__file__).parent / "assets" / "arm.xml"
 
 SUBSTEPS = 25  # 0.002 s × 25 = 0.05 s per env step
 
-# The paper's reset posture (ENV_SPECS §5) and its fingers half open.
+# The paper's reset posture (docs/tasks.md#arm-variants) and its fingers half open.
 RESET_ARM_Q = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449)
 RESET_FINGER_Q = 0.04
 FINGER_OPEN = 0.08
 
 # Effective target ranges of the paper's arm: its commanded ranges times gain/kp (1 for j1, j2; 2000/3500
-# for j4; 1000/2000 for j6, j7). ENV_SPECS §5 rounds them to j4 [-1.755, -0.040], j6 [1.178, 1.876], j7 0.724.
+# for j4; 1000/2000 for j6, j7): j4 [-1.755, -0.040], j6 [1.178, 1.876], j7 0.724 rounded
+# (docs/tasks.md#arm-actions).
 J1_RANGE = (0.3491, 2.7925)
 J2_RANGE = (0.0, 1.48353)
 J4_RANGE = (-3.0718 * 2000 / 3500, -0.0698 * 2000 / 3500)

@@ -1,4 +1,4 @@
-"""Goal-conditioned tasks on Brax physics: ``ant`` and ``reacher`` (ENV_SPECS §1 and §7), and the ant
+"""Goal-conditioned tasks on Brax physics: ``ant`` and ``reacher`` (docs/tasks.md#ant and #reacher), and the ant
 machinery the ant mazes share (:class:`AntTask`, :func:`ant_system`).
 
 The goal lives in the task state, not in the physics: the state part of the observation is computed
@@ -74,7 +74,7 @@ def ant_system(backend: str, xml: str | None = None) -> tuple[brax_base.System, 
 
 
 def add_maze_walls(worldbody: ElementTree.Element, layout: Maze, height: float) -> None:
-    """One static box per wall cell of ``layout`` (ENV_SPECS §2): a full cell's footprint, ``height`` tall,
+    """One static box per wall cell of ``layout`` (docs/tasks.md#ant-mazes): a full cell's footprint, ``height`` tall,
     standing on the floor, colliding with everything that has contype or conaffinity 1."""
     half = 0.5 * layout.scale
     for i, j in np.argwhere(layout.walls):
@@ -147,7 +147,8 @@ class PipelineTask(GoalTask):
 
 
 class AntTask(PipelineTask):
-    """What every ant task shares (ENV_SPECS §1–2): physics, reset noise, state part, health, metrics.
+    """What every ant task shares (docs/tasks.md#ant, #ant-mazes): physics, reset noise, state part, health,
+    metrics.
 
     State (29): torso position (3), torso quaternion (4), 8 joint angles, torso linear (3) and angular
     (3) velocity, 8 joint velocities. Goal: torso x, y (``goal_indices = (0, 1)``). Success: 2-D
@@ -209,7 +210,7 @@ class AntTask(PipelineTask):
         ctrl_cost = self.ctrl_cost_weight * jnp.sum(jnp.square(action))
         dist = jnp.linalg.norm(after.q[:2] - state.goal)
         progress = self._progress(velocity[0], dist)
-        reward = progress + self.healthy_reward - ctrl_cost - 0.0  # no contact cost (ENV_SPECS §1)
+        reward = progress + self.healthy_reward - ctrl_cost - 0.0  # no contact cost (docs/tasks.md#ant)
         metrics = {
             "reward_forward": progress,
             "reward_survive": jnp.asarray(self.healthy_reward),
@@ -226,7 +227,7 @@ class AntTask(PipelineTask):
 
 
 class AntGoal(AntTask):
-    """Brax's ant reaching a goal at radius 10 m in a uniformly random direction (ENV_SPECS §1).
+    """Brax's ant reaching a goal at radius 10 m in a uniformly random direction (docs/tasks.md#ant).
 
     State, goal, success and termination: see :class:`AntTask`. Reward: torso x-velocity + 1 − 0.5·Σa².
     Physics: spring backend, 0.005 s × 10 substeps = 0.05 s per step.
@@ -310,12 +311,12 @@ class ReacherGoal(GoalTask):
         return self._task_state(self.brax_env.pipeline_step(state.sim, action), state.goal, action)
 
 
-# Goal x, y ranges of the pusher (ENV_SPECS §8): "easy" is the paper's default.
+# Goal x, y ranges of the pusher (docs/tasks.md#pusher): "easy" is the paper's default.
 PUSHER_GOAL_RANGES = {"easy": ((-0.55, -0.25), (-0.2, 0.2)), "hard": ((-0.65, 0.35), (-0.55, 0.45))}
 
 
 class PusherGoal(GoalTask):
-    """Brax's 7-dof pusher: push the cylinder to the goal (ENV_SPECS §8, the intended specification).
+    """Brax's 7-dof pusher: push the cylinder to the goal (the intended specification, docs/tasks.md#pusher).
 
     Physics: spring 0.001 s × 50 with gear 20 on all 7 motors (brax's own pusher settings; the paper's
     code crashed at construction). Actions in [-1, 1] map linearly onto the motors' control ranges.

@@ -1,8 +1,8 @@
-"""The humanoid tasks (ENV_SPECS §3–4): Brax's humanoid walking to a goal, in the open or in a maze.
+"""The humanoid tasks (docs/tasks.md#humanoid, #humanoid-mazes): Brax's humanoid walking to a goal, in the open or in a maze.
 
 Tasks: ``humanoid`` (goal at radius U(1, 5) m, angle U(0, 2π)), ``humanoid_u_maze``,
 ``humanoid_big_maze`` and their far-goal ``*_eval`` layouts (``humanoid_big_maze_eval`` has one goal cell
-more than the ant's, ENV_SPECS §11.10).
+more than the ant's, docs/tasks.md#humanoid-mazes).
 
 Model: brax's shipped ``humanoid.xml``, changed at construction: every body geom gets contype 1 (so it
 collides with the floor and the walls, which have conaffinity 1; body–body contacts stay off), the floor
@@ -244,7 +244,7 @@ class Humanoid(PipelineTask):
 
 
 class HumanoidMaze(Humanoid):
-    """Brax's humanoid in a maze of 2 m cells (ENV_SPECS §4); state, goal, success, reward as
+    """Brax's humanoid in a maze of 2 m cells (docs/tasks.md#humanoid-mazes); state, goal, success, reward as
     :class:`Humanoid`. Start: the R cell's centre. Goal: a uniformly chosen G cell's centre at height
     1.25. Physics: spring, 0.0015 s × 10 = 0.015 s per env step."""
 

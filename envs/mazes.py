@@ -1,4 +1,4 @@
-"""Maze layouts shared by the point, ant and humanoid maze tasks (ENV_SPECS §2).
+"""Maze layouts shared by the point, ant and humanoid maze tasks (docs/tasks.md#maze-layouts).
 
 ``#`` wall, ``R`` start cell, ``G`` goal cell, ``.`` free cell. Cell (row i, column j) has its centre at
 world ``(x, y) = (scale * i, scale * j)``: rows map to x, columns to y, as in the paper's code.
@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 MAZE_SCALE = 4.0  # ant and point mazes: metres per cell
-HUMANOID_MAZE_SCALE = 2.0  # humanoid mazes (ENV_SPECS §4)
+HUMANOID_MAZE_SCALE = 2.0  # humanoid mazes (docs/tasks.md#humanoid-mazes)
 
 LAYOUTS: dict[str, str] = {
     "u_maze": """
@@ -87,7 +87,7 @@ LAYOUTS: dict[str, str] = {
 #GGGGGG#
 ########""",
     # The humanoid mazes' far-goal layout of big_maze: one goal cell more than the ant's (cell (2, 5);
-    # ENV_SPECS §4 and §11.10).
+    # docs/tasks.md#humanoid-mazes).
     "humanoid_big_maze_eval": """
 ########
 #R.##GG#

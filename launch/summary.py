@@ -2,7 +2,7 @@
 and, when matplotlib is installed, ``summary.png`` (score against depth, one line per task).
 
 A run's score is the mean time at goal (``eval/episode_success``) over its last 5 evaluations
-(DESIGN.md §4); ``success_any`` likewise. Parameter counts are closed-form
+(docs/metrics.md#per-run-the-score); ``success_any`` likewise. Parameter counts are closed-form
 (``rlscale.networks.trunk_param_count``, the actor and both critic encoders), so no network is built.
 """
 

@@ -1,4 +1,4 @@
-"""The CRL agent: networks, parameters, optimisers, and one SGD step (DESIGN.md §2).
+"""The CRL agent: networks, parameters, optimisers, and one SGD step (docs/method.md#objective).
 
 Everything here is a pure function of its arguments; ``sgd_step`` updates the actor and α first, then
 the critic, on the same minibatch.

@@ -2,7 +2,7 @@
 
 Shared by ``rlscale plot SWEEP_DIR`` and ``notebooks/scaling.ipynb``.
 
-Definitions (DESIGN.md §4):
+Definitions (docs/metrics.md):
 
 * **Normalised score** of an evaluation = time at goal (``eval/episode_success``) / ``episode_length``,
   in [0, 1]. The published numbers (``configs/paper_results.yaml``, out of 1000 steps) are normalised
@@ -40,7 +40,7 @@ import pandas as pd
 
 from rlscale.run_dir import CONFIG_FILE, atomic_output, read_config, read_metrics
 
-LAST_EVALS = 5  # DESIGN.md §4; the same as launch.summary.LAST_EVALS
+LAST_EVALS = 5  # docs/metrics.md#per-run-the-score; the same as launch.summary.LAST_EVALS
 CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
                   "layer_norm", "residual", "episode_length"]
 # Knobs that may split a task's runs into separate lines (besides depth and seed).
@@ -310,7 +310,7 @@ def fits(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_results() -> dict[str, Any]:
-    """``configs/paper_results.yaml`` (DESIGN.md §6)."""
+    """``configs/paper_results.yaml`` (docs/method.md#published-results)."""
     import yaml
 
     return yaml.safe_load(resources.files("configs").joinpath("paper_results.yaml").read_text())

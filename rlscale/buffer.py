@@ -1,4 +1,4 @@
-"""On-device replay buffer with hindsight relabelling (DESIGN.md §3).
+"""On-device replay buffer with hindsight relabelling (docs/method.md#goal-sampling).
 
 Storage is a per-env FIFO ring of the last ``capacity`` time steps of every parallel env: arrays of
 shape ``[capacity, num_envs, ...]``. Each stored step holds the full observation (state ⊕ commanded

@@ -1,4 +1,4 @@
-"""Evaluation of a policy on fresh episodes with a jitted fixed-length unroll (DESIGN.md §4).
+"""Evaluation of a policy on fresh episodes with a jitted fixed-length unroll (docs/metrics.md#per-evaluation).
 
 Per episode: time at goal (steps within the success threshold, counted until the episode ends or the
 robot falls), success-any, final distance and episode length; every other metric the task reports is

@@ -1,4 +1,4 @@
-"""CRL losses as pure functions (DESIGN.md §2). No rewards, no target networks.
+"""CRL losses as pure functions (docs/method.md#objective). No rewards, no target networks.
 
 Logits ``L[i, j] = f(s_i, a_i, g_j)``; the diagonal holds the positive pairs.
 """

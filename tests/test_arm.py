@@ -1,4 +1,4 @@
-"""The arm family on MJX (ENV_SPECS §5–6): model, servos, gripper, cube, distributions, goals, training.
+"""The arm family on MJX (docs/tasks.md#arm-tasks): model, servos, gripper, cube, distributions, goals, training.
 
 MJX compiles slowly on a CPU, so the physics tests share one compiled, batched push step (module fixture)
 and one reach step; model facts are checked on the MuJoCo model without compiling anything.
@@ -24,7 +24,7 @@ SERVO_ACTIONS = np.array([
     [-0.6, -0.3, -0.5, 0.5, -1.0],
     [0.3, 0.2, -0.2, 0.9, 1.0],
 ])
-ZERO_ACTION_LINK7 = (0.0, 0.753, 0.545)  # ENV_SPECS §5, measured on the paper's arm
+ZERO_ACTION_LINK7 = (0.0, 0.753, 0.545)  # measured on the paper's arm (docs/tasks.md#arm-actions)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_servos_reach_the_effective_targets(push, servo_run):
     _, obs = servo_run
     targets = np.asarray(jax.vmap(task.ctrl)(jnp.asarray(SERVO_ACTIONS)))[:, :7]
     joints = obs[-1][:, 3:10]
-    sag = joints[:, 1] - targets[:, 1]  # j2 holds the arm's weight: it sags ~0.01 rad (ENV_SPECS §5)
+    sag = joints[:, 1] - targets[:, 1]  # j2 holds the arm's weight: it sags ~0.01 rad (docs/tasks.md#arm-actions)
     assert np.all((sag > 0) & (sag < 0.02)), sag
     others = [0, 2, 3, 4, 5, 6]
     np.testing.assert_allclose(joints[:, others], targets[:, others], atol=0.01)

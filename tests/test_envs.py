@@ -13,7 +13,7 @@ EXPECTED = {  # name: (obs size, goal indices, success threshold)
     "ant": (31, (0, 1), 0.5),
     "reacher": (13, (4, 5, 6), 0.05),
     "pusher": (23, (10, 11, 12), 0.1),
-    # --- ant mazes and humanoids (ENV_SPECS §2-4; humanoid state 246 = the paper's 268 without the target) ---
+    # --- ant mazes and humanoids (docs/tasks.md#ant-mazes, #humanoid; humanoid state 246 = the paper's 268 without the target) ---
     **{
         f"ant_{layout}": (31, (0, 1), 0.5)
         for layout in ("u_maze", "big_maze", "hardest_maze", "u4_maze", "u5_maze")
@@ -24,7 +24,7 @@ EXPECTED = {  # name: (obs size, goal indices, success threshold)
         for n in ("humanoid", "humanoid_u_maze", "humanoid_u_maze_eval", "humanoid_big_maze", "humanoid_big_maze_eval")
     },
     # --- end of ant mazes and humanoids ---
-    # --- the arm family (ENV_SPECS §5-6) ---
+    # --- the arm family (docs/tasks.md#arm-tasks) ---
     "arm_reach": (16, (7, 8, 9), 0.1),
     **{n: (20, (0, 1, 2), 0.1) for n in ("arm_push_easy", "arm_push_hard", "arm_binpick_easy", "arm_binpick_hard")},
     # --- end of the arm family ---
@@ -89,7 +89,7 @@ def test_maze_goals_are_goal_cell_centres_and_start_in_reset_cell(name):
     assert np.all(np.abs(states.obs[:, :2] - layout.start) <= 0.1 + 1e-6)
 
 
-EVAL_GOALS = {  # ENV_SPECS §2, world coordinates of the far cells
+EVAL_GOALS = {  # docs/tasks.md#ant-mazes, world coordinates of the far cells
     "point_u4_maze_eval": {(16, 4), (20, 4), (20, 8), (20, 12)},
     "point_u5_maze_eval": {(16, 4), (16, 24)} | {(20, y) for y in range(4, 25, 4)},
     "point_big_maze_eval": {(4, 20), (4, 24), (8, 24), (20, 12), (20, 24), (24, 8), (24, 12), (24, 20), (24, 24)},

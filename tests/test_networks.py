@@ -75,7 +75,7 @@ def test_param_count_matches_formula(depth, width):
 
 
 def test_paper_parameter_counts_humanoid_sized():
-    """DESIGN.md §1: actor + both critic encoders at width 256 for humanoid-sized inputs."""
+    """docs/method.md#parameter-counts: actor + both critic encoders at width 256 for humanoid-sized inputs."""
     state, goal, action = 268, 3, 17
 
     def total(depth):

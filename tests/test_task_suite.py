@@ -23,12 +23,12 @@ from rlscale.train import train
 
 ANT_MAZES = [n for n in envs.names() if n.startswith("ant_") and "maze" in n]
 HUMANOID_MAZES = [n for n in envs.names() if n.startswith("humanoid_") and "maze" in n]
-EVAL_GOALS = {  # ENV_SPECS §2 and §4: world coordinates of the far cells
+EVAL_GOALS = {  # docs/tasks.md#ant-mazes and #humanoid-mazes: world coordinates of the far cells
     "ant_u_maze_eval": {(12, 4), (12, 8), (12, 12)},
     "ant_u4_maze_eval": {(16, 4), (20, 4), (20, 8), (20, 12)},
     "ant_u5_maze_eval": {(16, 4), (16, 24)} | {(20, y) for y in range(4, 25, 4)},
     "ant_big_maze_eval": {(4, 20), (4, 24), (8, 24), (20, 12), (20, 24), (24, 8), (24, 12), (24, 20), (24, 24)},
-    # The ant's big-maze goals at half the scale, plus cell (2, 5) (ENV_SPECS §11.10).
+    # The ant's big-maze goals at half the scale, plus cell (2, 5) (docs/tasks.md#humanoid-mazes).
     "humanoid_big_maze_eval": {(2, 10), (2, 12), (4, 10), (4, 12), (10, 6), (10, 12), (12, 4), (12, 6), (12, 10), (12, 12)},
     "humanoid_u_maze_eval": {(6, 2), (6, 4), (6, 6)},
 }
@@ -87,7 +87,7 @@ def test_maze_models_walls_and_contacts():
         np.testing.assert_allclose(g.pos, [4.0 * i, 4.0 * j, 1.0])
         assert (g.contype[0], g.conaffinity[0]) == (1, 1)
     np.testing.assert_allclose(geoms["floor"].size[:2], [100.0, 100.0])
-    # Feet, torso and hip segments touch the walls; thighs and shins touch nothing (ENV_SPECS §2, §11.15).
+    # Feet, torso and hip segments touch the walls; thighs and shins touch nothing (docs/tasks.md#ant-mazes).
     touching = {n for n, g in geoms.items() if g.conaffinity[0] == 1 and not n.startswith("wall_") and n != "floor"}
     assert touching == {"torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom", "left_foot_geom",
                         "right_foot_geom", "third_foot_geom", "fourth_foot_geom"}
