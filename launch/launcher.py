@@ -15,13 +15,15 @@ when the launcher was stopped by SIGTERM or SIGINT (its runs were told to save a
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import dataclasses
+import json
 import os
 import signal
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 
 from launch import runs, sweepfile
@@ -48,62 +50,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summarize", action="store_true", help="only rebuild summary.csv (and the plot) from the run dirs")
     p.add_argument("--retry-failed", action="store_true", help="also rerun runs recorded as failed")
     p.add_argument("--runs-root", default="runs", help="folder of the sweep folders (default: runs)")
-    p.add_argument("--backend", choices=sweepfile.BACKENDS, help="local (default), ray or slurm")
-    p.add_argument("--workers", type=int, help="runs at once (local; ray: in flight)")
-    p.add_argument("--runs-per-gpu", type=int, help="local: runs sharing one GPU")
-    p.add_argument("--no-compilation-cache", action="store_true", help="do not share XLA compilations between runs")
-    p.add_argument("--pack-seeds", type=int, help="train up to N new runs differing only in seed in one process (vmapped)")
-    p.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
-    p.add_argument("--gpus-per-run", type=float, help="ray: num_gpus per run (fractions share a GPU); slurm: GPUs per job")
-    p.add_argument("--cpus-per-run", type=float, help="ray: num_cpus per run; slurm: CPUs per job")
-    p.add_argument("--max-retries", type=int, help="ray: retries of a run whose worker died")
-    p.add_argument("--partition", help="slurm partition")
-    p.add_argument("--time", help="slurm time limit per job: minutes or [D-]HH:MM[:SS]")
-    p.add_argument("--array-parallelism", type=int, help="slurm: jobs of the array running at once")
-    p.add_argument("--slurm-cluster", choices=sweepfile.SLURM_CLUSTERS, help="submitit executor (local: this machine)")
+    for setting in _flag_settings():
+        if setting.type is bool:
+            p.add_argument(setting.flag.name, action="store_true", help=setting.flag.help)
+        else:
+            p.add_argument(setting.flag.name, type=_flag_type(setting.type), choices=setting.check.choices,
+                           help=setting.flag.help)
     return p
 
 
+def _flag_settings() -> list[sweepfile.FlagSetting]:
+    """The launcher settings that flags override, one per flag (a flag's first setting)."""
+    first: dict[str, sweepfile.FlagSetting] = {}
+    for setting in sweepfile.flag_settings():
+        first.setdefault(setting.flag.name, setting)
+    return list(first.values())
+
+
+def _flag_type(hint) -> type | None:
+    """``int`` or ``float`` for a setting of that type (or that or None); else None (a string)."""
+    kinds = [a for a in typing.get_args(hint) or (hint,) if a is not type(None)]
+    return kinds[0] if kinds in ([int], [float]) else None
+
+
 def _apply_options(launcher: sweepfile.Launcher, args: argparse.Namespace) -> sweepfile.Launcher:
-    """The file's launcher settings with the command line on top (checked like the file's)."""
-    launcher = dataclasses.replace(
-        launcher, ray=dataclasses.replace(launcher.ray), slurm=dataclasses.replace(launcher.slurm)
-    )
-
-    def put(target, schema, key, value, flag):
-        if value is None:
-            return
-        check, description = schema[key]
-        if not check(value):
-            raise SweepError(f"{flag} {value!r} is not {description}")
-        setattr(target, key, value)
-
-    def whole(value, flag):
-        if value is None or float(value).is_integer():
-            return None if value is None else int(value)
-        raise SweepError(f"{flag} {value!r} is not a whole number")
-
-    L, R, S = sweepfile._LAUNCHER_SCHEMA, sweepfile._RAY_SCHEMA, sweepfile._SLURM_SCHEMA
-    put(launcher, L, "backend", args.backend, "--backend")
-    put(launcher, L, "workers", args.workers, "--workers")
-    put(launcher, L, "runs_per_gpu", args.runs_per_gpu, "--runs-per-gpu")
-    put(launcher, L, "pack_seeds", args.pack_seeds, "--pack-seeds")
-    if args.no_compilation_cache:
-        launcher.compilation_cache = False
-    put(launcher.ray, R, "address", args.ray_address, "--ray-address")
-    put(launcher.ray, R, "max_retries", args.max_retries, "--max-retries")
-    put(launcher.slurm, S, "partition", args.partition, "--partition")
-    put(launcher.slurm, S, "time", args.time, "--time")
-    put(launcher.slurm, S, "array_parallelism", args.array_parallelism, "--array-parallelism")
-    put(launcher.slurm, S, "cluster", args.slurm_cluster, "--slurm-cluster")
-    if args.gpus_per_run is not None:
-        put(launcher.ray, R, "num_gpus", args.gpus_per_run, "--gpus-per-run")
-        if launcher.backend == "slurm":
-            put(launcher.slurm, S, "gpus", whole(args.gpus_per_run, "--gpus-per-run"), "--gpus-per-run")
-    if args.cpus_per_run is not None:
-        put(launcher.ray, R, "num_cpus", args.cpus_per_run, "--cpus-per-run")
-        if launcher.backend == "slurm":
-            put(launcher.slurm, S, "cpus", whole(args.cpus_per_run, "--cpus-per-run"), "--cpus-per-run")
+    """The file's launcher settings with the command line on top (checked like the file's), in the order the
+    settings are declared (the backend first)."""
+    launcher = copy.deepcopy(launcher)
+    for setting in sweepfile.flag_settings():
+        flag = setting.flag.name
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is None or value is False or (setting.flag.backend not in (None, launcher.backend)):
+            continue
+        if setting.type is bool:
+            value = not flag.startswith("--no-")
+        elif setting.type is int and isinstance(value, float):
+            if not value.is_integer():
+                raise SweepError(f"{flag} {value!r} is not a whole number")
+            value = int(value)
+        if not setting.check.test(value):
+            raise SweepError(f"{flag} {value!r} is not {setting.check.description}")
+        target = launcher
+        for name in setting.path[:-1]:
+            target = getattr(target, name)
+        setattr(target, setting.path[-1], value)
     return launcher
 
 
@@ -170,8 +160,7 @@ def make_backend(launcher: sweepfile.Launcher, sweep_dir: Path, sweep_name: str)
     if launcher.backend == "ray":
         from launch.ray_backend import RayBackend
 
-        r = launcher.ray
-        return RayBackend(r.address, r.num_gpus, r.num_cpus, r.max_retries, launcher.workers)
+        return RayBackend(launcher.ray, launcher.workers)
     try:
         from launch.slurm_backend import SlurmBackend
     except ImportError:

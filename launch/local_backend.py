@@ -60,7 +60,7 @@ def slots(gpus: list[str], workers: int | None, runs_per_gpu: int = 1) -> list[d
 class LocalBackend:
     name = "local"
 
-    def __init__(self, workers: int | None = None, runs_per_gpu: int = 1):
+    def __init__(self, workers: int | None, runs_per_gpu: int):
         self.gpus = detect_gpus()
         self.slots = slots(self.gpus, workers, runs_per_gpu)
 

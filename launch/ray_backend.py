@@ -20,16 +20,16 @@ def _execute(spec: runs.RunSpec, extra_env: dict[str, str]) -> int:
 class RayBackend:
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_gpus: float | None = None, num_cpus: float = 1,
-                 max_retries: int = 3, workers: int | None = None):
+    def __init__(self, settings, workers: int | None):
+        """``settings``: the sweep's ``launch.sweepfile.Ray`` (address, num_gpus, num_cpus, max_retries)."""
         try:
             import ray  # noqa: F401
         except ImportError:
             raise ValueError("the ray backend needs Ray: pip install 'rlscale[ray]'") from None
-        self.address = address
-        self.num_gpus = num_gpus
-        self.num_cpus = num_cpus
-        self.max_retries = max_retries
+        self.address = settings.address
+        self.num_gpus = settings.num_gpus
+        self.num_cpus = settings.num_cpus
+        self.max_retries = settings.max_retries
         self.workers = workers
         self._started_here = False
 

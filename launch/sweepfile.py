@@ -36,7 +36,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
@@ -217,107 +217,169 @@ def _parse_minutes(value: Any) -> int | None:
     return total if total > 0 else None
 
 
-# name: (check, description)
-_LAUNCHER_SCHEMA: dict[str, tuple[Any, str]] = {
-    "backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
-    "workers": (lambda v: v is None or _is_int(v, 1), "a positive integer"),
-    "runs_per_gpu": (lambda v: _is_int(v, 1), "a positive integer"),
-    "compilation_cache": (lambda v: isinstance(v, bool), "true or false"),
-    "max_preemptions": (lambda v: _is_int(v, 0), "an integer ≥ 0"),
-    "pack_seeds": (lambda v: _is_int(v, 1), "a positive integer"),
-}
-_RAY_SCHEMA: dict[str, tuple[Any, str]] = {
-    "address": (lambda v: v is None or isinstance(v, str), "a string (e.g. auto or ray://host:10001)"),
-    "num_gpus": (lambda v: v is None or _is_number(v), "a number ≥ 0"),
-    "num_cpus": (lambda v: _is_number(v), "a number ≥ 0"),
-    "max_retries": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1, "an integer ≥ -1"),
-}
-_SLURM_SCHEMA: dict[str, tuple[Any, str]] = {
-    "cluster": (lambda v: v in SLURM_CLUSTERS, f"one of {', '.join(SLURM_CLUSTERS)}"),
-    "partition": (lambda v: v is None or isinstance(v, str), "a string"),
-    "time": (lambda v: _parse_minutes(v) is not None, "minutes or [D-]HH:MM[:SS]"),
-    "gpus": (lambda v: _is_int(v, 0), "an integer ≥ 0"),
-    "cpus": (lambda v: _is_int(v, 1), "a positive integer"),
-    "mem_gb": (lambda v: v is None or _is_number(v), "a number of GB"),
-    "array_parallelism": (lambda v: _is_int(v, 1), "a positive integer"),
-    "signal_delay_s": (lambda v: _is_int(v, 0), "an integer ≥ 0"),
-    "extra": (lambda v: isinstance(v, dict), "a mapping of extra sbatch options"),
-}
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """The values a launcher setting takes: ``test(value)``, described for errors (``<where> <value> is
+    not <description>``, in the sweep file and on the command line alike); ``choices`` for the flag."""
+
+    test: Callable[[Any], bool]
+    description: str
+    choices: tuple[str, ...] | None = None
+
+
+def _one_of(values: tuple[str, ...]) -> Check:
+    return Check(lambda v: v in values, f"one of {', '.join(values)}", values)
+
+
+def _integer(low: int) -> Check:
+    return Check(lambda v: _is_int(v, low), "a positive integer" if low == 1 else f"an integer ≥ {low}")
+
+
+def _or_none(check: Check, description: str | None = None) -> Check:
+    return Check(lambda v: v is None or check.test(v), description or check.description)
+
+
+_NUMBER = Check(_is_number, "a number ≥ 0")
+_STRING = Check(lambda v: isinstance(v, str), "a string")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """The ``rlscale sweep`` option that overrides a launcher setting (``launch.launcher.build_parser``).
+    One flag may set settings of several backends: give each the same flag, the help is the first one's;
+    with ``backend``, the flag sets that setting only when the sweep runs on that backend."""
+
+    name: str
+    help: str
+    backend: str | None = None
+
+
+_GPUS_PER_RUN = Flag("--gpus-per-run", "ray: num_gpus per run (fractions share a GPU); slurm: GPUs per job")
+_CPUS_PER_RUN = Flag("--cpus-per-run", "ray: num_cpus per run; slurm: CPUs per job")
+
+
+def _setting(default: Any, check: Check, flag: Flag | None = None) -> Any:
+    """A launcher setting declared once: its default (a mapping is copied for each instance), the check of
+    its values (sweep file and command line) and the command-line flag that overrides it, if any."""
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata={"check": check, "flag": flag})
+    return dataclasses.field(default=default, metadata={"check": check, "flag": flag})
 
 
 @dataclasses.dataclass
 class Ray:
-    address: str | None = None
+    address: str | None = _setting(
+        None,
+        _or_none(_STRING, "a string (e.g. auto or ray://host:10001)"),
+        Flag("--ray-address", "Ray cluster address (default: start a local Ray instance)"),
+    )
     """Cluster to connect to (``auto``, ``ray://host:10001``); default: start a local Ray instance."""
-    num_gpus: float | None = None
+    num_gpus: float | None = _setting(None, _or_none(_NUMBER), _GPUS_PER_RUN)
     """GPUs per run (fractions share a GPU); default: 1 when the cluster has GPUs, else 0."""
-    num_cpus: float = 1
-    max_retries: int = 3
+    num_cpus: float = _setting(1, _NUMBER, _CPUS_PER_RUN)
+    max_retries: int = _setting(3, _integer(-1), Flag("--max-retries", "ray: retries of a run whose worker died"))
     """Retries of a run whose worker process died (-1: forever)."""
 
 
 @dataclasses.dataclass
 class Slurm:
-    cluster: str = "slurm"
+    cluster: str = _setting(
+        "slurm", _one_of(SLURM_CLUSTERS), Flag("--slurm-cluster", "submitit executor (local: this machine)")
+    )
     """submitit executor: slurm, or local/debug to run the same code path on this machine."""
-    partition: str | None = None
-    time: int | str = 1440
+    partition: str | None = _setting(None, _or_none(_STRING), Flag("--partition", "slurm partition"))
+    time: int | str = _setting(
+        1440,
+        Check(lambda v: _parse_minutes(v) is not None, "minutes or [D-]HH:MM[:SS]"),
+        Flag("--time", "slurm time limit per job: minutes or [D-]HH:MM[:SS]"),
+    )
     """Time limit per job, in minutes or [D-]HH:MM[:SS]."""
-    gpus: int = 1
-    cpus: int = 8
-    mem_gb: float | None = None
-    array_parallelism: int = 64
+    gpus: int = _setting(1, _integer(0), dataclasses.replace(_GPUS_PER_RUN, backend="slurm"))
+    cpus: int = _setting(8, _integer(1), dataclasses.replace(_CPUS_PER_RUN, backend="slurm"))
+    mem_gb: float | None = _setting(None, _or_none(_NUMBER, "a number of GB"))
+    array_parallelism: int = _setting(
+        64, _integer(1), Flag("--array-parallelism", "slurm: jobs of the array running at once")
+    )
     """How many jobs of the array run at once."""
-    signal_delay_s: int = 300
+    signal_delay_s: int = _setting(300, _integer(0))
     """Seconds before the time limit at which a job is told to checkpoint and requeue."""
-    extra: dict = dataclasses.field(default_factory=dict)
+    extra: dict = _setting({}, Check(lambda v: isinstance(v, dict), "a mapping of extra sbatch options"))
     """Other sbatch options (submitit's slurm_additional_parameters)."""
 
     @property
     def timeout_min(self) -> int:
-        return _parse_minutes(self.time) or 1440
+        return _parse_minutes(self.time) or _parse_minutes(Slurm.time)
 
 
 @dataclasses.dataclass
 class Launcher:
-    backend: str = "local"
-    workers: int | None = None
+    backend: str = _setting("local", _one_of(BACKENDS), Flag("--backend", "local (default), ray or slurm"))
+    workers: int | None = _setting(None, _or_none(_integer(1)), Flag("--workers", "runs at once (local; ray: in flight)"))
     """Runs at once; default: one per GPU (× runs_per_gpu), or 1 on a CPU-only machine (Ray: no limit)."""
-    runs_per_gpu: int = 1
+    runs_per_gpu: int = _setting(1, _integer(1), Flag("--runs-per-gpu", "local: runs sharing one GPU"))
     """Local backend: runs sharing one GPU (then with XLA_PYTHON_CLIENT_PREALLOCATE=false)."""
-    compilation_cache: bool = True
+    compilation_cache: bool = _setting(
+        True,
+        Check(lambda v: isinstance(v, bool), "true or false"),
+        Flag("--no-compilation-cache", "do not share XLA compilations between runs"),
+    )
     """Share XLA compilations between the sweep's runs (JAX persistent cache in <sweep dir>/.jax_cache)."""
-    max_preemptions: int = 20
+    max_preemptions: int = _setting(20, _integer(0))
     """How many times one launcher invocation resubmits a run that stopped for a SIGTERM (exit 75)."""
-    pack_seeds: int = 1
+    pack_seeds: int = _setting(
+        1, _integer(1), Flag("--pack-seeds", "train up to N new runs differing only in seed in one process (vmapped)")
+    )
     """Train up to this many not-yet-started runs that differ only in seed in one process (one program
     vmapped over seeds), so that small models fill a GPU; 1: one process per run."""
     ray: Ray = dataclasses.field(default_factory=Ray)
     slurm: Slurm = dataclasses.field(default_factory=Slurm)
 
 
-def _settings(src: _Source, path: tuple, data: Any, schema: dict, target: Any) -> None:
-    for key, value in _mapping(src, path, data, ".".join(map(str, path))).items():
-        if key not in schema:
-            raise src.error(
-                path + (key,), f"unknown setting {key!r} in {'.'.join(map(str, path))}; valid: {', '.join(schema)}", key=True
-            )
-        check, description = schema[key]
-        if not check(value):
-            raise src.error(path + (key,), f"{'.'.join(map(str, path))}.{key}: {value!r} is not {description}")
+@dataclasses.dataclass(frozen=True)
+class FlagSetting:
+    """A launcher setting that a command-line flag overrides: where it is (``("ray", "num_gpus")``), its
+    type, check and flag."""
+
+    path: tuple[str, ...]
+    type: Any
+    check: Check
+    flag: Flag
+
+
+def flag_settings(cls: type = Launcher, path: tuple[str, ...] = ()) -> list[FlagSetting]:
+    """The settings of :class:`Launcher` (and of its ``ray`` and ``slurm`` groups) that a flag overrides,
+    in the order they are declared."""
+    types = typing.get_type_hints(cls)
+    out: list[FlagSetting] = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(types[f.name]):
+            out += flag_settings(types[f.name], path + (f.name,))
+        elif f.metadata["flag"] is not None:
+            out.append(FlagSetting(path + (f.name,), types[f.name], f.metadata["check"], f.metadata["flag"]))
+    return out
+
+
+def _settings(src: _Source, path: tuple, data: Any, target: Any) -> None:
+    """Set the settings of the file's mapping ``data`` (at ``path``) on ``target`` (a :class:`Launcher`,
+    or its ``ray`` or ``slurm`` group, whose mappings come first), each checked by its declaration."""
+    where = ".".join(map(str, path))
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    groups = {name for name in fields if dataclasses.is_dataclass(getattr(target, name))}
+    for key, value in sorted(_mapping(src, path, data, where).items(), key=lambda item: item[0] not in groups):
+        if key not in fields:
+            raise src.error(path + (key,), f"unknown setting {key!r} in {where}; valid: {', '.join(fields)}", key=True)
+        if key in groups:
+            _settings(src, path + (key,), value, getattr(target, key))
+            continue
+        check = fields[key].metadata["check"]
+        if not check.test(value):
+            raise src.error(path + (key,), f"{where}.{key}: {value!r} is not {check.description}")
         setattr(target, key, value)
 
 
 def _launcher(src: _Source, data: Any) -> Launcher:
     launcher = Launcher()
-    data = dict(_mapping(src, ("launcher",), data, "launcher"))
-    nested = {"ray": (_RAY_SCHEMA, launcher.ray), "slurm": (_SLURM_SCHEMA, launcher.slurm)}
-    for key in list(data):
-        if key in nested:
-            schema, target = nested[key]
-            _settings(src, ("launcher", key), data.pop(key), schema, target)
-    schema = {**_LAUNCHER_SCHEMA, **{k: (lambda v: True, "") for k in nested}}
-    _settings(src, ("launcher",), data, schema, launcher)
+    _settings(src, ("launcher",), data, launcher)
     return launcher
 
 

@@ -1,21 +1,24 @@
-"""Training configuration: one typed dataclass whose field docstrings are the CLI's ``--help``.
+"""Training configuration: one typed dataclass whose field docstrings are the CLI's ``--help``; the
+network options shared by every trunk are ``rlscale.networks.TrunkConfig``'s, inserted in it.
 
-Defaults are the paper's (DESIGN.md §5, Table 7). Per-task presets in ``configs/tasks/<task>.yaml``
-sit on top of them, and command-line options on top of the presets. Derived quantities (how many
-training steps, SGD steps and env steps the run will really do) are computed once, by :func:`plan`,
-and validated before anything runs.
+Defaults are the paper's (its Table 7; docs/method.md#defaults). Per-task presets in
+``configs/tasks/<task>.yaml`` sit on top of them, and command-line options on top of the presets.
+Derived quantities (how many training steps, SGD steps and env steps the run will really do) are
+computed once, by :func:`plan`, and validated before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from typing_extensions import Doc
 
-from rlscale.networks import ACTIVATIONS, TrunkConfig, check_depth
+from rlscale.networks import TRUNK_OPTIONS, TrunkConfig, check_option, check_positive
 
 # Version of what TrainConfig's values mean, saved in every config.json. Bump it only when an option keeps
 # its value but changes meaning (a default of None that comes to stand for something else): runs saved
@@ -23,7 +26,30 @@ from rlscale.networks import ACTIVATIONS, TrunkConfig, check_depth
 CONFIG_SCHEMA = 1
 
 
+def _with_trunk_options(after: str):
+    """Class decorator, below ``@dataclass``: ``TrunkConfig``'s options but depth (``TRUNK_OPTIONS``), with
+    their types, defaults and help (as ``Annotated[type, Doc(help)]``, which tyro shows), inserted after
+    the field ``after``."""
+
+    def insert(cls):
+        trunk_fields = {f.name: f for f in dataclasses.fields(TrunkConfig)}
+        types = typing.get_type_hints(TrunkConfig)
+        annotations = {}
+        for name, hint in cls.__dict__["__annotations__"].items():
+            annotations[name] = hint
+            if name == after:
+                for option in TRUNK_OPTIONS:
+                    field = trunk_fields[option]
+                    annotations[option] = Annotated[types[option], Doc(field.metadata["help"])]
+                    setattr(cls, option, dataclasses.field(default=field.default, metadata=field.metadata))
+        cls.__annotations__ = annotations
+        return cls
+
+    return insert
+
+
 @dataclasses.dataclass
+@_with_trunk_options(after="critic_depth")
 class TrainConfig:
     """Contrastive RL (CRL) with residual MLP actor and critic."""
 
@@ -46,24 +72,8 @@ class TrainConfig:
     """Actor depth if different from --depth."""
     critic_depth: int | None = None
     """Critic encoder depth if different from --depth."""
-    width: int = 256
-    """Hidden width of every layer."""
-    activation: Literal["swish", "relu"] = "swish"
-    """Activation after each LayerNorm."""
-    layer_norm: bool = True
-    """LayerNorm after every Dense (ablation: off)."""
-    residual: bool = True
-    """Residual connections around each block of 4 units (ablation: off)."""
-    scan_blocks: bool = True
-    """Run residual blocks under nn.scan (compile time independent of depth); off = Python-unrolled."""
-    scan_unroll: int = 1
-    """Residual blocks per iteration of the block scan (fewer loop iterations, longer compile)."""
-    remat: bool = True
-    """Rematerialise residual blocks in the backward pass: less memory, and a faster scanned step (off: store every intermediate)."""
-    remat_policy: Literal["dots", "full"] = "dots"
-    """With --remat: keep the matrix products' outputs and recompute LayerNorm and Swish (dots), or recompute everything (full)."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    """Dtype of matrix products (parameters, LayerNorm statistics and losses stay float32)."""
+    # Here come TrunkConfig's options but depth (rlscale.networks.TRUNK_OPTIONS: width, activation, …, dtype),
+    # declared there with their types, defaults, help and checks.
     repr_dim: int = 64
     """Dimension of the critic's representations φ(s, a) and ψ(g)."""
 
@@ -139,18 +149,7 @@ class TrainConfig:
         return self.window_length if self.window_length is not None else self.episode_length
 
     def trunk(self, depth: int) -> TrunkConfig:
-        return TrunkConfig(
-            depth=depth,
-            width=self.width,
-            activation=self.activation,
-            layer_norm=self.layer_norm,
-            residual=self.residual,
-            scan_blocks=self.scan_blocks,
-            scan_unroll=self.scan_unroll,
-            remat=self.remat,
-            remat_policy=self.remat_policy,
-            dtype=self.dtype,
-        )
+        return TrunkConfig.from_options(vars(self), depth)
 
     def scaling_knobs(self) -> dict[str, Any]:
         """The settings a scaling study varies, as one row of a results table."""
@@ -205,9 +204,8 @@ class Plan:
         return epoch * self.training_steps_per_epoch * self.sgd_steps_per_training_step
 
 
-def _positive(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -218,28 +216,28 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown task {cfg.env!r}; valid tasks: {', '.join(names())}")
     if cfg.eval_env is not None and cfg.eval_env not in names():
         raise ValueError(f"unknown eval task {cfg.eval_env!r}; valid tasks: {', '.join(names())}")
-    check_depth(cfg.depth, "--depth")
-    check_depth(cfg.resolved_actor_depth, "--actor-depth")
-    check_depth(cfg.resolved_critic_depth, "--critic-depth")
-    if cfg.activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {cfg.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+    check_option("depth", cfg.depth, "--depth")
+    check_option("depth", cfg.resolved_actor_depth, "--actor-depth")
+    check_option("depth", cfg.resolved_critic_depth, "--critic-depth")
+    for name in TRUNK_OPTIONS:
+        check_option(name, getattr(cfg, name), _flag(name))
     for name in (
-        "episode_length", "width", "repr_dim", "batch_size", "num_envs", "unroll_length",
+        "episode_length", "repr_dim", "batch_size", "num_envs", "unroll_length",
         "sgd_steps_per_collection", "max_replay_size", "min_replay_size", "total_env_steps",
-        "num_evals", "num_eval_envs", "checkpoint_every", "scan_unroll",
+        "num_evals", "num_eval_envs", "checkpoint_every",
     ):
-        _positive(f"--{name.replace('_', '-')}", getattr(cfg, name))
+        check_positive(getattr(cfg, name), _flag(name))
     if cfg.keep_checkpoints < 0:
         raise ValueError(f"--keep-checkpoints must be ≥ 0, got {cfg.keep_checkpoints}")
     if not 0.0 < cfg.gamma < 1.0:
         raise ValueError(f"--gamma must lie in (0, 1), got {cfg.gamma}")
     for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
         if not getattr(cfg, name) > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+            raise ValueError(f"{_flag(name)} must be positive, got {getattr(cfg, name)}")
     if cfg.logsumexp_penalty < 0:
         raise ValueError(f"--logsumexp-penalty must be ≥ 0, got {cfg.logsumexp_penalty}")
     window = cfg.resolved_window_length
-    _positive("--window-length", window)
+    check_positive(window, "--window-length")
     if cfg.min_replay_size > cfg.max_replay_size:
         raise ValueError(f"--min-replay-size {cfg.min_replay_size} exceeds --max-replay-size {cfg.max_replay_size}")
     if window > cfg.min_replay_size:

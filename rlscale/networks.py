@@ -1,4 +1,4 @@
-"""The paper's residual MLP (DESIGN.md §1) and the CRL actor and critic built from it.
+"""The paper's residual MLP (docs/method.md#residual-trunk) and the CRL actor and critic built from it.
 
 Network: an input unit ``Dense(width) → LayerNorm → Swish`` (not counted in depth), then ``depth / 4``
 residual blocks of four such units whose output is added to the block's input (post-activation
@@ -13,7 +13,9 @@ backward pass and recomputes the rest (``remat_policy="full"``: recompute everyt
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import functools
+import typing
+from typing import Any, Callable, Literal, Mapping
 
 import flax.linen as nn
 import jax
@@ -35,45 +37,97 @@ kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable, "full": None}
 
 
+DTYPES = ("float32", "bfloat16")
+
+
+def option(default: Any, help: str, check: Callable[[Any, str], None] | None = None) -> Any:
+    """A network option declared once: its default, its ``rlscale train --help`` text (``TrainConfig``
+    takes the options from here) and its check, ``check(value, label)``, which raises ``ValueError``
+    naming the option ``label``. A ``Literal`` option's check, its choices, comes from its type."""
+    return dataclasses.field(default=default, metadata={"help": help, "check": check})
+
+
+def check_positive(value: Any, label: str, hint: str | None = None) -> None:
+    """``value`` is a positive integer; ``hint`` (what it counts) is said when ``label`` names the option
+    in words, not as a flag (a flag's ``--help`` says it)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        said = f" ({hint})" if hint and not label.startswith("--") else ""
+        raise ValueError(f"{label} must be a positive integer{said}, got {value!r}")
+
+
+def check_depth(depth: Any, label: str = "depth") -> None:
+    if not isinstance(depth, int) or depth < UNITS_PER_BLOCK or depth % UNITS_PER_BLOCK:
+        raise ValueError(
+            f"{label} must be a positive multiple of {UNITS_PER_BLOCK} (it counts the Dense layers inside "
+            f"residual blocks of {UNITS_PER_BLOCK}), got {depth!r}; e.g. 4, 8, 16, 64, 1024"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class TrunkConfig:
-    """Shape and ablation switches of one residual MLP."""
+    """Shape and ablation switches of one residual MLP; all but ``depth`` are also ``TrainConfig``'s
+    options (:data:`TRUNK_OPTIONS`), shared by the actor and both critic encoders. The choices of the
+    ``Literal`` options are the keys of ``ACTIVATIONS``, ``REMAT_POLICIES`` and ``DTYPES``."""
 
-    depth: int = 4
-    width: int = 256
-    activation: str = "swish"
-    layer_norm: bool = True
-    residual: bool = True
-    scan_blocks: bool = True
-    scan_unroll: int = 1  # residual blocks per scan iteration (compile time grows with it)
-    remat: bool = True
-    remat_policy: str = "dots"  # what a rematerialised block keeps for the backward pass (REMAT_POLICIES)
-    dtype: str = "float32"  # dtype of the matrix products; parameters stay float32
+    depth: int = option(4, "Dense layers in residual blocks (a multiple of 4).", check_depth)
+    width: int = option(256, "Hidden width of every layer.", check_positive)
+    activation: Literal[tuple(ACTIVATIONS)] = option("swish", "Activation after each LayerNorm.")
+    layer_norm: bool = option(True, "LayerNorm after every Dense (ablation: off).")
+    residual: bool = option(True, "Residual connections around each block of 4 units (ablation: off).")
+    scan_blocks: bool = option(
+        True, "Run residual blocks under nn.scan (compile time independent of depth); off = Python-unrolled."
+    )
+    scan_unroll: int = option(
+        1,
+        "Residual blocks per iteration of the block scan (fewer loop iterations, longer compile).",
+        functools.partial(check_positive, hint="blocks per scan iteration"),
+    )
+    remat: bool = option(
+        True,
+        "Rematerialise residual blocks in the backward pass: less memory, and a faster scanned step "
+        "(off: store every intermediate).",
+    )
+    remat_policy: Literal[tuple(REMAT_POLICIES)] = option(
+        "dots",
+        "With --remat: keep the matrix products' outputs and recompute LayerNorm and Swish (dots), or "
+        "recompute everything (full).",
+    )
+    dtype: Literal[DTYPES] = option(
+        "float32", "Dtype of matrix products (parameters, LayerNorm statistics and losses stay float32)."
+    )
 
     def __post_init__(self):
-        check_depth(self.depth)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
-        if self.width < 1:
-            raise ValueError(f"width must be a positive integer, got {self.width}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"unknown dtype {self.dtype!r}; valid: float32, bfloat16")
-        if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"unknown remat policy {self.remat_policy!r}; valid: {', '.join(REMAT_POLICIES)}")
-        if not isinstance(self.scan_unroll, int) or self.scan_unroll < 1:
-            raise ValueError(f"scan unroll must be a positive integer (blocks per scan iteration), got {self.scan_unroll!r}")
+        for f in dataclasses.fields(self):
+            check_option(f.name, getattr(self, f.name))
 
     @property
     def num_blocks(self) -> int:
         return self.depth // UNITS_PER_BLOCK
 
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], depth: int) -> "TrunkConfig":
+        """The trunk of ``depth`` with the :data:`TRUNK_OPTIONS` of a training config (``vars`` of a
+        ``TrainConfig``, or a saved ``config.json``'s mapping: options it lacks, added since the run was
+        saved, take their defaults; they change speed, not the parameters)."""
+        return cls(depth=depth, **{name: options[name] for name in TRUNK_OPTIONS if name in options})
 
-def check_depth(depth: int, what: str = "depth") -> None:
-    if not isinstance(depth, int) or depth < UNITS_PER_BLOCK or depth % UNITS_PER_BLOCK:
-        raise ValueError(
-            f"{what} must be a positive multiple of {UNITS_PER_BLOCK} (it counts the Dense layers inside "
-            f"residual blocks of {UNITS_PER_BLOCK}), got {depth!r}; e.g. 4, 8, 16, 64, 1024"
-        )
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrunkConfig)}
+_TYPES = typing.get_type_hints(TrunkConfig)
+# The options every trunk of a training config shares: all but depth, which TrainConfig sets per network.
+TRUNK_OPTIONS = tuple(name for name in _FIELDS if name != "depth")
+
+
+def check_option(name: str, value: Any, label: str | None = None) -> None:
+    """The one check of ``TrunkConfig`` option ``name``, for every caller (``TrunkConfig`` itself and
+    ``rlscale.config.validate``); the error names the option ``label`` (default: its name in words)."""
+    words = name.replace("_", " ")
+    choices = typing.get_args(_TYPES[name]) if typing.get_origin(_TYPES[name]) is Literal else None
+    if choices is not None and value not in choices:
+        raise ValueError(f"unknown {words} {value!r}; valid: {', '.join(choices)}")
+    check = _FIELDS[name].metadata["check"]
+    if check is not None:
+        check(value, label or words)
 
 
 class Unit(nn.Module):
@@ -175,7 +229,7 @@ class Critic(nn.Module):
 
 
 def trunk_param_count(in_size: int, out_size: int, depth: int, width: int, layer_norm: bool = True) -> int:
-    """Closed-form parameter count of one trunk (DESIGN.md §1)."""
+    """Closed-form parameter count of one trunk (docs/method.md#parameter-counts)."""
     norm = 2 * width if layer_norm else 0
     unit = lambda fan_in: fan_in * width + width + norm  # noqa: E731
     return unit(in_size) + depth * unit(width) + width * out_size + out_size

@@ -49,10 +49,11 @@ class LoadedPolicy:
         return deterministic_action(mean) if key is None else sample_action(mean, log_std, key)[0]
 
 
-def trunk_config(config: dict[str, Any], depth: int) -> TrunkConfig:
-    fields = ("width", "activation", "layer_norm", "residual", "scan_blocks", "scan_unroll", "remat", "remat_policy", "dtype")
-    # Fields added after a run was saved take their defaults (they change speed, not the parameters).
-    return TrunkConfig(depth=depth, **{f: config[f] for f in fields if f in config})
+def trunk_config(config: dict[str, Any], network: str) -> TrunkConfig:
+    """The ``"actor"`` or ``"critic"`` trunk of a saved config, built as in training
+    (``TrunkConfig.from_options``; its ``<network>_depth``, else ``depth``)."""
+    depth = config.get(f"{network}_depth")
+    return TrunkConfig.from_options(config, config["depth"] if depth is None else depth)
 
 
 def load(path: str | os.PathLike) -> LoadedPolicy:
@@ -60,7 +61,6 @@ def load(path: str | os.PathLike) -> LoadedPolicy:
     run_dir, step = ckpt.locate(path)
     saved, meta = ckpt.restore_raw(run_dir, step)
     config = meta["config"]
-    depth = config["actor_depth"] if config.get("actor_depth") is not None else config["depth"]
     params = saved["learner"]["actor_params"]
     output_kernel = params["trunk"]["output"]["kernel"]
     action_size = output_kernel.shape[1] // 2
@@ -69,7 +69,7 @@ def load(path: str | os.PathLike) -> LoadedPolicy:
         step=step,
         config=config,
         meta=meta,
-        actor=Actor(trunk_config(config, depth), action_size),
+        actor=Actor(trunk_config(config, "actor"), action_size),
         actor_params=jax.tree.map(jnp.asarray, params),
         state_size=meta["state_size"] if "state_size" in meta else _state_size(config["env"]),
     )

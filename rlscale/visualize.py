@@ -91,8 +91,8 @@ def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float
     goal_xy = np.asarray(goal_xy if goal_xy is not None else layout.goals[-1], np.float32)
     saved, _ = restore_raw(policy.run_dir, policy.step)
     cfg = policy.config
-    depth = cfg["critic_depth"] if cfg.get("critic_depth") is not None else cfg["depth"]
-    critic = Critic(trunk_config(cfg, depth), cfg["repr_dim"])
+    trunk = trunk_config(cfg, "critic")
+    critic = Critic(trunk, cfg["repr_dim"])
     critic_params = jax.tree.map(jnp.asarray, saved["learner"]["critic_params"])
 
     s = layout.scale
@@ -124,7 +124,7 @@ def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float
     fig = Figure(figsize=(width + 1.0, height), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    draw_maze(layout, ax=ax, title=f"critic value, goal ({goal_xy[0]:.1f}, {goal_xy[1]:.1f}), depth {depth}")
+    draw_maze(layout, ax=ax, title=f"critic value, goal ({goal_xy[0]:.1f}, {goal_xy[1]:.1f}), depth {trunk.depth}")
     mesh = ax.imshow(image, extent=(ys[0] - resolution / 2, ys[-1] + resolution / 2, xs[-1] + resolution / 2, xs[0] - resolution / 2),
                      cmap="viridis", alpha=0.85, zorder=2)
     ax.plot(goal_xy[1], goal_xy[0], "*", color="#d62728", markersize=14, markeredgecolor="black", zorder=3)
