@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.machinery
+import io
+import re
 import sys
+import warnings
 from typing import Callable
 
 USAGE = """usage: rlscale COMMAND [options]
@@ -19,6 +25,55 @@ commands:
 
 class CliError(Exception):
     pass
+
+
+# Dependencies' import noise, silenced in the CLI (rlscale's own warnings and output are left alone):
+# mujoco.mjx.warp prints these lines to stdout when the optional warp package is missing, and Brax warns
+# that it is no longer maintained whenever a Brax system is loaded.
+WARP_MODULE = "mujoco.mjx.warp"
+WARP_NOISE = ("Failed to import warp: ", "Failed to import mujoco_warp: ")
+BRAX_NOTICE = "Brax System, piplines and environments are not actively being maintained"
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs a module's import with its stdout captured, and passes on all but the ``WARP_NOISE`` lines."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(captured):
+                self.loader.exec_module(module)
+        finally:
+            kept = [line for line in captured.getvalue().splitlines(keepends=True) if not line.startswith(WARP_NOISE)]
+            sys.stdout.write("".join(kept))
+
+
+class _QuietWarpImport(importlib.abc.MetaPathFinder):
+    """Finds ``mujoco.mjx.warp`` as usual, with a :class:`_QuietLoader`; no other module."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != WARP_MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_dependencies() -> None:
+    """Silence the dependencies' import noise (``WARP_NOISE`` lines, Brax's ``BRAX_NOTICE``) in this process."""
+    warnings.filterwarnings("ignore", message=re.escape(BRAX_NOTICE), category=UserWarning, module=r"brax\.")
+    if not any(isinstance(finder, _QuietWarpImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietWarpImport())
 
 
 def _host_options(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -147,6 +202,7 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {"train": _train, "envs
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_dependencies()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

@@ -1,11 +1,14 @@
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import TINY
 
 from rlscale import checkpoint as ckpt
+from rlscale import cli
 from rlscale.cli import main
 
 
@@ -95,3 +98,26 @@ def test_unknown_command_and_envs_listing(capsys):
     assert main(["envs"]) == 0
     out = capsys.readouterr().out
     assert "point_u_maze" in out and "ant " in out
+
+
+def test_commands_print_none_of_the_dependencies_import_noise_but_rlscale_warnings_show():
+    # `rlscale envs` builds every task, Brax's included: the noisy imports (mujoco.mjx.warp, Brax's
+    # notice) run in it. Then warnings from rlscale's own modules, one with Brax's very message, still show.
+    script = (
+        "import sys, warnings\n"
+        "from rlscale import cli\n"
+        "code = cli.main(['envs'])\n"
+        "print('imported', 'mujoco.mjx.warp' in sys.modules, 'brax' in sys.modules, file=sys.stderr)\n"
+        "warnings.warn_explicit(cli.BRAX_NOTICE, UserWarning, 'rlscale/config.py', 1, module='rlscale.config')\n"
+        "warnings.warn_explicit('another brax warning', UserWarning, 'brax/io/mjcf.py', 1, module='brax.io.mjcf')\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "point_u_maze" in proc.stdout and "ant " in proc.stdout
+    assert "imported True True" in proc.stderr  # so the noise would have been printed
+    output = proc.stdout + proc.stderr
+    assert "Failed to import" not in output
+    assert f"rlscale/config.py:1: UserWarning: {cli.BRAX_NOTICE}" in proc.stderr
+    assert "brax/io/mjcf.py:1: UserWarning: another brax warning" in proc.stderr
+    assert proc.stderr.count(cli.BRAX_NOTICE) == 1  # only rlscale's
