@@ -44,7 +44,7 @@ _REGISTRY["reacher"] = _brax("ReacherGoal")
 _REGISTRY["pusher"] = _brax("PusherGoal")
 
 
-# --- ant mazes and humanoids (docs/tasks.md#ant-mazes, #humanoid, #humanoid-mazes); each train layout evaluates on its far-goal layout ---
+# --- ant mazes and humanoids (docs/tasks.md#ant-mazes, #humanoid, #humanoid-mazes); each ant maze evaluates on its far-goal layout ---
 def _ant_maze(layout: str, eval_layout: str | None) -> Callable[..., GoalTask]:
     def build(**overrides: Any) -> GoalTask:
         from envs.ant_maze import AntMaze
@@ -71,9 +71,11 @@ for _layout in _POINT_LAYOUTS:  # the ant mazes have the point mazes' layouts
     if _eval_layout:
         _REGISTRY[f"ant_{_eval_layout}"] = _ant_maze(_eval_layout, _eval_layout)
 _REGISTRY["humanoid"] = _humanoid(None, None)
-_REGISTRY["humanoid_u_maze"] = _humanoid("u_maze", "humanoid_u_maze_eval")
+# The humanoid mazes evaluate on their training layout, as the paper's runs did (docs/tasks.md#humanoid-mazes);
+# their far-goal layouts are tasks of their own (--eval-env humanoid_u_maze_eval).
+_REGISTRY["humanoid_u_maze"] = _humanoid("u_maze", "humanoid_u_maze")
 _REGISTRY["humanoid_u_maze_eval"] = _humanoid("u_maze_eval", "humanoid_u_maze_eval")
-_REGISTRY["humanoid_big_maze"] = _humanoid("big_maze", "humanoid_big_maze_eval")
+_REGISTRY["humanoid_big_maze"] = _humanoid("big_maze", "humanoid_big_maze")
 _REGISTRY["humanoid_big_maze_eval"] = _humanoid("humanoid_big_maze_eval", "humanoid_big_maze_eval")
 # --- end of ant mazes and humanoids ---
 
@@ -108,7 +110,14 @@ def make(name: str, **overrides: Any) -> GoalTask:
         raise ValueError(f"bad override for task {name!r}: {err}") from None
 
 
-__all__ = ["EpisodeEnv", "EpisodeState", "GoalTask", "StepInfo", "TaskSpec", "TaskState", "make", "names"]
+def default_eval_task(name: str) -> str:
+    """The task that ``name`` evaluates on when no eval task is given (its ``TaskSpec.eval_task``, the one
+    place this is decided): mazes their far-goal ``*_eval`` layout, but the humanoid mazes their training
+    layout (as the paper's runs); other tasks themselves."""
+    return make(name).spec.eval_task
+
+
+__all__ = ["EpisodeEnv", "EpisodeState", "GoalTask", "StepInfo", "TaskSpec", "TaskState", "default_eval_task", "make", "names"]
 
 
 # --- gymnasium ids (envs/gym_adapter.py): registered by name only, nothing is built or imported here ---

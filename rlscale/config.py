@@ -57,7 +57,7 @@ class TrainConfig:
     env: str = "point_u_maze"
     """Task to train on (see `rlscale envs`)."""
     eval_env: str | None = None
-    """Task to evaluate on; default: the task's eval variant (mazes: the far-goal `*_eval` layout)."""
+    """Task to evaluate on; default: the task's eval task (mazes: the far-goal `*_eval` layout; humanoid mazes: the training layout)."""
     episode_length: int = 1000
     """Steps per episode, in training and evaluation."""
     backend: str | None = None

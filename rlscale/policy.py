@@ -37,7 +37,13 @@ class LoadedPolicy:
 
     @property
     def eval_task(self) -> str:
-        return self.meta.get("eval_task") or self.config["eval_env"] or self.config["env"]
+        """The task the run evaluated on in training: the checkpoint's record, else the config's ``eval_env``,
+        else the task's default (``envs.default_eval_task``, as the trainer resolves it)."""
+        if self.meta.get("eval_task") or self.config.get("eval_env"):
+            return self.meta.get("eval_task") or self.config["eval_env"]
+        import envs
+
+        return envs.default_eval_task(self.config["env"])
 
     @property
     def obs_size(self) -> int:
