@@ -28,7 +28,7 @@ from pathlib import Path
 
 from launch import runs, sweepfile
 from launch.sweepfile import SweepError
-from rlscale.run_dir import CONFIG_FILE, RunDirError, read_config
+from rlscale.run_dir import CONFIG_FILE, RunDirError, is_started, read_config
 
 FORWARD_PREFIXES = ("JAX_", "XLA_", "RLSCALE_", "WANDB_", "TF_CPP_")
 CACHE_DIR = ".jax_cache"
@@ -105,14 +105,14 @@ def locate_run_dirs(run_list: list[sweepfile.Run], sweep_dir: Path) -> list[Path
     Looking for the runs that have no ``<name>_<id>``, two directories holding one run's experiment, or a
     ``config.json`` that cannot be read, are errors: a guess could train a finished run again."""
     found = [sweep_dir / run.name for run in run_list]
-    missing = {sweepfile.experiment_key(run.config): i for i, run in enumerate(run_list) if not runs.is_started(found[i])}
+    missing = {sweepfile.experiment_key(run.config): i for i, run in enumerate(run_list) if not is_started(found[i])}
     if not missing or not sweep_dir.is_dir():
         return found
     config_class = type(run_list[0].config)
     names = {run.name for run in run_list}
     claims: dict[int, list[Path]] = {}
     for path in sorted(sweep_dir.iterdir()):
-        if path.name in names or not runs.is_started(path):
+        if path.name in names or not is_started(path):
             continue
         try:
             key = sweepfile.saved_experiment_key(read_config(path), config_class)
@@ -177,7 +177,7 @@ def pack_seeds(todo: list[runs.RunSpec], run_list: list[sweepfile.Run], specs: l
     groups: dict[str, list[runs.RunSpec]] = {}
     out: list = []
     for spec in todo:
-        if runs.is_started(spec.run_dir):
+        if is_started(spec.run_dir):
             out.append(spec)
             continue
         key = json.dumps({k: v for k, v in config_of[spec.id].to_dict().items() if k not in ("seed", "run_dir")}, sort_keys=True)
@@ -216,7 +216,7 @@ class Reporter:
 
     def started(self, spec: runs.RunSpec, where: str | None) -> None:
         self.started_at[spec.id] = time.monotonic()
-        how = "resume" if runs.is_started(spec.run_dir) else "start "
+        how = "resume" if is_started(spec.run_dir) else "start "
         self._print(f"{self._tag(spec)} {how}   {spec.name}{f' ({where})' if where else ''}")
 
     def finished(self, spec: runs.RunSpec, code: int | None, message: str | None = None) -> None:
@@ -249,7 +249,7 @@ def _print_dry_run(sweep, run_list, specs, checked, launcher, sweep_dir) -> None
         action = {"done": "skip (done)", "failed": "skip (failed; --retry-failed)", "partial": "resume", "pending": "start"}[status]
         print(f"[{run.index + 1:>{width}}/{len(run_list)}] {status:8s} {spec.name}  {budget}  -> {action}")
         if status != "done":
-            print("    " + " ".join(spec.command(resume=status == "partial" or runs.is_started(spec.run_dir))))
+            print("    " + " ".join(spec.command(resume=status == "partial" or is_started(spec.run_dir))))
     print(f"{len(run_list)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for task, task_runs in sorted(checked.unregistered.items()):
         print("note: " + sweepfile.unregistered_note(task, task_runs))

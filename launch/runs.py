@@ -39,6 +39,8 @@ import threading
 import time
 from pathlib import Path
 
+from rlscale.run_dir import is_complete, is_started
+
 PREEMPTED = 75  # rlscale.train.PREEMPTED_EXIT_CODE (not imported: that module imports JAX)
 INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FAULT_ENV = "RLSCALE_SWEEP_FAULT"
@@ -87,24 +89,6 @@ class RunSpec:
 
 
 # --- state on disk -----------------------------------------------------------------------------
-
-
-def is_started(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "config.json").is_file()
-
-
-def is_complete(run_dir: str | Path) -> bool:
-    """The run's final checkpoint (its plan's total env steps) exists.
-
-    orbax writes a checkpoint under a temporary name and renames it when complete, so a directory named
-    exactly by the step is a complete checkpoint (the check reads no checkpoint and imports no JAX).
-    """
-    path = Path(run_dir) / "config.json"
-    try:
-        total = json.loads(path.read_text())["plan"]["total_env_steps"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return (Path(run_dir) / "checkpoints" / f"{int(total):012d}").is_dir()
 
 
 def read_marker(spec: RunSpec) -> dict | None:

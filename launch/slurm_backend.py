@@ -18,6 +18,7 @@ import time
 import submitit
 
 from launch import runs
+from rlscale.run_dir import is_complete
 
 
 class SlurmRun(submitit.helpers.Checkpointable):
@@ -96,7 +97,7 @@ class SlurmBackend:
                     report.finished(spec, code)
                 except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as err:
                     message = f"job {job_id}: {str(err).strip().splitlines()[0][:300]}"
-                    if all(runs.is_complete(m.run_dir) for m in runs.members(spec)):
+                    if all(is_complete(m.run_dir) for m in runs.members(spec)):
                         code = 0
                     else:
                         runs.mark_failed(spec, None, message)

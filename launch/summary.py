@@ -18,43 +18,13 @@ from typing import Any
 from launch import runs
 from launch.sweepfile import Run, Sweep
 from rlscale.run_dir import atomic_output, write_atomic
+from rlscale.sizes import agent_param_count
 
 LAST_EVALS = 5
 COLUMNS = [
     "run_id", "run_name", "run_dir", "task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed",
     "params", "env_steps", "total_env_steps", "final_score", "success_any", "walltime_s", "status",
 ]
-
-_specs: dict[str, Any] = {}
-
-
-def _task_spec(task: str):
-    """The task's spec, or None for an unregistered task."""
-    if task not in _specs:
-        import envs
-
-        if task not in envs.names():
-            _specs[task] = None
-        else:
-            try:
-                _specs[task] = envs.make(task).spec
-            except Exception:  # noqa: BLE001 - a summary never fails for want of a parameter count
-                _specs[task] = None
-    return _specs[task]
-
-
-def param_count(cfg) -> int | None:
-    """Parameters of the actor and the two critic encoders."""
-    from rlscale.networks import trunk_param_count
-
-    spec = _task_spec(cfg.env)
-    if spec is None:
-        return None
-    actor = trunk_param_count(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, cfg.width, cfg.layer_norm)
-    sa = trunk_param_count(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
-    g = trunk_param_count(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
-    return actor + sa + g
-
 
 def _mean_last(rows: list[dict], key: str) -> float | None:
     values = [r[key] for r in rows if isinstance(r.get(key), (int, float))][-LAST_EVALS:]
@@ -84,7 +54,7 @@ def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: di
             "run_name": spec.name,
             "run_dir": spec.run_dir,
             **cfg.scaling_knobs(),
-            "params": param_count(cfg),
+            "params": agent_param_count(cfg),
             "env_steps": last.get("training/env_steps", 0),
             "total_env_steps": plan.total_env_steps if plan else None,
             "final_score": _mean_last(metrics, "eval/episode_success"),

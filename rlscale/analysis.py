@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlscale.run_dir import CONFIG_FILE, atomic_output, read_config, read_metrics
+from rlscale.run_dir import CONFIG_FILE, atomic_output, is_complete, read_config, read_metrics
 
 LAST_EVALS = 5  # docs/metrics.md#per-run-the-score; the same as launch.summary.LAST_EVALS
 CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
@@ -62,15 +62,6 @@ def _config(data: dict[str, Any]):
     return TrainConfig(**{k: v for k, v in data.items() if k in known})
 
 
-def flops_per_sgd_step(cfg) -> int | None:
-    """Matmul FLOPs of one SGD step (``rlscale.flops.sgd_step_flops``); None for an unregistered task."""
-    from launch.summary import _task_spec
-    from rlscale.flops import sgd_step_flops
-
-    spec = _task_spec(cfg.env)
-    return None if spec is None else sgd_step_flops(cfg, spec)["total"]
-
-
 def run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
     """The run directories (sub-directories holding a ``config.json``) of a sweep, sorted by name."""
     path = Path(sweep_dir)
@@ -84,8 +75,7 @@ def run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
 
 def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """Tidy table: one row per run × evaluation, with the run's settings, size, cost and scores."""
-    from launch import runs
-    from launch.summary import param_count
+    from rlscale.sizes import agent_param_count, flops_per_sgd_step
 
     rows = []
     for run_dir in run_dirs(sweep_dir):
@@ -97,9 +87,9 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
             "layer_norm": cfg.layer_norm,
             "residual": cfg.residual,
             "episode_length": cfg.episode_length,
-            "params": param_count(cfg),
+            "params": agent_param_count(cfg),
             "flops_per_sgd_step": flops_per_sgd_step(cfg),
-            "complete": runs.is_complete(run_dir),
+            "complete": is_complete(run_dir),
         }
         for m in read_metrics(run_dir):
             if not isinstance(m.get("eval/episode_success"), (int, float)):

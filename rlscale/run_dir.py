@@ -116,6 +116,25 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise RunDirError(f"{path} is not valid JSON: {err}") from None
 
 
+def is_started(run_dir: str | os.PathLike) -> bool:
+    """The run has written its ``config.json`` (training started there, so a launch resumes it)."""
+    return (Path(run_dir) / CONFIG_FILE).is_file()
+
+
+def is_complete(run_dir: str | os.PathLike) -> bool:
+    """The run's final checkpoint (its plan's total env steps) exists.
+
+    orbax writes a checkpoint under a temporary name and renames it when complete, so a directory named
+    exactly by the step is a complete checkpoint (the check reads no checkpoint and imports no JAX).
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        total = json.loads(path.read_text())["plan"]["total_env_steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (Path(run_dir) / "checkpoints" / f"{int(total):012d}").is_dir()
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():

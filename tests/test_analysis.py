@@ -143,13 +143,14 @@ def test_fits_table_on_a_synthetic_sweep(tmp_path):
 
 
 def test_flops_per_sgd_step_is_the_step_count():
-    """The runs table's FLOPs are rlscale.flops' count (tested against XLA in test_flops.py)."""
+    """The runs table's FLOPs (rlscale.sizes) are rlscale.flops' count (tested against XLA in test_flops.py)."""
     import envs
     from rlscale.config import config_for
+    from rlscale import sizes
     from rlscale.flops import sgd_step_flops
 
     cfg = config_for("point_u_maze", depth=4, width=32, batch_size=8)
-    assert analysis.flops_per_sgd_step(cfg) == sgd_step_flops(cfg, envs.make("point_u_maze").spec)["total"] > 0
+    assert sizes.flops_per_sgd_step(cfg) == sgd_step_flops(cfg, envs.make("point_u_maze").spec)["total"] > 0
 
 
 # --- rlscale plot --------------------------------------------------------------------------------

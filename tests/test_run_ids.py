@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch import launcher, runs, sweepfile
+from launch import launcher, sweepfile
 from rlscale import config as config_module
+from rlscale import run_dir as rd
 from rlscale.cli import main as cli_main
 from rlscale.config import CONFIG_SCHEMA, TrainConfig
 
@@ -188,4 +189,4 @@ def test_ambiguous_or_unreadable_directories_are_refused_before_anything_runs(ro
     if damage != "copy":
         assert err.startswith(f"rlscale sweep: error: {copy / 'config.json'}: ") and f"move {copy.name} out of {sweep_dir}" in err
     assert _files(root) == before  # nothing launched, no summary
-    assert [runs.is_complete(sweep_dir / name) for name in OLD_DIRS] == [True, True]
+    assert [rd.is_complete(sweep_dir / name) for name in OLD_DIRS] == [True, True]

@@ -22,6 +22,8 @@ from helpers import TINY
 
 from launch import launcher, local_backend, runs, summary, sweepfile
 from rlscale import checkpoint as ckpt
+from rlscale import run_dir as rd
+from rlscale import sizes
 from rlscale.cli import main as cli_main
 
 # Subprocesses are started after JAX initialised in this process (fork + exec: harmless).
@@ -289,7 +291,7 @@ def test_param_count_matches_the_networks():
         cfg = config_for("point_u_maze", **overrides)
         agent = Agent.build(cfg, envs.make("point_u_maze").spec)
         learner = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
-        assert summary.param_count(cfg) == param_count((learner.actor_params, learner.critic_params))
+        assert sizes.agent_param_count(cfg) == param_count((learner.actor_params, learner.critic_params))
 
 
 def _table(**knobs) -> list[dict]:
@@ -331,7 +333,7 @@ def test_local_sweep_survives_sigkill_reports_failures_and_retries_them(tmp_path
     #    (launcher and training process, which runs in its own process group) as a crash would.
     proc = _launch(sweep_file, root, "--workers", "1", log=tmp_path / "first.log")
     try:
-        _wait_for(lambda: runs.is_complete(specs[0].run_dir) and runs.is_started(specs[1].run_dir), 240,
+        _wait_for(lambda: rd.is_complete(specs[0].run_dir) and rd.is_started(specs[1].run_dir), 240,
                   "run 1 to finish and run 2 to start", proc)
     finally:
         training = _children(proc.pid)
@@ -339,9 +341,9 @@ def test_local_sweep_survives_sigkill_reports_failures_and_retries_them(tmp_path
         for pid in training:
             os.kill(pid, signal.SIGKILL)
         proc.wait()
-    finished = [s for s in specs if runs.is_complete(s.run_dir)]
+    finished = [s for s in specs if rd.is_complete(s.run_dir)]
     before = {s.id: _snapshot(s.run_dir) for s in finished}
-    assert runs.state(specs[0]) == "done" and not runs.is_started(specs[3].run_dir)
+    assert runs.state(specs[0]) == "done" and not rd.is_started(specs[3].run_dir)
 
     # 2. Rerun, with run 4's directory blocked by a stray file: it fails, the others complete.
     Path(specs[3].run_dir).mkdir(parents=True)
@@ -360,7 +362,7 @@ def test_local_sweep_survives_sigkill_reports_failures_and_retries_them(tmp_path
     rows = _summary_rows(sweep_dir)
     assert [r["run_id"] for r in rows] == [s.id for s in specs]
     assert [r["status"] for r in rows] == ["done", "done", "done", "failed"]
-    assert all(r["env_steps"] == "320" and r["params"] == str(summary.param_count(sweepfile.config_for("point_u_maze", width=32))) for r in rows[:3])
+    assert all(r["env_steps"] == "320" and r["params"] == str(sizes.agent_param_count(sweepfile.config_for("point_u_maze", width=32))) for r in rows[:3])
 
     # 3. Without --retry-failed the failed run is skipped; with it, it is rerun.
     log_size = specs[3].log_path.stat().st_size

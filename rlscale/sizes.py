@@ -1,0 +1,52 @@
+"""Sizes of a run computed from its config alone, without building a network: the agent's parameter count
+(``rlscale.networks.trunk_param_count``) and the matmul FLOPs of one SGD step (``rlscale.flops``).
+
+Both need only the task's sizes (its ``TaskSpec``); for a task that is not registered they are None, so a
+summary of a sweep over tasks still to come never fails for want of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from envs.base import TaskSpec
+    from rlscale.config import TrainConfig
+
+_specs: dict[str, "TaskSpec | None"] = {}
+
+
+def task_spec(task: str) -> "TaskSpec | None":
+    """The task's spec (built once per process), or None for an unregistered task."""
+    if task not in _specs:
+        import envs
+
+        if task not in envs.names():
+            _specs[task] = None
+        else:
+            try:
+                _specs[task] = envs.make(task).spec
+            except Exception:  # noqa: BLE001 - a summary never fails for want of a parameter count
+                _specs[task] = None
+    return _specs[task]
+
+
+def agent_param_count(cfg: "TrainConfig") -> int | None:
+    """Parameters of the actor and the two critic encoders; None for an unregistered task."""
+    from rlscale.networks import trunk_param_count
+
+    spec = task_spec(cfg.env)
+    if spec is None:
+        return None
+    actor = trunk_param_count(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, cfg.width, cfg.layer_norm)
+    sa = trunk_param_count(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
+    g = trunk_param_count(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
+    return actor + sa + g
+
+
+def flops_per_sgd_step(cfg: "TrainConfig") -> int | None:
+    """Matmul FLOPs of one SGD step (``rlscale.flops.sgd_step_flops``); None for an unregistered task."""
+    from rlscale.flops import sgd_step_flops
+
+    spec = task_spec(cfg.env)
+    return None if spec is None else sgd_step_flops(cfg, spec)["total"]
