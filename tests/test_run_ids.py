@@ -190,3 +190,25 @@ def test_ambiguous_or_unreadable_directories_are_refused_before_anything_runs(ro
         assert err.startswith(f"rlscale sweep: error: {copy / 'config.json'}: ") and f"move {copy.name} out of {sweep_dir}" in err
     assert _files(root) == before  # nothing launched, no summary
     assert [rd.is_complete(sweep_dir / name) for name in OLD_DIRS] == [True, True]
+
+
+# Digest of the sorted run ids of every shipped sweep file, as first released with stable ids (commit
+# 70f2e47). A change to a preset, a registry default or a sweep file that renames any of these runs
+# fails here: users' directories of those sweeps would no longer be found by name.
+SHIPPED_SWEEP_IDS = {
+    "paper_ablations": (48, "6b08c9bc7e"),
+    "paper_actor_vs_critic": (81, "7d19daf9b8"),
+    "paper_batch_size": (60, "8a168b70a6"),
+    "paper_depth": (250, "953880d390"),
+    "paper_depth_1024": (24, "390a340c01"),
+    "paper_width_vs_depth": (72, "63a0a5140d"),
+    "quickstart": (12, "ad7f4f8944"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_SWEEP_IDS))
+def test_shipped_sweeps_keep_their_run_ids(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / f"{name}.yaml"
+    ids = sorted(run.id for run in sweepfile.expand(sweepfile.load(path)))
+    digest = hashlib.sha1(" ".join(ids).encode()).hexdigest()[:10]
+    assert (len(ids), digest) == SHIPPED_SWEEP_IDS[name]
