@@ -154,7 +154,7 @@ def _train(args: list[str]) -> None:
 
 
 def _eval(args: list[str]) -> int:
-    from rlscale.evaluate import main as evaluate
+    from rlscale.checkpoint_eval import main as evaluate
 
     return evaluate(args)
 

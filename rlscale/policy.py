@@ -10,13 +10,20 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from rlscale import checkpoint as ckpt
 from rlscale.networks import Actor, TrunkConfig, deterministic_action, sample_action
+
+if TYPE_CHECKING:
+    import envs
+
+
+class PolicyTaskError(ValueError):
+    """A task whose observation or action size does not fit the policy."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,3 +103,21 @@ def load_policy(path: str | os.PathLike, deterministic: bool = True) -> tuple[Ca
     else:
         fn = jax.jit(lambda obs, key: loaded.act(params, obs, key))
     return fn, loaded.task
+
+
+def make_eval_task(policy: LoadedPolicy, task: str | None = None) -> envs.GoalTask:
+    """The task ``task`` (default: the run's eval task) built as in training, checked to fit the policy."""
+    import envs
+
+    name = task or policy.eval_task
+    overrides: dict[str, Any] = {"episode_length": policy.config["episode_length"]}
+    if policy.config.get("backend"):
+        overrides["backend"] = policy.config["backend"]
+    env = envs.make(name, **overrides)
+    action_size = policy.actor_params["trunk"]["output"]["kernel"].shape[1] // 2
+    if (env.spec.obs_size, env.spec.action_size) != (policy.obs_size, action_size):
+        raise PolicyTaskError(
+            f"task {name!r} has observation size {env.spec.obs_size} and action size {env.spec.action_size}, but the "
+            f"policy in {ckpt.step_path(policy.run_dir, policy.step)} takes {policy.obs_size} and gives {action_size}"
+        )
+    return env

@@ -33,7 +33,22 @@ from rlscale import run_dir as rd
 from rlscale.agent import Agent, Learner
 from rlscale.buffer import ReplayBuffer, init_buffer, insert, sample_minibatches
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
-from rlscale.evaluation import eval_key, make_unroll, run_keys, summarize
+from rlscale.rollout import make_unroll, summarize
+
+
+# --- the run's RNG scheme: every random draw of a run derives from its seed through these keys; `rlscale
+# eval` (rlscale.checkpoint_eval) reproduces an epoch's evaluation with eval_key. ---
+RUN_KEYS = ("init", "train", "eval", "refill")
+
+
+def run_keys(seed: int) -> dict[str, jax.Array]:
+    """The root keys of a run; every random draw of training and evaluation derives from these."""
+    return dict(zip(RUN_KEYS, jax.random.split(jax.random.PRNGKey(seed), len(RUN_KEYS))))
+
+
+def eval_key(seed: int, epoch_index: int) -> jax.Array:
+    """The key of the evaluation after epoch ``epoch_index`` (0-based) of a run with this seed."""
+    return jax.random.fold_in(run_keys(seed)["eval"], epoch_index)
 
 
 # Exit status of a run stopped by SIGTERM (Slurm preemption, Ray cancellation) after it saved a

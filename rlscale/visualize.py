@@ -14,7 +14,7 @@ import envs
 from rlscale import losses
 from rlscale.checkpoint import restore_raw
 from rlscale.networks import Critic
-from rlscale.policy import LoadedPolicy, trunk_config
+from rlscale.policy import LoadedPolicy, make_eval_task, trunk_config
 from rlscale.run_dir import atomic_output
 
 
@@ -59,7 +59,7 @@ def trajectories_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str |
 
     from envs.render import draw_maze, figure_size
 
-    tasks = [_make_task(p, task_name) for _, p in panels]
+    tasks = [make_eval_task(p, task_name) for _, p in panels]
     layout = _maze(tasks[0])
     width, height = figure_size(layout)
     fig = Figure(figsize=(width * len(panels), height), dpi=100)
@@ -86,7 +86,7 @@ def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float
 
     from envs.render import draw_maze, figure_size
 
-    task = _make_task(policy, task_name)
+    task = make_eval_task(policy, task_name)
     layout = _maze(task)
     goal_xy = np.asarray(goal_xy if goal_xy is not None else layout.goals[-1], np.float32)
     saved, _ = restore_raw(policy.run_dir, policy.step)
@@ -152,7 +152,7 @@ def render_html(policy: LoadedPolicy, task_name: str | None, episodes: int, key,
     """Brax's interactive trajectory viewer, the episodes one after the other."""
     from brax.io import html
 
-    task = _make_task(policy, task_name)
+    task = make_eval_task(policy, task_name)
     system = _brax_system(task)
     if system is None:
         raise RenderError(f"task {task.spec.name!r} is not simulated by Brax: --render needs a Brax task; use --trajectories for mazes")
@@ -164,7 +164,7 @@ def render_html(policy: LoadedPolicy, task_name: str | None, episodes: int, key,
 
 def render_video(policy: LoadedPolicy, task_name: str | None, episodes: int, key, path: Path) -> Path:
     """An MP4 through MuJoCo's offscreen renderer, where one is available."""
-    task = _make_task(policy, task_name)
+    task = make_eval_task(policy, task_name)
     system = _brax_system(task)
     if system is None:
         raise RenderError(f"task {task.spec.name!r} is not simulated by Brax/MuJoCo: no video; use --trajectories")
@@ -185,10 +185,3 @@ def render_video(policy: LoadedPolicy, task_name: str | None, episodes: int, key
     with atomic_output(path) as tmp:
         iio.imwrite(tmp, np.asarray(pixels), extension=".mp4", fps=int(round(1 / task.dt)) if hasattr(task, "dt") else 20)
     return path
-
-
-def _make_task(policy: LoadedPolicy, task_name: str | None) -> envs.GoalTask:
-    from rlscale.evaluate import make_eval_task
-
-    return make_eval_task(policy, task_name)
-

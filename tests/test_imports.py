@@ -41,3 +41,21 @@ def test_rlscale_never_imports_launch():
     }
     assert {m: n for m, n in offenders.items() if n} == {}
     assert sorted(m for m, names in _modules().items() if ENTRY_POINT in names and m != ENTRY_POINT) == []
+
+
+def test_the_rlscale_modules_import_each_other_without_a_cycle():
+    modules = _modules()
+    graph = {m: sorted(n for n in names if n in modules and n != m) for m, names in modules.items()}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(module):] + [module]))
+        if module in done:
+            return
+        for other in graph[module]:
+            visit(other, path + [module])
+        done.add(module)
+
+    for module in graph:
+        visit(module, [])

@@ -92,7 +92,7 @@ def test_the_fixture_sweep_retrains_nothing_and_summarises_every_old_directory(r
 
 
 def test_a_fixture_checkpoint_still_evaluates_to_the_numbers_logged_in_training(root):
-    from rlscale.evaluate import evaluate
+    from rlscale.checkpoint_eval import evaluate
     from rlscale.policy import load
     from rlscale.run_dir import read_metrics
 

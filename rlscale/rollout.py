@@ -1,4 +1,6 @@
-"""Evaluation of a policy on fresh episodes with a jitted fixed-length unroll (docs/metrics.md#per-evaluation).
+"""Rollouts of a policy on fresh episodes with a jitted fixed-length unroll, and their summary: what an
+evaluation measures (docs/metrics.md#per-evaluation), in training (``rlscale.train``) and in ``rlscale eval``
+(``rlscale.checkpoint_eval``).
 
 Per episode: time at goal (steps within the success threshold, counted until the episode ends or the
 robot falls), success-any, final distance and episode length; every other metric the task reports is
@@ -14,18 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.base import GoalTask
-
-RUN_KEYS = ("init", "train", "eval", "refill")
-
-
-def run_keys(seed: int) -> dict[str, jax.Array]:
-    """The root keys of a run; every random draw of training and evaluation derives from these."""
-    return dict(zip(RUN_KEYS, jax.random.split(jax.random.PRNGKey(seed), len(RUN_KEYS))))
-
-
-def eval_key(seed: int, epoch_index: int) -> jax.Array:
-    """The key of the evaluation after epoch ``epoch_index`` (0-based) of a run with this seed."""
-    return jax.random.fold_in(run_keys(seed)["eval"], epoch_index)
 
 
 def make_unroll(task: GoalTask, episode_length: int, num_episodes: int, act: Callable):

@@ -22,28 +22,14 @@ import jax
 
 import envs
 from rlscale import checkpoint as ckpt
-from rlscale.evaluation import eval_key, make_unroll, summarize
-from rlscale.policy import LoadedPolicy, load
+from rlscale.policy import LoadedPolicy, load, make_eval_task
+from rlscale.rollout import make_unroll, summarize
 from rlscale.run_dir import CONFIG_FILE, write_atomic
+from rlscale.train import eval_key
 
 
 class EvalError(ValueError):
     pass
-
-
-def make_eval_task(policy: LoadedPolicy, task: str | None) -> envs.GoalTask:
-    name = task or policy.eval_task
-    overrides: dict[str, Any] = {"episode_length": policy.config["episode_length"]}
-    if policy.config.get("backend"):
-        overrides["backend"] = policy.config["backend"]
-    env = envs.make(name, **overrides)
-    action_size = policy.actor_params["trunk"]["output"]["kernel"].shape[1] // 2
-    if (env.spec.obs_size, env.spec.action_size) != (policy.obs_size, action_size):
-        raise EvalError(
-            f"task {name!r} has observation size {env.spec.obs_size} and action size {env.spec.action_size}, but the "
-            f"policy in {ckpt.step_path(policy.run_dir, policy.step)} takes {policy.obs_size} and gives {action_size}"
-        )
-    return env
 
 
 def evaluate(policy: LoadedPolicy, task: str | None = None, episodes: int = 128, seed: int | None = None,
