@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -221,7 +220,6 @@ def tiny_sweep(tmp_path_factory):
 def test_notebook_runs_top_to_bottom_on_a_fixture_sweep(tiny_sweep, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    start = time.monotonic()
     nb = nbformat.read(NOTEBOOK, as_version=4)
     env = {"RLSCALE_SWEEP_DIR": str(tiny_sweep), "RLSCALE_OUT_DIR": str(tmp_path / "out"), "MPLBACKEND": "Agg"}
     old = {k: os.environ.get(k) for k in env}
@@ -234,7 +232,6 @@ def test_notebook_runs_top_to_bottom_on_a_fixture_sweep(tiny_sweep, tmp_path):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    assert time.monotonic() - start < 180
     assert (tmp_path / "out" / "score_vs_depth.png").is_file()
     assert (tmp_path / "out" / "fits.csv").is_file()
 
