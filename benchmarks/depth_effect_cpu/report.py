@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: print only)")
-    parser.add_argument("--machine", default=f"{platform.machine()} CPU, {__import__('os').cpu_count()} cores",
+    parser.add_argument("--machine", default=f"{platform.machine()} CPU, {os.cpu_count()} cores",
                         help="what the runs ran on, recorded in the JSON")
     args = parser.parse_args()
     results = [sweep_tables(d) for d in args.sweep_dirs]
