@@ -17,6 +17,55 @@ def test_energy_l2_and_dot_by_hand():
         losses.energy(phi, psi, "cosine")
 
 
+def _l2_by_differences(phi, psi):
+    """The definition, through the [B, B, D] tensor of differences (the slow form energy avoids)."""
+    return -jnp.sqrt(jnp.sum(jnp.square(phi[:, None, :] - psi[None, :, :]), axis=-1) + 1e-12)
+
+
+def test_l2_energy_matches_the_definition_in_values_and_gradients():
+    # Representations of a trained critic's scale (norms about 8), positives near their goals.
+    phi = jax.random.normal(jax.random.PRNGKey(0), (64, 64))
+    psi = phi + 0.01 * jax.random.normal(jax.random.PRNGKey(1), (64, 64))
+    fast, slow = losses.energy(phi, psi, "l2"), _l2_by_differences(phi, psi)
+    np.testing.assert_array_equal(jnp.diagonal(fast), losses.pair_energy(phi, psi, "l2"))
+    np.testing.assert_allclose(jnp.diagonal(fast), jnp.diagonal(slow), rtol=1e-6)
+    np.testing.assert_allclose(fast, slow, atol=1e-5)
+    fast_grads = jax.grad(_infonce(lambda a, b: losses.energy(a, b, "l2")), argnums=(0, 1))(phi, psi)
+    slow_grads = jax.grad(_infonce(_l2_by_differences), argnums=(0, 1))(phi, psi)
+    for fast_grad, slow_grad in zip(fast_grads, slow_grads):
+        np.testing.assert_allclose(fast_grad, slow_grad, atol=1e-4 * float(jnp.max(jnp.abs(slow_grad))))
+
+
+def test_l2_energy_of_coinciding_negative_pairs_is_floored_not_noise():
+    # The same goal twice in a batch: off-diagonal pairs at distance 0 and 8e-4, below the rounding
+    # of the matrix-product form. They count as at the floor's distance with no gradient (the
+    # definition with that floor, computed through differences), instead of a noisy distance whose
+    # gradient spikes.
+    phi = jax.random.normal(jax.random.PRNGKey(0), (64, 64))
+    psi = phi + 0.01 * jax.random.normal(jax.random.PRNGKey(1), (64, 64))
+    psi = psi.at[5].set(phi[9]).at[20].set(phi[3] + 1e-4)
+
+    def floored_definition(a, b):
+        squared = jnp.sum(jnp.square(a[:, None, :] - b[None, :, :]), axis=-1)
+        norms = jnp.sum(jnp.square(a), -1)[:, None] + jnp.sum(jnp.square(b), -1)[None, :]
+        floored = jnp.maximum(squared, jax.lax.stop_gradient(losses._CANCELLATION_FLOOR * norms))
+        return jnp.fill_diagonal(-jnp.sqrt(floored + 1e-12), -jnp.sqrt(jnp.diagonal(squared) + 1e-12), inplace=False)
+
+    fast = losses.energy(phi, psi, "l2")
+    np.testing.assert_allclose(fast, floored_definition(phi, psi), atol=1e-5)
+    floor_distance = np.sqrt(losses._CANCELLATION_FLOOR * 2 * 64)
+    np.testing.assert_allclose(fast, _l2_by_differences(phi, psi), atol=1.5 * floor_distance)
+    fast_grads = jax.grad(_infonce(lambda a, b: losses.energy(a, b, "l2")), argnums=(0, 1))(phi, psi)
+    floored_grads = jax.grad(_infonce(floored_definition), argnums=(0, 1))(phi, psi)
+    for fast_grad, floored_grad in zip(fast_grads, floored_grads):
+        assert bool(jnp.all(jnp.isfinite(fast_grad)))
+        np.testing.assert_allclose(fast_grad, floored_grad, atol=1e-4 * float(jnp.max(jnp.abs(floored_grad))))
+
+
+def _infonce(energy_fn):
+    return lambda a, b: losses.contrastive_loss(energy_fn(a, b), "forward_infonce", 0.1)[0]
+
+
 LOGITS = jnp.array([[1.0, 0.0], [0.0, 2.0]])
 
 
