@@ -32,35 +32,20 @@ Writes JSON to ``benchmarks/results/envs_<jax backend>.json`` (``--out`` to chan
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "envs":
-    # A script in this folder ran ``import envs`` and found this file, because a script's folder comes
-    # first on sys.path. Hand the name to the real ``envs`` package: the importer receives whatever
-    # sys.modules holds once this module has run.
-    _folder = str(Path(__file__).resolve().parent)
-    _saved_path = list(sys.path)
-    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _folder]
-    del sys.modules["envs"]
-    import envs as _package
-
-    sys.modules["envs"] = _package
-    sys.path[:] = _saved_path
-
 import argparse
 import json
 import os
 import platform
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import envs
-from envs.wrappers import EpisodeEnv
+from rlscale import envs
+from rlscale.envs.wrappers import EpisodeEnv
 from rlscale.run_dir import write_atomic
 
 BARE_BRAX = {"ant": "ant", "humanoid": "humanoid"}  # our task -> brax.envs name

@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from envs.base import TaskSpec
+from rlscale.envs.base import TaskSpec
 from rlscale.agent import Agent
 from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig

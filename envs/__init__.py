@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from envs.base import GoalTask, TaskSpec, TaskState
-from envs.wrappers import EpisodeEnv, EpisodeState, StepInfo
+from rlscale.envs.base import GoalTask, TaskSpec, TaskState
+from rlscale.envs.wrappers import EpisodeEnv, EpisodeState, StepInfo
 
 _POINT_LAYOUTS = ("u_maze", "big_maze", "hardest_maze", "u4_maze", "u5_maze")
 
@@ -14,7 +14,7 @@ def _point(layout: str, eval_layout: str | None, inertial: bool = False) -> Call
     prefix = "point_inertia_" if inertial else "point_"
 
     def build(**overrides: Any) -> GoalTask:
-        from envs.point_maze import InertialPointMaze, PointMaze
+        from rlscale.envs.point_maze import InertialPointMaze, PointMaze
 
         cls = InertialPointMaze if inertial else PointMaze
         return cls(layout, eval_task=f"{prefix}{eval_layout}" if eval_layout else None, **overrides)
@@ -24,7 +24,7 @@ def _point(layout: str, eval_layout: str | None, inertial: bool = False) -> Call
 
 def _brax(cls_name: str) -> Callable[..., GoalTask]:
     def build(**overrides: Any) -> GoalTask:
-        from envs import brax_tasks  # Brax is imported only when a Brax task is built.
+        from rlscale.envs import brax_tasks  # Brax is imported only when a Brax task is built.
 
         return getattr(brax_tasks, cls_name)(**overrides)
 
@@ -47,7 +47,7 @@ _REGISTRY["pusher"] = _brax("PusherGoal")
 # --- ant mazes and humanoids (docs/tasks.md#ant-mazes, #humanoid, #humanoid-mazes); each ant maze evaluates on its far-goal layout ---
 def _ant_maze(layout: str, eval_layout: str | None) -> Callable[..., GoalTask]:
     def build(**overrides: Any) -> GoalTask:
-        from envs.ant_maze import AntMaze
+        from rlscale.envs.ant_maze import AntMaze
 
         return AntMaze(layout, eval_task=f"ant_{eval_layout}" if eval_layout else None, **overrides)
 
@@ -56,7 +56,7 @@ def _ant_maze(layout: str, eval_layout: str | None) -> Callable[..., GoalTask]:
 
 def _humanoid(layout: str | None, eval_task: str | None) -> Callable[..., GoalTask]:
     def build(**overrides: Any) -> GoalTask:
-        from envs import humanoid
+        from rlscale.envs import humanoid
 
         if layout is None:
             return humanoid.Humanoid(**overrides)
@@ -83,7 +83,7 @@ _REGISTRY["humanoid_big_maze_eval"] = _humanoid("humanoid_big_maze_eval", "human
 # --- the arm family on MJX (docs/tasks.md#arm-tasks) ---
 def _arm(name: str) -> Callable[..., GoalTask]:
     def build(**overrides: Any) -> GoalTask:
-        from envs.arm import ArmTask  # MuJoCo/MJX is imported only when an arm task is built.
+        from rlscale.envs.arm import ArmTask  # MuJoCo/MJX is imported only when an arm task is built.
 
         return ArmTask(name, **overrides)
 
@@ -133,8 +133,8 @@ def _register_gymnasium() -> None:
         if gym_id(name) not in gymnasium.registry:
             gymnasium.register(
                 id=gym_id(name),
-                entry_point="envs.gym_adapter:GoalTaskEnv",
-                vector_entry_point="envs.gym_adapter:GoalTaskVectorEnv",
+                entry_point="rlscale.envs.gym_adapter:GoalTaskEnv",
+                vector_entry_point="rlscale.envs.gym_adapter:GoalTaskVectorEnv",
                 kwargs={"task": name},
             )
 

@@ -21,8 +21,8 @@ from xml.etree import ElementTree
 import jax
 import jax.numpy as jnp
 
-from envs.brax_tasks import AntTask, add_maze_walls, ant_system, brax_asset, limit_wall_contact_pairs, set_floor_size
-from envs.mazes import Maze, maze
+from rlscale.envs.brax_tasks import AntTask, add_maze_walls, ant_system, brax_asset, limit_wall_contact_pairs, set_floor_size
+from rlscale.envs.mazes import Maze, maze
 
 WALL_HEIGHT = 2.0  # metres (half the 4 m cell)
 FLOOR_HALF_SIZE = 100.0

@@ -48,7 +48,7 @@ import mujoco
 import numpy as np
 from flax import struct
 
-from envs.base import GoalTask, TaskSpec, TaskState
+from rlscale.envs.base import GoalTask, TaskSpec, TaskState
 
 with contextlib.redirect_stdout(io.StringIO()):  # mjx prints a notice when the optional warp backend is absent
     from mujoco import mjx

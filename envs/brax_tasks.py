@@ -20,8 +20,8 @@ from brax.envs.reacher import Reacher as BraxReacher
 from brax.io import mjcf
 from etils import epath
 
-from envs.base import GoalTask, TaskSpec, TaskState
-from envs.mazes import Maze
+from rlscale.envs.base import GoalTask, TaskSpec, TaskState
+from rlscale.envs.mazes import Maze
 
 BRAX_BACKENDS = ("spring", "positional", "generalized", "mjx")
 

@@ -41,8 +41,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-import envs
-from envs.base import GoalTask, TaskState
+from rlscale import envs
+from rlscale.envs.base import GoalTask, TaskState
 
 REWARD_TYPES = ("sparse", "dense")
 
@@ -155,7 +155,7 @@ class GoalTaskEnv(_GoalReward, gymnasium.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        from envs.render import draw_maze, to_rgb_array
+        from rlscale.envs.render import draw_maze, to_rgb_array
 
         goal = None if self._state is None else np.asarray(self._state.goal)
         trajectories = [np.stack(self._trajectory)] if self._trajectory else None

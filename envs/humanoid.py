@@ -33,8 +33,8 @@ import mujoco
 from brax import actuator as brax_actuator
 from brax import base as brax_base
 
-from envs.base import TaskSpec, TaskState
-from envs.brax_tasks import (
+from rlscale.envs.base import TaskSpec, TaskState
+from rlscale.envs.brax_tasks import (
     BraxPhysics,
     PipelineTask,
     _check_backend,
@@ -43,7 +43,7 @@ from envs.brax_tasks import (
     limit_wall_contact_pairs,
     set_floor_size,
 )
-from envs.mazes import HUMANOID_MAZE_SCALE, Maze, maze
+from rlscale.envs.mazes import HUMANOID_MAZE_SCALE, Maze, maze
 
 SPRING_GEAR = (350.0,) * 11 + (100.0,) * 6  # actuator order: abdomen and legs, then arms
 TARGET_HEIGHT = 1.25

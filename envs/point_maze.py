@@ -20,8 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.base import GoalTask, TaskSpec, TaskState
-from envs.mazes import maze
+from rlscale.envs.base import GoalTask, TaskSpec, TaskState
+from rlscale.envs.mazes import maze
 
 
 class PointMaze(GoalTask):

@@ -5,7 +5,7 @@ layout rows (world x) top to bottom, so world x points *down*. Walls are dark, t
 cells green; a commanded goal is a red star and each trajectory (an array of world x, y rows) a line
 from a circle (start) to a cross (end).
 
-    from envs.render import draw_maze, save_maze_png
+    from rlscale.envs.render import draw_maze, save_maze_png
     save_maze_png("ant_big_maze", "big_maze.png")
     fig = draw_maze(task.maze, trajectories=[xy_0, xy_1], goal=goal_xy, path="episode.png")
 
@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from envs.mazes import Maze
+from rlscale.envs.mazes import Maze
 
 CELL_INCHES = 0.5  # figure inches per maze cell
 MARGIN_INCHES = (1.0, 0.8)  # extra width, height for axis labels
@@ -41,7 +41,7 @@ def figure_size(maze: Maze) -> tuple[float, float]:
 
 def maze_of(task_name: str) -> Maze:
     """The maze of a registered maze task (``ValueError`` for tasks without one)."""
-    import envs
+    from rlscale import envs
 
     layout = getattr(envs.make(task_name), "maze", None)
     if layout is None:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs.base import GoalTask, TaskState
+from rlscale.envs.base import GoalTask, TaskState
 
 
 @struct.dataclass

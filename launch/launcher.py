@@ -26,8 +26,8 @@ import time
 import typing
 from pathlib import Path
 
-from launch import runs, sweepfile
-from launch.sweepfile import SweepError
+from rlscale.launch import runs, sweepfile
+from rlscale.launch.sweepfile import SweepError
 from rlscale.run_dir import CONFIG_FILE, RunDirError, is_started, read_config
 
 FORWARD_PREFIXES = ("JAX_", "XLA_", "RLSCALE_", "WANDB_", "TF_CPP_")
@@ -154,15 +154,15 @@ def make_specs(run_list: list[sweepfile.Run], sweep_dir: Path, compilation_cache
 
 def make_backend(launcher: sweepfile.Launcher, sweep_dir: Path, sweep_name: str):
     if launcher.backend == "local":
-        from launch.local_backend import LocalBackend
+        from rlscale.launch.local_backend import LocalBackend
 
         return LocalBackend(launcher.workers, launcher.runs_per_gpu)
     if launcher.backend == "ray":
-        from launch.ray_backend import RayBackend
+        from rlscale.launch.ray_backend import RayBackend
 
         return RayBackend(launcher.ray, launcher.workers)
     try:
-        from launch.slurm_backend import SlurmBackend
+        from rlscale.launch.slurm_backend import SlurmBackend
     except ImportError:
         raise SweepError("the slurm backend needs submitit: pip install 'rlscale[slurm]'") from None
     return SlurmBackend(launcher.slurm, sweep_dir / "slurm", f"rlscale-{sweep_name}")
@@ -267,7 +267,7 @@ def _cpu_only_jax() -> None:
 
 
 def _summarize(sweep, run_list, specs, checked, sweep_dir: Path, show: bool) -> list[dict]:
-    from launch import summary
+    from rlscale.launch import summary
 
     _cpu_only_jax()
 

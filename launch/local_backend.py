@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 
-from launch import runs
+from rlscale.launch import runs
 
 
 def detect_gpus(environ: dict[str, str] | None = None) -> list[str]:

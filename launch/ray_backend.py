@@ -10,7 +10,7 @@ Ray sets ``CUDA_VISIBLE_DEVICES`` for each task; a fractional ``num_gpus`` also 
 
 from __future__ import annotations
 
-from launch import runs
+from rlscale.launch import runs
 
 
 def _execute(spec: runs.RunSpec, extra_env: dict[str, str]) -> int:

@@ -17,7 +17,7 @@ import time
 
 import submitit
 
-from launch import runs
+from rlscale.launch import runs
 from rlscale.run_dir import is_complete
 
 

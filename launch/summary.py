@@ -15,8 +15,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from launch import runs
-from launch.sweepfile import Run, Sweep
+from rlscale.launch import runs
+from rlscale.launch.sweepfile import Run, Sweep
 from rlscale.run_dir import atomic_output, write_atomic
 from rlscale.sizes import agent_param_count
 

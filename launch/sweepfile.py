@@ -651,7 +651,7 @@ def _flag_of(message: str) -> str | None:
 
 def check(sweep: Sweep, runs: list[Run]) -> Check:
     """Validate every run with ``rlscale.config.validate`` (through ``plan``)."""
-    from envs import names
+    from rlscale.envs import names
 
     registered = set(names())
     errors: list[str] = []
@@ -677,7 +677,7 @@ def check(sweep: Sweep, runs: list[Run]) -> Check:
 
 
 def unregistered_note(task: str, runs: list[Run]) -> str:
-    from envs import names
+    from rlscale.envs import names
 
     close = difflib.get_close_matches(task, names(), n=1, cutoff=0.9)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

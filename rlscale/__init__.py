@@ -1,6 +1,41 @@
 """rlscale: scaling self-supervised goal-conditioned RL in depth (contrastive RL with deep residual MLPs)."""
 
+import importlib.abc
+import importlib.util
+import sys
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# The design card's top-level folders, installed as rlscale.envs, rlscale.launch and rlscale.configs
+# (pyproject.toml's package-dir) so that rlscale claims no generic import name such as `envs`.
+SOURCE_FOLDERS = {"rlscale.envs": "envs", "rlscale.launch": "launch", "rlscale.configs": "configs"}
+
+
+class _SourceCheckoutFinder(importlib.abc.MetaPathFinder):
+    """Maps those names onto a source checkout's folders when it is used without ``pip install``
+    (on PYTHONPATH, as on the GPU device), where no installed mapping exists."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def find_spec(self, fullname, path=None, target=None):
+        folder = SOURCE_FOLDERS.get(fullname)
+        if folder is None:
+            return None
+        location = self.root / folder
+        return importlib.util.spec_from_file_location(
+            fullname, location / "__init__.py", submodule_search_locations=[str(location)]
+        )
+
+
+def _map_source_checkout() -> None:
+    root = Path(__file__).resolve().parent.parent
+    if (root / "envs" / "__init__.py").is_file() and importlib.util.find_spec("rlscale.envs") is None:
+        sys.meta_path.append(_SourceCheckoutFinder(root))
+
+
+_map_source_checkout()
 
 
 def load_policy(path, deterministic: bool = True):

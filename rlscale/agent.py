@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from envs.base import TaskSpec
+from rlscale.envs.base import TaskSpec
 from rlscale import losses
 from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig

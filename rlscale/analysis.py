@@ -303,7 +303,7 @@ def paper_results() -> dict[str, Any]:
     """``configs/paper_results.yaml`` (docs/method.md#published-results)."""
     import yaml
 
-    return yaml.safe_load(resources.files("configs").joinpath("paper_results.yaml").read_text())
+    return yaml.safe_load(resources.files("rlscale.configs").joinpath("paper_results.yaml").read_text())
 
 
 def paper_depth(task: str) -> dict[int, float] | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import jax
 
-import envs
+from rlscale import envs
 from rlscale import checkpoint as ckpt
 from rlscale.policy import LoadedPolicy, load, make_eval_task
 from rlscale.rollout import make_unroll, summarize

@@ -129,7 +129,7 @@ def _train(args: list[str]) -> None:
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--env", default=TrainConfig.env)
     known, _ = pre.parse_known_args(args)
-    from envs import names
+    from rlscale.envs import names
 
     if known.env not in names():
         raise CliError(f"unknown task {known.env!r}; valid tasks: {', '.join(names())}")
@@ -160,7 +160,7 @@ def _eval(args: list[str]) -> int:
 
 
 def _envs(args: list[str]) -> None:
-    import envs
+    from rlscale import envs
 
     if args:
         raise CliError(f"rlscale envs takes no options, got {' '.join(args)}")
@@ -173,7 +173,7 @@ def _envs(args: list[str]) -> None:
 
 
 def _sweep(args: list[str]) -> int:
-    from launch.launcher import main as sweep
+    from rlscale.launch.launcher import main as sweep
 
     # 0 all done, 1 some run failed or is unfinished (reported), 2 bad input, 75 stopped by a signal.
     return sweep(args)

@@ -210,7 +210,7 @@ def _flag(name: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ``ValueError`` with a one-line message naming the first bad value."""
-    from envs import names
+    from rlscale.envs import names
 
     if cfg.env not in names():
         raise ValueError(f"unknown task {cfg.env!r}; valid tasks: {', '.join(names())}")
@@ -280,13 +280,13 @@ def plan(cfg: TrainConfig) -> Plan:
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("configs") / "tasks"
+    folder = resources.files("rlscale.configs") / "tasks"
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def load_preset(task: str) -> dict[str, Any]:
     """The preset overrides of a task (empty when the task has no preset file)."""
-    path = resources.files("configs") / "tasks" / f"{task}.yaml"
+    path = resources.files("rlscale.configs") / "tasks" / f"{task}.yaml"
     if not path.is_file():
         return {}
     data = yaml.safe_load(path.read_text()) or {}

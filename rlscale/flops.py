@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from envs.base import TaskSpec
+    from rlscale.envs.base import TaskSpec
     from rlscale.config import TrainConfig
 
 

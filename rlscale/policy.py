@@ -19,7 +19,7 @@ from rlscale import checkpoint as ckpt
 from rlscale.networks import Actor, TrunkConfig, deterministic_action, sample_action
 
 if TYPE_CHECKING:
-    import envs
+    from rlscale import envs
 
 
 class PolicyTaskError(ValueError):
@@ -48,7 +48,7 @@ class LoadedPolicy:
         else the task's default (``envs.default_eval_task``, as the trainer resolves it)."""
         if self.meta.get("eval_task") or self.config.get("eval_env"):
             return self.meta.get("eval_task") or self.config["eval_env"]
-        import envs
+        from rlscale import envs
 
         return envs.default_eval_task(self.config["env"])
 
@@ -89,7 +89,7 @@ def load(path: str | os.PathLike) -> LoadedPolicy:
 
 
 def _state_size(task: str) -> int:
-    import envs  # only for checkpoints written before the state size was stored in them
+    from rlscale import envs  # only for checkpoints written before the state size was stored in them
 
     return envs.make(task).spec.state_size
 
@@ -107,7 +107,7 @@ def load_policy(path: str | os.PathLike, deterministic: bool = True) -> tuple[Ca
 
 def make_eval_task(policy: LoadedPolicy, task: str | None = None) -> envs.GoalTask:
     """The task ``task`` (default: the run's eval task) built as in training, checked to fit the policy."""
-    import envs
+    from rlscale import envs
 
     name = task or policy.eval_task
     overrides: dict[str, Any] = {"episode_length": policy.config["episode_length"]}

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.base import GoalTask
+from rlscale.envs.base import GoalTask
 
 
 def make_unroll(task: GoalTask, episode_length: int, num_episodes: int, act: Callable):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from envs.base import TaskSpec
+    from rlscale.envs.base import TaskSpec
     from rlscale.config import TrainConfig
 
 _specs: dict[str, "TaskSpec | None"] = {}
@@ -19,7 +19,7 @@ _specs: dict[str, "TaskSpec | None"] = {}
 def task_spec(task: str) -> "TaskSpec | None":
     """The task's spec (built once per process), or None for an unregistered task."""
     if task not in _specs:
-        import envs
+        from rlscale import envs
 
         if task not in envs.names():
             _specs[task] = None

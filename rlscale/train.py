@@ -25,8 +25,8 @@ from flax import struct
 from jax.sharding import Mesh
 from rich.console import Console
 
-import envs
-from envs.wrappers import EpisodeEnv, EpisodeState
+from rlscale import envs
+from rlscale.envs.wrappers import EpisodeEnv, EpisodeState
 from rlscale import checkpoint as ckpt
 from rlscale import parallel
 from rlscale import run_dir as rd

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import envs
+from rlscale import envs
 from rlscale import losses
 from rlscale.checkpoint import restore_raw
 from rlscale.networks import Critic
@@ -57,7 +57,7 @@ def trajectories_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str |
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from envs.render import draw_maze, figure_size
+    from rlscale.envs.render import draw_maze, figure_size
 
     tasks = [make_eval_task(p, task_name) for _, p in panels]
     layout = _maze(tasks[0])
@@ -84,7 +84,7 @@ def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from envs.render import draw_maze, figure_size
+    from rlscale.envs.render import draw_maze, figure_size
 
     task = make_eval_task(policy, task_name)
     layout = _maze(task)

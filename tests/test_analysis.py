@@ -143,7 +143,7 @@ def test_fits_table_on_a_synthetic_sweep(tmp_path):
 
 def test_flops_per_sgd_step_is_the_step_count():
     """The runs table's FLOPs (rlscale.sizes) are rlscale.flops' count (tested against XLA in test_flops.py)."""
-    import envs
+    from rlscale import envs
     from rlscale.config import config_for
     from rlscale import sizes
     from rlscale.flops import sgd_step_flops

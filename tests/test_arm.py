@@ -10,8 +10,8 @@ import mujoco
 import numpy as np
 import pytest
 
-import envs
-from envs import arm
+from rlscale import envs
+from rlscale.envs import arm
 from rlscale import run_dir as rd
 from rlscale.config import TrainConfig
 from rlscale.train import train

@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import envs
-from envs.mazes import LAYOUTS, maze
-from envs.wrappers import EpisodeEnv
+from rlscale import envs
+from rlscale.envs.mazes import LAYOUTS, maze
+from rlscale.envs.wrappers import EpisodeEnv
 
 POINT_TASKS = [n for n in envs.names() if n.startswith("point_")]
 EXPECTED = {  # name: (obs size, goal indices, success threshold)

@@ -117,8 +117,8 @@ def _png_size(path):
 
 
 def test_pictures_of_a_point_maze_run(trained, tmp_path, capsys):
-    from envs.mazes import maze
-    from envs.render import figure_size
+    from rlscale.envs.mazes import maze
+    from rlscale.envs.render import figure_size
 
     sweep, (run, _) = trained
     traj, critic = tmp_path / "traj.png", tmp_path / "critic.png"
@@ -141,8 +141,8 @@ def test_pictures_and_viewer_of_an_ant_maze_run(tmp_path, capsys):
     """Trajectories, critic map and the HTML viewer of a (barely) trained ant-maze run, on the CPU."""
     from html.parser import HTMLParser
 
-    from envs.mazes import maze
-    from envs.render import figure_size
+    from rlscale.envs.mazes import maze
+    from rlscale.envs.render import figure_size
 
     run = train(TrainConfig(**{**TINY, "env": "ant_u_maze", "total_env_steps": 160, "num_evals": 1,
                                "run_dir": str(tmp_path / "ant_run")}))

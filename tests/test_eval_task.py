@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import envs
-from launch import sweepfile
+from rlscale import envs
+from rlscale.launch import sweepfile
 from rlscale import train as train_module
 from rlscale.cli import main as cli_main
 from rlscale.config import config_for, load_preset, preset_names

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from envs.base import TaskSpec
+from rlscale.envs.base import TaskSpec
 from rlscale.agent import Agent
 from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig

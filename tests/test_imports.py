@@ -1,12 +1,18 @@
-"""Who imports whom: ``launch/`` uses ``rlscale``, never the other way round, and the modules of ``rlscale``
-import each other without a cycle. Every import statement counts, function-local ones included."""
+"""Who imports whom: ``launch/`` (installed as ``rlscale.launch``) uses ``rlscale``, never the other way round,
+the modules of ``rlscale`` import each other without a cycle, and nothing claims the generic top-level names
+``envs``, ``launch`` or ``configs``. Every import statement counts, function-local ones included."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "rlscale"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "rlscale"
+# The design card's folders, installed under rlscale (pyproject.toml's package-dir).
+FOLDERS = {"envs": "rlscale.envs", "launch": "rlscale.launch", "configs": "rlscale.configs"}
 
 
 def _imported(path: Path) -> set[str]:
@@ -35,7 +41,7 @@ ENTRY_POINT = "rlscale.cli"
 
 def test_rlscale_never_imports_launch():
     offenders = {
-        module: sorted(n for n in names if n == "launch" or n.startswith("launch."))
+        module: sorted(n for n in names if n == "rlscale.launch" or n.startswith("rlscale.launch."))
         for module, names in {**_modules(), "rlscale": _imported(PACKAGE / "__init__.py")}.items()
         if module != ENTRY_POINT
     }
@@ -59,3 +65,45 @@ def test_the_rlscale_modules_import_each_other_without_a_cycle():
 
     for module in graph:
         visit(module, [])
+
+
+def test_no_file_imports_the_folders_by_their_generic_top_level_names():
+    files = [p for folder in ("rlscale", *FOLDERS, "tests", "benchmarks") for p in sorted((REPO / folder).rglob("*.py"))]
+    offenders = {
+        str(p.relative_to(REPO)): sorted(n for n in _imported(p) if n.split(".")[0] in FOLDERS)
+        for p in files
+    }
+    assert {f: n for f, n in offenders.items() if n} == {}
+    assert len(files) > 50  # the walk found the tree
+
+
+def test_installed_package_claims_only_the_rlscale_name(tmp_path):
+    # From a directory outside the repository (so the working directory cannot supply the names):
+    # the folders import as rlscale.*, their data files are found, and `import envs` finds nothing.
+    probe = (
+        "import importlib.util, importlib.resources as r\n"
+        "import rlscale.envs, rlscale.launch.launcher\n"
+        "assert rlscale.envs.make('point_u_maze').spec.name == 'point_u_maze'\n"
+        "assert r.files('rlscale.configs').joinpath('tasks', 'point_u_maze.yaml').is_file()\n"
+        "assert r.files('rlscale.envs').joinpath('assets', 'arm.xml').is_file()\n"
+        f"print([importlib.util.find_spec(n) for n in {sorted(FOLDERS)!r}])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[None, None, None]"
+
+
+def test_a_source_checkout_without_install_maps_the_folders(tmp_path):
+    # As on the GPU device: the working tree on sys.path, no installed mapping (the editable finder
+    # removed): rlscale's own finder serves rlscale.envs and rlscale.launch from the checkout.
+    probe = (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '').lower()]\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "import rlscale.envs, rlscale.launch.sweepfile\n"
+        "from rlscale.envs.mazes import maze\n"
+        "print(rlscale.envs.__file__, type(sys.meta_path[-1]).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(REPO / "envs" / "__init__.py"), "_SourceCheckoutFinder"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch import launcher, sweepfile
+from rlscale.launch import launcher, sweepfile
 from rlscale import config as config_module
 from rlscale import run_dir as rd
 from rlscale.cli import main as cli_main

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from helpers import TINY
 
-from launch import launcher, local_backend, runs, summary, sweepfile
+from rlscale.launch import launcher, local_backend, runs, summary, sweepfile
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
 from rlscale import sizes
@@ -282,7 +282,7 @@ def test_gpu_detection_and_slots():
 def test_param_count_matches_the_networks():
     import jax
 
-    import envs
+    from rlscale import envs
     from rlscale.agent import Agent
     from rlscale.config import config_for
     from rlscale.networks import param_count

@@ -13,10 +13,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from helpers import TINY
 
-import envs
-from envs.mazes import HUMANOID_MAZE_SCALE, maze
-from envs.render import draw_maze, figure_size, save_maze_png
-from envs.wrappers import EpisodeEnv
+from rlscale import envs
+from rlscale.envs.mazes import HUMANOID_MAZE_SCALE, maze
+from rlscale.envs.render import draw_maze, figure_size, save_maze_png
+from rlscale.envs.wrappers import EpisodeEnv
 from rlscale import run_dir as rd
 from rlscale.config import TrainConfig
 from rlscale.train import train
@@ -54,7 +54,7 @@ def test_maze_goals_are_goal_cell_centres_and_start_is_the_reset_cell(name):
 
 
 def _rows(layout):
-    from envs.mazes import LAYOUTS
+    from rlscale.envs.mazes import LAYOUTS
 
     return LAYOUTS[layout.name].strip("\n").splitlines()
 
@@ -133,9 +133,9 @@ def _touching_pairs(sys, poses):
 def test_wall_broad_phase_keeps_every_touching_pair(robot):
     """Random poses all over the biggest maze, many of them against or inside walls: culling the geom–wall
     pairs finds exactly the touching pairs (and distances) that testing every pair finds."""
-    from envs.ant_maze import ant_maze_xml
-    from envs.brax_tasks import ant_system
-    from envs.humanoid import humanoid_system, humanoid_xml
+    from rlscale.envs.ant_maze import ant_maze_xml
+    from rlscale.envs.brax_tasks import ant_system
+    from rlscale.envs.humanoid import humanoid_system, humanoid_xml
 
     if robot == "ant":
         layout = maze("hardest_maze")
