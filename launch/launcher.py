@@ -28,7 +28,7 @@ from pathlib import Path
 
 from rlscale.launch import runs, sweepfile
 from rlscale.launch.sweepfile import SweepError
-from rlscale.run_dir import CONFIG_FILE, RunDirError, is_started, read_config
+from rlscale.run_dir import CONFIG_FILE, RunDirError, is_started, read_config, run_dirs_in
 
 FORWARD_PREFIXES = ("JAX_", "XLA_", "RLSCALE_", "WANDB_", "TF_CPP_")
 CACHE_DIR = ".jax_cache"
@@ -111,8 +111,8 @@ def locate_run_dirs(run_list: list[sweepfile.Run], sweep_dir: Path) -> list[Path
     config_class = type(run_list[0].config)
     names = {run.name for run in run_list}
     claims: dict[int, list[Path]] = {}
-    for path in sorted(sweep_dir.iterdir()):
-        if path.name in names or not is_started(path):
+    for path in run_dirs_in(sweep_dir):
+        if path.name in names:
             continue
         try:
             key = sweepfile.saved_experiment_key(read_config(path), config_class)

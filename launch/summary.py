@@ -1,9 +1,11 @@
 """The sweep's summary: ``<sweep dir>/summary.csv`` (one row per run, rebuilt from the run directories)
 and, when matplotlib is installed, ``summary.png`` (score against depth, one line per task).
 
-A run's score is the mean time at goal (``eval/episode_success``) over its last 5 evaluations
-(docs/metrics.md#per-run-the-score); ``success_any`` likewise. Parameter counts are closed-form
-(``rlscale.networks.trunk_param_count``, the actor and both critic encoders), so no network is built.
+Scores are ``rlscale.scores``' (docs/metrics.md#per-run-the-score), the numbers ``rlscale plot`` shows:
+``score`` is the mean normalised time at goal (time at goal / episode length) over the run's last 5
+evaluations; ``time_at_goal`` (in steps) and ``success_any`` are averaged over the same evaluations.
+Parameter counts are closed-form (``rlscale.networks.trunk_param_count``, the actor and both critic
+encoders), so no network is built.
 """
 
 from __future__ import annotations
@@ -18,17 +20,14 @@ from typing import Any
 from rlscale.launch import runs
 from rlscale.launch.sweepfile import Run, Sweep
 from rlscale.run_dir import atomic_output, write_atomic
+from rlscale.scores import LAST_EVALS, score_of_metrics
 from rlscale.sizes import agent_param_count
 
-LAST_EVALS = 5
+SCORE_COLUMNS = ["score", "time_at_goal", "success_any"]
 COLUMNS = [
     "run_id", "run_name", "run_dir", "task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed",
-    "params", "env_steps", "total_env_steps", "final_score", "success_any", "walltime_s", "status",
+    "params", "env_steps", "total_env_steps", *SCORE_COLUMNS, "walltime_s", "status",
 ]
-
-def _mean_last(rows: list[dict], key: str) -> float | None:
-    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))][-LAST_EVALS:]
-    return sum(values) / len(values) if values else None
 
 
 def _fmt(value: Any) -> str:
@@ -49,6 +48,7 @@ def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: di
         metrics = read_metrics(spec.run_dir)
         last = metrics[-1] if metrics else {}
         plan = plans.get(run.id)
+        score = score_of_metrics(metrics, cfg.episode_length)
         row = {
             "run_id": run.id,
             "run_name": spec.name,
@@ -57,8 +57,7 @@ def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: di
             "params": agent_param_count(cfg),
             "env_steps": last.get("training/env_steps", 0),
             "total_env_steps": plan.total_env_steps if plan else None,
-            "final_score": _mean_last(metrics, "eval/episode_success"),
-            "success_any": _mean_last(metrics, "eval/episode_success_any"),
+            **{k: score[k] for k in SCORE_COLUMNS},
             "walltime_s": last.get("walltime"),
             "status": runs.state(spec),
         }
@@ -91,7 +90,7 @@ def plot_lines(done: list[dict[str, Any]]) -> dict[str, dict[int, list[float]]]:
     """label -> critic depth -> scores (one per seed): one line per task, split by any knob that takes
     several values at one (task, depth) point (width, batch size, ablations, actor depth)."""
     ignore = {"run_id", "run_name", "run_dir", "task", "depth", "critic_depth", "seed", "params", "env_steps",
-              "total_env_steps", "final_score", "success_any", "walltime_s", "status"}
+              "total_env_steps", *SCORE_COLUMNS, "walltime_s", "status"}
     points: dict[tuple, list[dict]] = {}
     for r in done:
         points.setdefault((r["task"], r["critic_depth"]), []).append(r)
@@ -101,7 +100,7 @@ def plot_lines(done: list[dict[str, Any]]) -> dict[str, dict[int, list[float]]]:
     ]
     lines: dict[str, dict[int, list[float]]] = {}
     for r in done:
-        lines.setdefault(_label(r, varying), {}).setdefault(int(r["critic_depth"]), []).append(float(r["final_score"]))
+        lines.setdefault(_label(r, varying), {}).setdefault(int(r["critic_depth"]), []).append(float(r["score"]))
     return lines
 
 
@@ -114,7 +113,7 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no plot (pip install matplotlib)"
-    done = [r for r in table if r["status"] == "done" and r["final_score"] is not None]
+    done = [r for r in table if r["status"] == "done" and r["score"] is not None]
     if not done:
         return "no finished run yet: no plot"
     lines = plot_lines(done)
@@ -128,7 +127,7 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> str:
     ax.set_xscale("log", base=2)
     ax.set_xticks(all_depths, [str(d) for d in all_depths])
     ax.set_xlabel("depth (critic; log2 scale)")
-    ax.set_ylabel(f"time at goal (mean of last {LAST_EVALS} evals)")
+    ax.set_ylabel(f"score: time at goal / episode length\n(mean of last {LAST_EVALS} evals)")
     ax.set_title(f"{title}: mean over seeds ± 1 s.e.")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -145,7 +144,7 @@ def format_table(table: list[dict[str, Any]]) -> str:
     header = f"{'status':8s} {'run':48s} {'params':>10s} {'env steps':>12s} {'score':>8s} {'any':>5s} {'wall s':>8s}"
     lines = [header]
     for r in table:
-        score = "" if r["final_score"] is None else f"{r['final_score']:.1f}"
+        score = "" if r["score"] is None else f"{r['score']:.3f}"
         anyv = "" if r["success_any"] is None else f"{r['success_any']:.2f}"
         wall = "" if r["walltime_s"] is None else f"{r['walltime_s']:.0f}"
         params = "" if r["params"] is None else f"{r['params']:,}"

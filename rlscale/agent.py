@@ -17,7 +17,7 @@ from rlscale.envs.base import TaskSpec
 from rlscale import losses
 from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig
-from rlscale.networks import Actor, Critic, deterministic_action, sample_action
+from rlscale.networks import Actor, Critic, act, sample_action
 
 
 @struct.dataclass
@@ -50,8 +50,8 @@ class Agent:
     @classmethod
     def build(cls, cfg: TrainConfig, spec: TaskSpec) -> "Agent":
         return cls(
-            actor=Actor(cfg.trunk(cfg.resolved_actor_depth), spec.action_size),
-            critic=Critic(cfg.trunk(cfg.resolved_critic_depth), cfg.repr_dim),
+            actor=Actor(cfg.network_trunk("actor"), spec.action_size),
+            critic=Critic(cfg.network_trunk("critic"), cfg.repr_dim),
             actor_optimizer=optax.adam(cfg.actor_lr),
             critic_optimizer=optax.adam(cfg.critic_lr),
             alpha_optimizer=optax.adam(cfg.alpha_lr),
@@ -84,11 +84,9 @@ class Agent:
     # --- acting ---
 
     def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
-        """Action for observations ``state ⊕ goal``: stochastic with a key, tanh(mean) without."""
-        mean, log_std = self.actor.apply({"params": actor_params}, obs[..., : self.state_size], obs[..., self.state_size :])
-        if key is None:
-            return deterministic_action(mean)
-        return sample_action(mean, log_std, key)[0]
+        """Action for observations ``state ⊕ goal``: stochastic with a key, tanh(mean) without
+        (``rlscale.networks.act``)."""
+        return act(self.actor, actor_params, obs, self.state_size, key)
 
     # --- learning ---
 

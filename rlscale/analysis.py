@@ -7,7 +7,8 @@ Definitions (docs/metrics.md):
 * **Normalised score** of an evaluation = time at goal (``eval/episode_success``) / ``episode_length``,
   in [0, 1]. The published numbers (``configs/paper_results.yaml``, out of 1000 steps) are normalised
   the same way.
-* **Run score** = mean normalised score over the run's last 5 evaluations (``launch.summary.LAST_EVALS``).
+* **Run score** = mean normalised score over the run's last 5 evaluations. Both are defined in
+  :mod:`rlscale.scores` (``LAST_EVALS``), which ``rlscale sweep``'s ``summary.csv`` uses too.
   Evaluation episodes are already averaged within a run, so seeds are the unit of replication.
 * **Aggregates** (rliable): for each setting (e.g. each depth) a score matrix of shape
   ``(num_runs, num_tasks)`` (rows: seeds, columns: tasks; never the other way round), IQM and mean with
@@ -27,7 +28,6 @@ Definitions (docs/metrics.md):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import warnings
@@ -38,9 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlscale.run_dir import CONFIG_FILE, atomic_output, is_complete, read_config, read_metrics
+from rlscale import scores as run_scoring
+from rlscale.run_dir import CONFIG_FILE, atomic_output, find_run_dirs, is_complete, read_config, read_metrics
+from rlscale.scores import LAST_EVALS
 
-LAST_EVALS = 5  # docs/metrics.md#per-run-the-score; the same as launch.summary.LAST_EVALS
+SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
 CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
                   "layer_norm", "residual", "episode_length"]
 # Knobs that may split a task's runs into separate lines (besides depth and seed).
@@ -55,19 +57,13 @@ class AnalysisError(ValueError):
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def _config(data: dict[str, Any]):
-    from rlscale.config import TrainConfig
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in data.items() if k in known})
-
-
 def run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
-    """The run directories (sub-directories holding a ``config.json``) of a sweep, sorted by name."""
+    """The run directories of a sweep directory, sorted by name, or a run directory itself
+    (``rlscale.run_dir.find_run_dirs``)."""
     path = Path(sweep_dir)
     if not path.is_dir():
         raise AnalysisError(f"{path} is not a directory")
-    found = sorted(p for p in path.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
+    found = find_run_dirs(path)
     if not found:
         raise AnalysisError(f"{path} holds no run directories (no */{CONFIG_FILE}); run `rlscale sweep` first")
     return found
@@ -75,11 +71,12 @@ def run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
 
 def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """Tidy table: one row per run × evaluation, with the run's settings, size, cost and scores."""
+    from rlscale.config import TrainConfig
     from rlscale.sizes import agent_param_count, flops_per_sgd_step
 
     rows = []
     for run_dir in run_dirs(sweep_dir):
-        cfg = _config(read_config(run_dir)["config"])
+        cfg = TrainConfig.from_dict(read_config(run_dir)["config"], source=str(run_dir / CONFIG_FILE), saved=True)
         base = {
             "run": run_dir.name,
             **cfg.scaling_knobs(),
@@ -91,17 +88,15 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
             "flops_per_sgd_step": flops_per_sgd_step(cfg),
             "complete": is_complete(run_dir),
         }
-        for m in read_metrics(run_dir):
-            if not isinstance(m.get("eval/episode_success"), (int, float)):
-                continue
+        for m in run_scoring.evaluations(read_metrics(run_dir)):
             rows.append(base | {
                 "epoch": m.get("epoch"),
                 "env_steps": m.get("training/env_steps"),
                 "sgd_steps": m.get("training/sgd_steps"),
                 "walltime_s": m.get("walltime"),
-                "time_at_goal": float(m["eval/episode_success"]),
-                "score": float(m["eval/episode_success"]) / cfg.episode_length,
-                "success_any": m.get("eval/episode_success_any"),
+                "time_at_goal": float(m[run_scoring.TIME_AT_GOAL]),
+                "score": run_scoring.normalised(m[run_scoring.TIME_AT_GOAL], cfg.episode_length),
+                "success_any": m.get(run_scoring.SUCCESS_ANY),
                 "dist": m.get("eval/episode_dist"),
             })
     if not rows:
@@ -113,15 +108,18 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def run_scores(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataFrame:
-    """One row per run: its settings and the mean (normalised) score over its last ``last`` evaluations."""
-    evals = evals.sort_values(["run", "env_steps"])
-    tail = evals.groupby("run", sort=True).tail(last)
-    settings = evals.groupby("run", sort=True).last()[
-        CONFIG_COLUMNS + ["params", "flops_per_sgd_step", "complete", "env_steps", "walltime_s"]]
-    scores = tail.groupby("run", sort=True)[["score", "time_at_goal", "success_any"]].mean()
-    out = settings.join(scores).reset_index()
-    out["num_evals"] = evals.groupby("run", sort=True).size().values
-    return out
+    """One row per run: its settings and its score (``rlscale.scores.run_score``: the mean normalised score
+    over its last ``last`` evaluations, time at goal and success-any over the same ones)."""
+    evals = evals.sort_values(["run", "env_steps"], kind="stable")
+    runs = evals.groupby("run", sort=True)
+    settings = runs.last()[CONFIG_COLUMNS + ["params", "flops_per_sgd_step", "complete", "env_steps", "walltime_s"]]
+    scores = pd.DataFrame.from_dict({
+        run: run_scoring.run_score(g["time_at_goal"].tolist(), g["success_any"].tolist(), int(g["episode_length"].iloc[0]), last)
+        for run, g in runs
+    }, orient="index", columns=SCORE_COLUMNS)
+    for key in ("score", "time_at_goal", "success_any"):
+        scores[key] = pd.to_numeric(scores[key], errors="coerce")
+    return settings.join(scores).reset_index()
 
 
 def variants(scores: pd.DataFrame) -> pd.Series:

@@ -24,7 +24,7 @@ from rlscale import envs
 from rlscale import checkpoint as ckpt
 from rlscale.policy import LoadedPolicy, load, make_eval_task
 from rlscale.rollout import make_unroll, summarize
-from rlscale.run_dir import CONFIG_FILE, write_atomic
+from rlscale.run_dir import find_run_dirs, write_atomic
 from rlscale.train import eval_key
 
 
@@ -66,10 +66,11 @@ def record(run_dir: Path, result: dict[str, Any]) -> Path:
 
 
 def run_dirs_of(path: Path) -> list[Path]:
-    """The run directories a PATH stands for (one, or every run of a sweep directory)."""
-    if (path / CONFIG_FILE).is_file() or (path.parent.name == ckpt.CHECKPOINT_DIR):
+    """The run directories a PATH stands for (one, or every run of a sweep directory:
+    ``rlscale.run_dir.find_run_dirs``), or PATH itself when it is a checkpoint directory."""
+    if path.parent.name == ckpt.CHECKPOINT_DIR:
         return [path]
-    runs = sorted(p for p in path.iterdir() if (p / CONFIG_FILE).is_file()) if path.is_dir() else []
+    runs = find_run_dirs(path)
     if not runs:
         raise EvalError(f"{path} is neither a run directory, a checkpoint nor a sweep directory of runs")
     return runs

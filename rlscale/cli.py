@@ -184,7 +184,7 @@ def _plot(args: list[str]) -> int:
         prog="rlscale plot",
         description="Figures (PNG and PDF), per-run scores, rliable aggregates and depth fits of a sweep directory.",
     )
-    parser.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep directory, e.g. runs/quickstart")
+    parser.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep directory, e.g. runs/quickstart (or one run directory)")
     parser.add_argument("--out", default=None, help="output folder (default: SWEEP_DIR/plots)")
     parser.add_argument("--reference", action="store_true", help="overlay the paper's numbers (configs/paper_results.yaml)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval (default 2000)")

@@ -151,6 +151,13 @@ class TrainConfig:
     def trunk(self, depth: int) -> TrunkConfig:
         return TrunkConfig.from_options(vars(self), depth)
 
+    def network_trunk(self, network: Literal["actor", "critic"]) -> TrunkConfig:
+        """The trunk of the ``"actor"`` or of both ``"critic"`` encoders, at its resolved depth."""
+        depths = {"actor": self.resolved_actor_depth, "critic": self.resolved_critic_depth}
+        if network not in depths:
+            raise ValueError(f"unknown network {network!r}; valid: {', '.join(depths)}")
+        return self.trunk(depths[network])
+
     def scaling_knobs(self) -> dict[str, Any]:
         """The settings a scaling study varies, as one row of a results table."""
         return {
@@ -175,12 +182,18 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config", saved: bool = False) -> "TrainConfig":
+        """The config of ``data`` (option: value), the one way a config is rebuilt: presets, sweep files,
+        ``--resume``, ``rlscale plot``, loaded checkpoints. Options ``data`` lacks take their defaults (an
+        option added since a run was saved; ``CONFIG_SCHEMA`` says when a default changed meaning). An
+        unknown option is an error naming ``source``, except with ``saved=True``: a ``config.json`` or a
+        checkpoint's config read to describe a saved run or to act with its policy (``rlscale plot``,
+        ``rlscale eval``) drops the options of another version. Resuming a run stays strict."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
-        if unknown:
+        if unknown and not saved:
             raise ValueError(f"{source}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -259,3 +259,11 @@ def sample_action(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tuple[
 
 def deterministic_action(mean: jax.Array) -> jax.Array:
     return jnp.tanh(mean)
+
+
+def act(actor: Actor, actor_params, obs: jax.Array, state_size: int, key: jax.Array | None) -> jax.Array:
+    """The policy's action for observations ``state ⊕ goal`` (the first ``state_size`` entries are the
+    state), batched or not: tanh(mean) without a key, a tanh-Gaussian sample with one. The one way to act,
+    in training (``Agent.act``) and from a checkpoint (``LoadedPolicy.act``)."""
+    mean, log_std = actor.apply({"params": actor_params}, obs[..., :state_size], obs[..., state_size:])
+    return deterministic_action(mean) if key is None else sample_action(mean, log_std, key)[0]

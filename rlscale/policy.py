@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from rlscale import checkpoint as ckpt
-from rlscale.networks import Actor, TrunkConfig, deterministic_action, sample_action
+from rlscale.config import TrainConfig
+from rlscale.networks import Actor, TrunkConfig, act
 
 if TYPE_CHECKING:
     from rlscale import envs
@@ -57,16 +58,15 @@ class LoadedPolicy:
         return self.actor_params["trunk"]["input"]["Dense_0"]["kernel"].shape[0]
 
     def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
-        """Deterministic tanh(mean) without a key, a tanh-Gaussian sample with one."""
-        mean, log_std = self.actor.apply({"params": actor_params}, obs[..., : self.state_size], obs[..., self.state_size :])
-        return deterministic_action(mean) if key is None else sample_action(mean, log_std, key)[0]
+        """Deterministic tanh(mean) without a key, a tanh-Gaussian sample with one (``rlscale.networks.act``,
+        as the trainer's ``Agent.act``)."""
+        return act(self.actor, actor_params, obs, self.state_size, key)
 
 
 def trunk_config(config: dict[str, Any], network: str) -> TrunkConfig:
-    """The ``"actor"`` or ``"critic"`` trunk of a saved config, built as in training
-    (``TrunkConfig.from_options``; its ``<network>_depth``, else ``depth``)."""
-    depth = config.get(f"{network}_depth")
-    return TrunkConfig.from_options(config, config["depth"] if depth is None else depth)
+    """The ``"actor"`` or ``"critic"`` trunk of a saved config, built as in training: the config rebuilt
+    as every saved config is (``TrainConfig.from_dict``), then ``TrainConfig.network_trunk``."""
+    return TrainConfig.from_dict(config, source="the checkpoint's config", saved=True).network_trunk(network)
 
 
 def load(path: str | os.PathLike) -> LoadedPolicy:

@@ -121,6 +121,20 @@ def is_started(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / CONFIG_FILE).is_file()
 
 
+def run_dirs_in(path: str | os.PathLike) -> list[Path]:
+    """The run directories directly inside ``path`` (sub-directories holding a ``config.json``: a sweep
+    directory's runs), sorted by name; none when ``path`` is not a directory."""
+    path = Path(path)
+    return sorted(p for p in path.iterdir() if is_started(p)) if path.is_dir() else []
+
+
+def find_run_dirs(path: str | os.PathLike) -> list[Path]:
+    """The run directories ``path`` stands for: ``[path]`` when it is one (it holds a ``config.json``), else
+    :func:`run_dirs_in` (a sweep directory's runs); empty when there are none. Callers say why none is an
+    error (``rlscale eval``, ``rlscale plot``)."""
+    return [Path(path)] if is_started(path) else run_dirs_in(path)
+
+
 def is_complete(run_dir: str | os.PathLike) -> bool:
     """The run's final checkpoint (its plan's total env steps) exists.
 

@@ -15,6 +15,7 @@ from rlscale import losses
 from rlscale.checkpoint import restore_raw
 from rlscale.networks import Critic
 from rlscale.policy import LoadedPolicy, make_eval_task, trunk_config
+from rlscale.rollout import rollout as episodes_rollout
 from rlscale.run_dir import atomic_output
 
 
@@ -23,24 +24,13 @@ class RenderError(ValueError):
 
 
 def rollout(policy: LoadedPolicy, task: envs.GoalTask, episodes: int, key: jax.Array, length: int | None = None):
-    """Deterministic episodes: ``(task_states [T+1, N, ...], active [T+1, N])`` on the host."""
+    """Deterministic episodes (``key`` seeds the resets): ``(task_states [T+1, N, ...], active [T+1, N])``
+    on the host, from :func:`rlscale.rollout.rollout`, the rollout that evaluates."""
     length = length or task.spec.episode_length
 
     @jax.jit
     def run(params, key):
-        state = jax.vmap(task.reset)(jax.random.split(key, episodes))
-
-        def step(carry, _):
-            state, active = carry
-            nxt = jax.vmap(task.step)(state, policy.act(params, state.obs, None))
-            active = jnp.logical_and(active, jnp.logical_not(state.terminated))
-            return (nxt, active), (nxt, active)
-
-        (_, _), (states, actives) = jax.lax.scan(step, (state, jnp.ones(episodes, bool)), None, length=length)
-        first = jax.tree.map(lambda x: x[None], state)
-        return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, states), jnp.concatenate(
-            [jnp.ones((1, episodes), bool), actives]
-        )
+        return episodes_rollout(task, policy.act, params, key, episodes, length, trajectory=True)[1]
 
     return jax.device_get(run(policy.actor_params, key))
 

@@ -70,6 +70,62 @@ def test_run_score_is_the_mean_of_the_last_five_normalised_evals(tmp_path):
     assert scores["num_evals"].item() == 7
 
 
+def test_the_run_score_is_defined_once():
+    """rlscale.scores, which summary.csv and rlscale plot share: known answers, missing values, short runs."""
+    from rlscale import scores
+
+    assert scores.LAST_EVALS == analysis.LAST_EVALS == 5
+    got = scores.run_score([20, 0, 2, 4, 6, 8, 10], [1, 0, 0, 1, None, float("nan"), 1], EPISODE)
+    assert got == {"score": pytest.approx(6 / EPISODE), "time_at_goal": 6.0, "success_any": pytest.approx(2 / 3), "num_evals": 7}
+    assert scores.run_score([4, 8], [0, 1], EPISODE) == {"score": pytest.approx(0.3), "time_at_goal": 6.0,
+                                                          "success_any": 0.5, "num_evals": 2}
+    assert scores.run_score([], [], EPISODE) == {"score": None, "time_at_goal": None, "success_any": None, "num_evals": 0}
+    # From metrics.jsonl rows: only evaluations count, in env-step order.
+    rows = [{"training/env_steps": 300, "eval/episode_success": 10.0}, {"training/env_steps": 100},
+            {"training/env_steps": 200, "eval/episode_success": 2.0, "eval/episode_success_any": 1.0}]
+    assert [r["training/env_steps"] for r in scores.evaluations(rows)] == [200, 300]
+    assert scores.score_of_metrics(rows, EPISODE, last=1) == {"score": 0.5, "time_at_goal": 10.0, "success_any": None,
+                                                              "num_evals": 2}
+
+
+def test_run_directories_are_found_one_way(tmp_path, capsys):
+    """rlscale.run_dir.find_run_dirs: a run directory stands for itself, a sweep directory for its runs;
+    `rlscale plot` and `rlscale eval` both take either."""
+    from rlscale import checkpoint_eval
+    from rlscale import run_dir as rd
+
+    runs = [make_run(tmp_path / "sweep", [2, 4, 6], seed=seed) for seed in (1, 0)]
+    (tmp_path / "sweep" / "logs").mkdir()
+    (tmp_path / "sweep" / "notes.txt").write_text("not a run")
+    assert rd.find_run_dirs(tmp_path / "sweep") == analysis.run_dirs(tmp_path / "sweep") == sorted(runs)
+    assert rd.find_run_dirs(runs[0]) == analysis.run_dirs(runs[0]) == checkpoint_eval.run_dirs_of(runs[0]) == [runs[0]]
+    assert rd.find_run_dirs(tmp_path / "sweep" / "logs") == rd.find_run_dirs(tmp_path / "nowhere") == []
+    with pytest.raises(checkpoint_eval.EvalError, match="is neither a run directory"):
+        checkpoint_eval.run_dirs_of(tmp_path / "sweep" / "logs")
+    with pytest.raises(analysis.AnalysisError, match="holds no run directories"):
+        analysis.run_dirs(tmp_path / "sweep" / "logs")
+    scores = analysis.run_scores(analysis.load_sweep(runs[0]))
+    assert list(scores["run"]) == [runs[0].name] and scores["time_at_goal"].item() == pytest.approx(4)
+
+
+def test_saved_configs_are_rebuilt_as_every_config_is(tmp_path):
+    """TrainConfig.from_dict rebuilds a config.json for rlscale plot and a checkpoint's trunks: options it
+    lacks take their defaults, options of another version are dropped; elsewhere they are an error."""
+    from rlscale.config import TrainConfig
+    from rlscale.policy import trunk_config
+
+    make_run(tmp_path, [2, 4], retired_option=3, actor_depth=8)  # a config.json of another version
+    (row,) = analysis.run_scores(analysis.load_sweep(tmp_path)).to_dict("records")
+    assert (row["actor_depth"], row["critic_depth"], row["width"], row["activation"]) == (8, 4, 32, "swish")
+    saved = {"env": "point_u_maze", "depth": 4, "actor_depth": 8, "width": 32, "retired_option": 3}
+    with pytest.raises(ValueError, match=r"unknown option\(s\) retired_option"):
+        TrainConfig.from_dict(saved)
+    cfg = TrainConfig.from_dict(saved, saved=True)
+    assert cfg == TrainConfig(env="point_u_maze", depth=4, actor_depth=8, width=32)
+    assert trunk_config(saved, "actor") == cfg.network_trunk("actor") == cfg.trunk(8)
+    assert trunk_config(saved, "critic").depth == 4 and trunk_config(saved, "critic").width == 32
+
+
 def test_score_matrix_is_runs_by_tasks(tmp_path):
     scores = analysis.run_scores(analysis.load_sweep(synthetic_sweep(tmp_path, depths=(4,), seeds=3)))
     m = analysis.score_matrix(scores)

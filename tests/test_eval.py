@@ -188,3 +188,119 @@ def test_pictures_and_viewer_of_an_ant_maze_run(tmp_path, capsys):
     else:
         assert code == 2 and "no offscreen renderer available for --video" in capsys.readouterr().err
         assert not video.exists()
+
+
+# --- one way to act, one rollout ---------------------------------------------------------------
+
+
+def test_a_loaded_policy_acts_as_the_trainers_agent(trained):
+    """LoadedPolicy.act and Agent.act are one function (rlscale.networks.act), on networks built alike from
+    the saved config (TrainConfig.from_dict): the same actions, bit for bit, deterministic and sampled."""
+    import jax
+    import numpy as np
+
+    from rlscale import envs
+    from rlscale.agent import Agent
+    from rlscale.policy import load, trunk_config
+
+    _, (run, _) = trained
+    policy = load(run)
+    cfg = TrainConfig.from_dict(rd.read_config(run)["config"])
+    agent = Agent.build(cfg, envs.make(cfg.env).spec)
+    assert policy.actor == agent.actor and policy.state_size == agent.state_size
+    assert trunk_config(policy.config, "critic") == agent.critic.cfg
+    obs = jax.random.normal(jax.random.PRNGKey(0), (5, policy.obs_size))
+    for key in (None, jax.random.PRNGKey(1)):
+        ours, theirs = policy.act(policy.actor_params, obs, key), agent.act(policy.actor_params, obs, key)
+        assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+    assert not np.array_equal(np.asarray(policy.act(policy.actor_params, obs, None)),
+                              np.asarray(policy.act(policy.actor_params, obs, jax.random.PRNGKey(1))))
+
+
+class _Countdown:
+    """A task whose episode n ends (terminates) at step ``lifetime[n]`` (1 to 7, drawn at reset); success
+    at even steps, distance = steps taken."""
+
+    def __init__(self):
+        from rlscale.envs.base import TaskSpec
+
+        self.spec = TaskSpec(name="countdown", state_size=1, goal_indices=(0,), action_size=1,
+                             success_threshold=0.5, episode_length=10, eval_task="countdown")
+
+    def _state(self, t, lifetime, action_sum):
+        import jax.numpy as jnp
+
+        from rlscale.envs.base import TaskState
+
+        return TaskState(sim={"t": t, "lifetime": lifetime, "action_sum": action_sum},
+                         obs=jnp.stack([t.astype(jnp.float32), jnp.float32(0.0)]), goal=jnp.zeros(1),
+                         reward=jnp.float32(0.0), terminated=t >= lifetime,
+                         metrics={"success": (t % 2 == 0).astype(jnp.float32), "dist": t.astype(jnp.float32),
+                                  "action": action_sum})
+
+    def reset(self, key):
+        import jax
+        import jax.numpy as jnp
+
+        return self._state(jnp.int32(0), jax.random.randint(key, (), 1, 8), jnp.float32(0.0))
+
+    def step(self, state, action):
+        return self._state(state.sim["t"] + 1, state.sim["lifetime"], action[0])
+
+
+def test_the_rollout_with_its_states_is_the_rollout_that_evaluates():
+    """rlscale.rollout.rollout: its per-episode metrics are those of its trajectory's active steps (a step
+    counts until and including the one that terminates), and make_unroll is it with the key split."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rlscale.rollout import make_unroll, rollout
+
+    task, n, length = _Countdown(), 16, 6
+    act = lambda params, obs, key: jnp.full((obs.shape[0], 1), params) if key is None else jax.random.normal(key, (obs.shape[0], 1))  # noqa: E731
+    key = jax.random.PRNGKey(0)
+    per_episode, (states, active) = jax.jit(
+        lambda p, k: rollout(task, act, p, k, n, length, trajectory=True))(jnp.float32(0.5), key)
+    lifetime = np.asarray(states.sim["lifetime"][0])
+    assert len(set(lifetime)) > 3 and (lifetime < length).any() and (lifetime >= length).any()
+    assert states.obs.shape == (length + 1, n, 2) and active.shape == (length + 1, n)
+    t = np.arange(length + 1)[:, None]
+    np.testing.assert_array_equal(np.asarray(active), t <= lifetime)  # the reset, then up to the terminal step
+    live = np.asarray(active)[1:]
+    metrics = jax.tree.map(np.asarray, states.metrics)
+    np.testing.assert_array_equal(per_episode["episode_length"], live.sum(0))
+    np.testing.assert_array_equal(per_episode["episode_success"], (live * metrics["success"][1:]).sum(0))
+    np.testing.assert_array_equal(per_episode["episode_action"], 0.5 * live.sum(0))
+    np.testing.assert_array_equal(per_episode["episode_dist"], np.minimum(lifetime, length))
+    np.testing.assert_array_equal(per_episode["episode_success_any"], (per_episode["episode_success"] > 0))
+    # Without trajectory: the same metrics and no states; make_unroll = rollout of the split key.
+    alone, none = rollout(task, act, jnp.float32(0.5), key, n, length)
+    assert none is None and jax.tree.map(np.asarray, alone).keys() == per_episode.keys()
+    reset_key, act_key = jax.random.split(key)
+    for stochastic in (False, True):
+        unrolled = make_unroll(task, length, n, act)(jnp.float32(0.5), key, stochastic)
+        direct, _ = rollout(task, act, jnp.float32(0.5), reset_key, n, length, act_key if stochastic else None)
+        for k in direct:
+            np.testing.assert_array_equal(np.asarray(unrolled[k]), np.asarray(direct[k]))
+    assert not np.array_equal(unrolled["episode_action"], per_episode["episode_action"])  # sampled actions
+
+
+def test_pictures_roll_out_the_episodes_that_eval_scores(trained):
+    """visualize.rollout's states are the evaluation's episodes: their time at goal over the active steps
+    is rlscale eval's, episode by episode."""
+    import jax
+    import numpy as np
+
+    from rlscale import visualize
+    from rlscale.policy import load, make_eval_task
+    from rlscale.rollout import make_unroll
+
+    _, (run, _) = trained
+    policy = load(run)
+    task = make_eval_task(policy)
+    key = jax.random.PRNGKey(4)
+    per_episode = make_unroll(task, policy.config["episode_length"], 3, policy.act)(policy.actor_params, key)
+    states, active = visualize.rollout(policy, task, 3, jax.random.split(key)[0], policy.config["episode_length"])
+    np.testing.assert_array_equal(per_episode["episode_success"], (active[1:] * states.metrics["success"][1:]).sum(0))
+    np.testing.assert_array_equal(per_episode["episode_dist"], states.metrics["dist"][-1])

@@ -84,7 +84,7 @@ def test_the_fixture_sweep_retrains_nothing_and_summarises_every_old_directory(r
         rows = list(csv.DictReader(f))
     assert [r["run_name"] for r in rows] == OLD_DIRS and [r["run_id"] for r in rows] == IDS
     assert [r["run_dir"] for r in rows] == [str(sweep_dir / name) for name in OLD_DIRS]
-    assert all(r["status"] == "done" and r["env_steps"] == "400" and r["final_score"] != "" for r in rows)
+    assert all(r["status"] == "done" and r["env_steps"] == "400" and r["score"] != "" for r in rows)
 
     assert cli_main(["sweep", str(SWEEP_FILE), "--runs-root", str(root), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -103,6 +103,32 @@ def test_a_fixture_checkpoint_still_evaluates_to_the_numbers_logged_in_training(
     logged = read_metrics(run_dir)[-1]
     assert result["eval/episode_success"] == logged["eval/episode_success"]
     assert result["eval/episode_dist"] == pytest.approx(logged["eval/episode_dist"], rel=1e-4)
+
+
+def test_summary_csv_and_rlscale_plot_give_a_run_the_same_score(root):
+    """One score (rlscale.scores): summary.csv's ``score`` is ``rlscale plot``'s, normalised; ``time_at_goal``
+    is the same mean in steps. The copied runs get 7 evaluations, so that only the last 5 count."""
+    pytest.importorskip("pandas")
+    from rlscale import analysis
+
+    sweep_dir = root / "whole_config_ids"
+    times = {OLD_DIRS[0]: [20, 0, 2, 4, 6, 8, 10], OLD_DIRS[1]: [1, 1, 2, 2, 3, 3, 20]}
+    for name, values in times.items():
+        rows = [{"epoch": i + 1, "training/env_steps": 40 * (i + 4), "eval/episode_success": float(v),
+                 "eval/episode_success_any": float(v > 2)} for i, v in enumerate(values)]
+        (sweep_dir / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli_main(["sweep", str(SWEEP_FILE), "--runs-root", str(root), "--summarize"]) == 0
+    with open(sweep_dir / "summary.csv") as f:
+        summary = {Path(r["run_dir"]).name: r for r in csv.DictReader(f)}
+    plotted = analysis.run_scores(analysis.load_sweep(sweep_dir)).set_index("run")
+    episode = json.loads((sweep_dir / OLD_DIRS[0] / "config.json").read_text())["config"]["episode_length"]
+    expected = {OLD_DIRS[0]: (6.0, 0.8), OLD_DIRS[1]: (6.0, 0.6)}  # the last 5: mean time at goal, success-any
+    for name, (time_at_goal, success_any) in expected.items():
+        row = summary[name]
+        assert float(row["score"]) == pytest.approx(plotted.loc[name, "score"], rel=1e-6)
+        assert float(row["score"]) == pytest.approx(time_at_goal / episode, rel=1e-6)
+        assert float(row["time_at_goal"]) == pytest.approx(plotted.loc[name, "time_at_goal"]) == time_at_goal
+        assert float(row["success_any"]) == pytest.approx(plotted.loc[name, "success_any"]) == success_any
 
 
 def test_ids_hash_only_what_differs_from_the_defaults():

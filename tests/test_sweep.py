@@ -297,7 +297,7 @@ def test_param_count_matches_the_networks():
 def _table(**knobs) -> list[dict]:
     return [
         {"task": task, "depth": d, "critic_depth": d, "actor_depth": d, "width": 256, "seed": seed,
-         "final_score": float(d * (seed + 1)), "status": "done", **{k: f(d, seed) for k, f in knobs.items()}}
+         "score": float(d * (seed + 1)), "status": "done", **{k: f(d, seed) for k, f in knobs.items()}}
         for task in ("point_u_maze", "point_big_maze") for d in (4, 8, 16) for seed in (0, 1)
     ]
 
@@ -374,7 +374,7 @@ def test_local_sweep_survives_sigkill_reports_failures_and_retries_them(tmp_path
     assert [runs.state(s) for s in specs] == ["done"] * 4 and not specs[3].marker_path.exists()
     rows = _summary_rows(sweep_dir)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
-    assert all(r["final_score"] != "" and r["success_any"] != "" for r in rows)
+    assert all(r["score"] != "" and r["time_at_goal"] != "" and r["success_any"] != "" for r in rows)
     assert {s.id: _snapshot(s.run_dir) for s in finished} == before
 
     # 4. The summary is rebuilt from the run directories alone.

@@ -1,0 +1,63 @@
+"""A run's score (docs/metrics.md#per-run-the-score), defined once: ``rlscale sweep``'s ``summary.csv`` and
+``summary.png`` (``launch/summary.py``), ``rlscale plot`` and the notebook (``rlscale.analysis``) all take it
+from here, so they show the same number for the same run.
+
+* **Normalised score** of an evaluation: time at goal (``eval/episode_success``, in steps) divided by the
+  episode length, in [0, 1].
+* **Run score**: the mean normalised score over the run's last :data:`LAST_EVALS` evaluations (all of them
+  when it has fewer). Time at goal in steps and success-any are averaged over the same evaluations.
+
+Plain Python (no pandas), so that a sweep's summary needs none of the analysis extras.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+LAST_EVALS = 5
+TIME_AT_GOAL = "eval/episode_success"  # the metrics.jsonl key of time at goal (steps)
+SUCCESS_ANY = "eval/episode_success_any"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def normalised(time_at_goal: float, episode_length: int) -> float:
+    """The normalised score of one evaluation: the fraction of the episode spent at the goal."""
+    return float(time_at_goal) / episode_length
+
+
+def evaluations(metrics: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl`` that hold an evaluation (a numeric time at goal), in env-step
+    order (file order among rows without ``training/env_steps``)."""
+    rows = [m for m in metrics if _number(m.get(TIME_AT_GOAL))]
+    return sorted(rows, key=lambda m: m.get("training/env_steps") if _number(m.get("training/env_steps")) else -1)
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    numbers = [float(v) for v in values if _number(v)]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def run_score(time_at_goal: Sequence[float], success_any: Sequence[float | None], episode_length: int,
+              last: int = LAST_EVALS) -> dict[str, Any]:
+    """The score of a run from its evaluations in order (time at goal in steps, success-any; a missing
+    success-any is None or NaN): ``score`` (normalised), ``time_at_goal`` (steps) and ``success_any``, each
+    the mean over the last ``last`` evaluations (None without evaluations), and ``num_evals``."""
+    if len(success_any) != len(time_at_goal):
+        raise ValueError(f"{len(time_at_goal)} times at goal but {len(success_any)} success-any values")
+    tail = slice(max(0, len(time_at_goal) - last), None)
+    return {
+        "score": _mean([normalised(t, episode_length) for t in time_at_goal[tail]]),
+        "time_at_goal": _mean(time_at_goal[tail]),
+        "success_any": _mean(success_any[tail]),
+        "num_evals": len(time_at_goal),
+    }
+
+
+def score_of_metrics(metrics: Iterable[dict[str, Any]], episode_length: int, last: int = LAST_EVALS) -> dict[str, Any]:
+    """:func:`run_score` of a run's ``metrics.jsonl`` rows (``rlscale.run_dir.read_metrics``)."""
+    evals = evaluations(metrics)
+    return run_score([m[TIME_AT_GOAL] for m in evals], [m.get(SUCCESS_ANY) for m in evals], episode_length, last)
