@@ -137,7 +137,7 @@ def test_pictures_of_a_point_maze_run(trained, tmp_path, capsys):
     assert not (tmp_path / "out.html").exists()
 
 
-def test_pictures_and_viewer_of_an_ant_maze_run(tmp_path, capsys):
+def test_pictures_and_viewer_of_an_ant_maze_run(tmp_path, capsys, monkeypatch):
     """Trajectories, critic map and the HTML viewer of a (barely) trained ant-maze run, on the CPU."""
     from html.parser import HTMLParser
 
@@ -180,14 +180,51 @@ def test_pictures_and_viewer_of_an_ant_maze_run(tmp_path, capsys):
     assert {k: v for k, v in after.items() if k in before} == before
     assert all(k.startswith("eval/") for k in set(after) - set(before))
     capsys.readouterr()
-    # A video: an MP4 where an offscreen renderer exists, else one clear line and nothing written.
+    # A video: an MP4 where an offscreen renderer exists (probed here, independently of the command),
+    # else one clear line and nothing written.
     video = tmp_path / "out.mp4"
     code = main(["eval", str(run), "--episodes", "1", "--video", str(video)])
-    if code == 0:
-        assert video.read_bytes()[4:8] == b"ftyp"
+    if _offscreen_renderer_available():
+        assert code == 0 and video.read_bytes()[4:8] == b"ftyp"
     else:
         assert code == 2 and "no offscreen renderer available for --video" in capsys.readouterr().err
         assert not video.exists()
+    _check_video_frames_without_a_renderer(run, tmp_path, monkeypatch)
+
+
+def _offscreen_renderer_available() -> bool:
+    try:
+        import imageio.v3  # noqa: F401
+        import mujoco
+
+        mujoco.Renderer(mujoco.MjModel.from_xml_string("<mujoco/>"), 8, 8)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means no renderer, as for the command
+        return False
+
+
+def _check_video_frames_without_a_renderer(run, tmp_path, monkeypatch):
+    """The video's path where no GL context exists: a stand-in renderer and writer receive what the real
+    ones would, the active physics states of each episode in turn, and the file is written whole."""
+    import types
+
+    import mujoco
+    import numpy as np
+    from brax.io import image
+
+    written = {}
+    monkeypatch.setattr(mujoco, "Renderer", lambda model, height, width: None)
+    monkeypatch.setattr(image, "render_array", lambda system, frames, height, width: np.zeros((len(frames), height, width, 3), np.uint8))
+    fake_v3 = types.SimpleNamespace(imwrite=lambda path, pixels, extension, fps: (
+        written.update(shape=pixels.shape, extension=extension, fps=fps), open(path, "wb").write(b"\0\0\0\0ftyp")))
+    monkeypatch.setitem(sys.modules, "imageio", types.SimpleNamespace(v3=fake_v3))
+    monkeypatch.setitem(sys.modules, "imageio.v3", fake_v3)
+    video = tmp_path / "stand_in.mp4"
+    assert main(["eval", str(run), "--episodes", "2", "--video", str(video)]) == 0
+    assert video.read_bytes() == b"\0\0\0\0ftyp" and not list(tmp_path.glob("*.tmp*"))
+    # Two episodes of the tiny ant maze, none ending early: every step and the start state of each.
+    assert written["shape"] == (2 * (TINY["episode_length"] + 1), 240, 320, 3) and written["extension"] == ".mp4"
+    assert written["fps"] > 0
 
 
 # --- one way to act, one rollout ---------------------------------------------------------------
