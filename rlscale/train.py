@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import threading
@@ -179,6 +180,37 @@ def _saved_tree(state: TrainingState, rng: jax.Array, with_buffer: bool) -> dict
     return tree
 
 
+# The host loop keeps every seed's arrays stacked on a leading seed axis, one seed included; checkpoints
+# and metric rows are per seed, without that axis (a seed's files are those of a run of its own).
+
+
+def _stack(trees: list) -> Any:
+    """Trees of identical structure, stacked on a new leading seed axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _seed_slice(tree: Any, i: int) -> Any:
+    """Seed ``i``'s part of a tree stacked over seeds."""
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def _over_seeds(fn, num_seeds: int):
+    """``fn`` mapped over the leading seed axis of its arguments and results.
+
+    A group of one runs ``fn`` itself on the squeezed arguments (reshapes, free in XLA) rather than
+    ``jax.vmap``: vmap's batched kernels round differently, and a run of one seed must reproduce the
+    numbers of the same run trained before seed groups."""
+    if num_seeds > 1:
+        return jax.vmap(fn)
+
+    @functools.wraps(fn)  # the program keeps fn's name (jit_epoch, ...)
+    def one_seed(*args):
+        out = fn(*jax.tree.map(lambda x: jnp.squeeze(x, 0), args))
+        return jax.tree.map(lambda x: jnp.expand_dims(x, 0), out)
+
+    return one_seed
+
+
 @dataclasses.dataclass
 class _SeedRun:
     """One seed's run directory and what the host loop keeps for it."""
@@ -190,6 +222,17 @@ class _SeedRun:
     last_good: Path | None = None
     log: rd.MetricsLog | None = None
     writer: ckpt.CheckpointWriter | None = None
+
+
+@dataclasses.dataclass
+class _EpochResult:
+    """One epoch of every seed, on the host: metrics stacked over seeds, and its timing."""
+
+    done: int  # epochs complete after this one
+    train_metrics: dict
+    per_episode: dict
+    train_seconds: float
+    eval_seconds: float
 
 
 def seed_configs(
@@ -276,14 +319,9 @@ def train_seeds(
     console = console or Console(soft_wrap=True)
     mesh = parallel.make_mesh(num_devices)
     if resume is not None:
-        paths = [Path(p) for p in resume]
-        cfgs = []
-        for path in paths:
-            stored = rd.read_config(path)
-            cfgs.append(TrainConfig.from_dict(stored["config"], source=str(path / rd.CONFIG_FILE)))
-        cfgs = [dataclasses.replace(c, run_dir=str(p)) for c, p in zip(cfgs, paths)]
-        check_same_but_seed(cfgs)
+        cfgs = _stored_configs([Path(p) for p in resume])
         trainer = Trainer(cfgs[0], mesh)
+        paths = [Path(c.run_dir) for c in cfgs]
     else:
         assert cfg is not None
         cfgs = seed_configs(cfg, num_seeds, seeds, run_dirs)
@@ -291,20 +329,10 @@ def train_seeds(
         trainer = Trainer(cfgs[0], mesh)  # validates everything before a file is written
         if cfg.wandb:
             _import_wandb()
-        for c in cfgs:  # refuse an existing directory before creating any
-            rd.check_new(c.run_dir)
-        paths = [rd.create(c.run_dir) for c in cfgs]
-        for c, path in zip(cfgs, paths):
-            info = {"config": c.to_dict(), "config_schema": CONFIG_SCHEMA, "plan": dataclasses.asdict(trainer.plan),
-                    "environment": rd.environment_info()}
-            if len(cfgs) > 1:
-                info["trained_with_seeds"] = [other.seed for other in cfgs]
-            rd.write_atomic(path / rd.CONFIG_FILE, rd.dumps_json(info))
-    grouped = len(cfgs) > 1
+        paths = _create_run_dirs(cfgs, trainer.plan)
     run_plan = trainer.plan
     enable_compilation_cache(paths[0], compilation_cache)
     members = [_SeedRun(cfg=c, path=p, keys=run_keys(c.seed)) for c, p in zip(cfgs, paths)]
-    stacked_keys = {name: jnp.stack([m.keys[name] for m in members]) for name in members[0].keys}
 
     t_start = time.perf_counter()
     # Restore before anything is written, so that a bad checkpoint leaves the run directories untouched.
@@ -316,87 +344,31 @@ def train_seeds(
             console.print(f"{m.path}: dropped {dropped} metric rows written after the last checkpoint")
         m.writer = ckpt.CheckpointWriter(m.path, m.cfg.keep_checkpoints)
 
-    _print_plan(console, members[0].cfg, run_plan, trainer, paths[0] if not grouped else paths[0].parent)
+    grouped = len(members) > 1
+    _print_plan(console, members[0].cfg, run_plan, trainer, paths[0].parent if grouped else paths[0])
     if grouped:
         console.print(f"{len(members)} seeds ({', '.join(str(m.cfg.seed) for m in members)}) in one vmapped program")
     try:
         if start_epoch >= run_plan.num_epochs:
             console.print(f"[green]{', '.join(map(str, paths))}: already complete ({run_plan.num_epochs} epochs)")
             return paths
-        epoch, evaluate = trainer.epoch, trainer.evaluate
-        if grouped:
-            epoch, evaluate = jax.vmap(epoch), jax.vmap(evaluate)
-        train_key = stacked_keys["train"] if grouped else members[0].keys["train"]
-        eval_keys = stacked_keys["eval"] if grouped else members[0].keys["eval"]
-        sharded = {}
-        if mesh is not None:
-            shardings = parallel.training_state_shardings(state, mesh, seed_axes=int(grouped))
-            state = jax.device_put(state, shardings)
-            sharded = {"out_shardings": (shardings, parallel.replicated(mesh))}
-            console.print(f"data parallel over {mesh.size} devices: {mesh.devices.tolist()}")
-        compile_start = time.perf_counter()
-        epoch_fn = jax.jit(epoch, donate_argnums=0, **sharded).lower(state, train_key).compile()
-        eval_fn = jax.jit(evaluate).lower(state.learner.actor_params, eval_keys).compile()
-        compile_seconds = time.perf_counter() - compile_start
-        console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
-
+        state, epoch_fn, eval_fn, compile_seconds = _compile(trainer, state, members, console)
         sigterm = threading.Event()
         with _sigterm_sets(sigterm):
             for epoch_index in range(start_epoch, run_plan.num_epochs):
-                t0 = time.perf_counter()
-                epoch_keys = [jax.random.fold_in(m.keys["train"], epoch_index) for m in members]
-                state, train_metrics = epoch_fn(state, jnp.stack(epoch_keys) if grouped else epoch_keys[0])
-                train_metrics = jax.device_get(train_metrics)
-                t1 = time.perf_counter()
-                finite = train_metrics.pop("all_finite")
-                for i, m in enumerate(members):
-                    if not bool(finite[i] if grouped else finite):
-                        raise NonFiniteError(
-                            f"non-finite loss or parameters in epoch {epoch_index + 1}; nothing was saved for it; "
-                            f"last good checkpoint: {m.last_good or 'none'}" + (f" (seed {m.cfg.seed}, {m.path})" if grouped else "")
-                        )
-                ekeys = [eval_key(m.cfg.seed, epoch_index) for m in members]
-                per_episode = jax.device_get(eval_fn(state.learner.actor_params, jnp.stack(ekeys) if grouped else ekeys[0]))
-                t2 = time.perf_counter()
-                done = epoch_index + 1
-                env_steps = run_plan.env_steps_after(done)
-                checkpoint_now = done % members[0].cfg.checkpoint_every == 0 or done == run_plan.num_epochs or sigterm.is_set()
-                epoch_steps = run_plan.training_steps_per_epoch
-                for i, m in enumerate(members):
-                    pick = (lambda x, i=i: x[i]) if grouped else (lambda x: x)
-                    m.walltime += t2 - t0
-                    row = {
-                        "epoch": done,
-                        "training/env_steps": env_steps,
-                        "training/sgd_steps": run_plan.sgd_steps_after(done),
-                        **{f"training/{k}": float(pick(v)) for k, v in train_metrics.items()},
-                        # Throughput of the whole process (all its seeds together).
-                        "training/sps": len(members) * epoch_steps * run_plan.env_steps_per_training_step / (t1 - t0),
-                        "training/sgd_sps": len(members) * epoch_steps * run_plan.sgd_steps_per_training_step / (t1 - t0),
-                        **summarize(jax.tree.map(pick, per_episode)),
-                        "time/epoch_seconds": t1 - t0,
-                        "time/eval_seconds": t2 - t1,
-                        "time/compile_seconds": compile_seconds,
-                        "walltime": m.walltime,
-                    }
-                    m.log.append(row)
-                    prefix = f"seed {m.cfg.seed}: " if grouped else ""
-                    _print_row(console, row, run_plan, time.perf_counter() - t_start, epoch_index - start_epoch + 1, prefix)
+                state, result = _train_and_evaluate_epoch(epoch_fn, eval_fn, state, members, epoch_index)
+                checkpoint_now = (
+                    result.done % members[0].cfg.checkpoint_every == 0 or result.done == run_plan.num_epochs or sigterm.is_set()
+                )
+                for i, m in enumerate(members):  # each seed's row, then its checkpoint
+                    m.walltime += result.train_seconds + result.eval_seconds
+                    row = _metrics_row(result, i, run_plan, len(members), m.walltime, compile_seconds)
+                    _log_epoch(console, m, row, run_plan, time.perf_counter() - t_start, result.done - start_epoch, grouped)
                     if checkpoint_now:
-                        meta = {
-                            "config": m.cfg.to_dict(),
-                            "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": run_plan.sgd_steps_after(done)},
-                            "walltime": m.walltime,
-                            "has_buffer": m.cfg.save_buffer,
-                            "task": m.cfg.env,
-                            "eval_task": trainer.eval_task.spec.name,
-                            "state_size": trainer.spec.state_size,
-                        }
-                        seed_state = jax.tree.map(pick, state)
-                        m.last_good = m.writer.save(env_steps, _saved_tree(seed_state, m.keys["init"], m.cfg.save_buffer), meta)
-                if sigterm.is_set() and done < run_plan.num_epochs:
+                        _save_epoch(trainer, m, _seed_slice(state, i), result.done)
+                if sigterm.is_set() and result.done < run_plan.num_epochs:
                     where = ", ".join(str(m.last_good) for m in members)
-                    console.print(f"[yellow]SIGTERM: stopped after epoch {done} with checkpoint {where}; resume with --resume")
+                    console.print(f"[yellow]SIGTERM: stopped after epoch {result.done} with checkpoint {where}; resume with --resume")
                     raise Preempted(where)
     finally:
         for m in members:
@@ -406,6 +378,113 @@ def train_seeds(
                 m.log.close()
     console.print(f"[green]done: {', '.join(map(str, paths))} ({run_plan.total_env_steps:,} env steps, {run_plan.total_sgd_steps:,} SGD steps)")
     return paths
+
+
+def _stored_configs(paths: list[Path]) -> list[TrainConfig]:
+    """The configs of runs to resume, from their ``config.json``, each with its run directory."""
+    cfgs = []
+    for path in paths:
+        stored = rd.read_config(path)
+        cfg = TrainConfig.from_dict(stored["config"], source=str(path / rd.CONFIG_FILE))
+        cfgs.append(dataclasses.replace(cfg, run_dir=str(path)))
+    check_same_but_seed(cfgs)
+    return cfgs
+
+
+def _create_run_dirs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
+    """Each seed's new run directory with its ``config.json``; refuses an existing one before creating any."""
+    for c in cfgs:
+        rd.check_new(c.run_dir)
+    paths = [rd.create(c.run_dir) for c in cfgs]
+    for c, path in zip(cfgs, paths):
+        info = {"config": c.to_dict(), "config_schema": CONFIG_SCHEMA, "plan": dataclasses.asdict(run_plan),
+                "environment": rd.environment_info()}
+        if len(cfgs) > 1:
+            info["trained_with_seeds"] = [other.seed for other in cfgs]
+        rd.write_atomic(path / rd.CONFIG_FILE, rd.dumps_json(info))
+    return paths
+
+
+def _compile(trainer: Trainer, state: TrainingState, members: list[_SeedRun], console: Console):
+    """``(state, epoch_fn, eval_fn, compile_seconds)``: the epoch and the evaluation over the seed axis,
+    compiled ahead of the loop; with a mesh, the state placed on it."""
+    mesh = trainer.mesh
+    sharded = {}
+    if mesh is not None:
+        shardings = parallel.training_state_shardings(state, mesh, seed_axes=1)
+        state = jax.device_put(state, shardings)
+        sharded = {"out_shardings": (shardings, parallel.replicated(mesh))}
+        console.print(f"data parallel over {mesh.size} devices: {mesh.devices.tolist()}")
+    start = time.perf_counter()
+    epoch = jax.jit(_over_seeds(trainer.epoch, len(members)), donate_argnums=0, **sharded)
+    epoch_fn = epoch.lower(state, _stack([m.keys["train"] for m in members])).compile()
+    evaluate = jax.jit(_over_seeds(trainer.evaluate, len(members)))
+    eval_fn = evaluate.lower(state.learner.actor_params, _stack([m.keys["eval"] for m in members])).compile()
+    compile_seconds = time.perf_counter() - start
+    console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
+    return state, epoch_fn, eval_fn, compile_seconds
+
+
+def _train_and_evaluate_epoch(epoch_fn, eval_fn, state: TrainingState, members: list[_SeedRun], epoch_index: int):
+    """``(state, result)`` after epoch ``epoch_index`` (0-based) of every seed and the evaluation of its
+    actor; a seed whose loss or parameters went non-finite stops the run before anything is written."""
+    t0 = time.perf_counter()
+    epoch_keys = _stack([jax.random.fold_in(m.keys["train"], epoch_index) for m in members])
+    state, train_metrics = epoch_fn(state, epoch_keys)
+    train_metrics = jax.device_get(train_metrics)
+    t1 = time.perf_counter()
+    finite = train_metrics.pop("all_finite")
+    for m, seed_finite in zip(members, finite):
+        if not bool(seed_finite):
+            raise NonFiniteError(
+                f"non-finite loss or parameters in epoch {epoch_index + 1}; nothing was saved for it; "
+                f"last good checkpoint: {m.last_good or 'none'}" + (f" (seed {m.cfg.seed}, {m.path})" if len(members) > 1 else "")
+            )
+    eval_keys = _stack([eval_key(m.cfg.seed, epoch_index) for m in members])
+    per_episode = jax.device_get(eval_fn(state.learner.actor_params, eval_keys))
+    t2 = time.perf_counter()
+    return state, _EpochResult(epoch_index + 1, train_metrics, per_episode, train_seconds=t1 - t0, eval_seconds=t2 - t1)
+
+
+def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, walltime: float, compile_seconds: float) -> dict:
+    """Seed ``i``'s metrics row of the epoch."""
+    epoch_steps = p.training_steps_per_epoch
+    return {
+        "epoch": result.done,
+        "training/env_steps": p.env_steps_after(result.done),
+        "training/sgd_steps": p.sgd_steps_after(result.done),
+        **{f"training/{k}": float(v[i]) for k, v in result.train_metrics.items()},
+        # Throughput of the whole process (all its seeds together).
+        "training/sps": num_seeds * epoch_steps * p.env_steps_per_training_step / result.train_seconds,
+        "training/sgd_sps": num_seeds * epoch_steps * p.sgd_steps_per_training_step / result.train_seconds,
+        **summarize(_seed_slice(result.per_episode, i)),
+        "time/epoch_seconds": result.train_seconds,
+        "time/eval_seconds": result.eval_seconds,
+        "time/compile_seconds": compile_seconds,
+        "walltime": walltime,
+    }
+
+
+def _log_epoch(console: Console, m: _SeedRun, row: dict, p: Plan, elapsed: float, epochs_done_here: int, grouped: bool) -> None:
+    """Append a seed's metrics row to its run's logs and print it (prefixed by the seed in a group)."""
+    m.log.append(row)
+    _print_row(console, row, p, elapsed, epochs_done_here, f"seed {m.cfg.seed}: " if grouped else "")
+
+
+def _save_epoch(trainer: Trainer, m: _SeedRun, seed_state: TrainingState, done: int) -> None:
+    """Checkpoint one seed's state (no seed axis: the shapes of a run trained alone) after ``done`` epochs."""
+    p = trainer.plan
+    env_steps = p.env_steps_after(done)
+    meta = {
+        "config": m.cfg.to_dict(),
+        "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": p.sgd_steps_after(done)},
+        "walltime": m.walltime,
+        "has_buffer": m.cfg.save_buffer,
+        "task": m.cfg.env,
+        "eval_task": trainer.eval_task.spec.name,
+        "state_size": trainer.spec.state_size,
+    }
+    m.last_good = m.writer.save(env_steps, _saved_tree(seed_state, m.keys["init"], m.cfg.save_buffer), meta)
 
 
 @contextlib.contextmanager
@@ -423,18 +502,15 @@ def _sigterm_sets(event: threading.Event):
 
 def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, console: Console):
     """``(state, start_epoch)`` from the latest checkpoints (common to all seeds), or fresh; sets each
-    member's walltime and last good checkpoint. The state is stacked over seeds when there are several."""
-    grouped = len(members) > 1
-
-    def stack(trees):
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees) if grouped else trees[0]
-
+    member's walltime and last good checkpoint. The state is stacked over the seeds (a leading axis,
+    also for one seed); checkpoints are per seed, without it."""
+    num_seeds = len(members)
     latest = [ckpt.latest_step(m.path) if resuming else None for m in members]
     if any(step is None for step in latest):
         if resuming:
             console.print(f"{', '.join(str(m.path) for m in members)}: no complete checkpoint; starting from the beginning")
-        init = jax.vmap(trainer.init) if grouped else trainer.init
-        return jax.jit(init)(stack([m.keys["init"] for m in members])), 0
+        init = jax.jit(_over_seeds(trainer.init, num_seeds))
+        return init(_stack([m.keys["init"] for m in members])), 0
     # Seeds save together; if a stop came between their saves, go back to the last step they all have.
     step = min(latest)
     missing = [str(m.path) for m in members if step not in ckpt.list_steps(m.path)]
@@ -456,11 +532,11 @@ def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, co
             ckpt.step_path(m.path, newer).rename(moved)
             console.print(f"[yellow]{m.path}: checkpoint {newer} is past the seeds' common step {step}; moved to {moved}")
     if restored[0][1]["has_buffer"]:
-        state = stack([TrainingState(s["learner"], s["env_state"], s["buffer"]) for s, _ in restored])
+        state = _stack([TrainingState(s["learner"], s["env_state"], s["buffer"]) for s, _ in restored])
     else:
-        refill = jax.vmap(trainer.init_env_and_buffer) if grouped else trainer.init_env_and_buffer
-        refill_keys = stack([jax.random.fold_in(m.keys["refill"], start_epoch) for m in members])
-        state = jax.jit(refill)(stack([s["learner"] for s, _ in restored]), refill_keys)
+        refill = jax.jit(_over_seeds(trainer.init_env_and_buffer, num_seeds))
+        refill_keys = _stack([jax.random.fold_in(m.keys["refill"], start_epoch) for m in members])
+        state = refill(_stack([s["learner"] for s, _ in restored]), refill_keys)
         console.print(
             f"[yellow]no buffer in the checkpoint: refilled it with {trainer.plan.prefill_env_steps:,} fresh env steps (not counted)"
         )

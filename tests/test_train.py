@@ -1,22 +1,47 @@
+import io
 import json
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from flax import serialization
 from helpers import TINY, without_timing
+from rich.console import Console
 
 from rlscale import checkpoint as ckpt
 from rlscale import losses
 from rlscale import run_dir as rd
 from rlscale.config import CONFIG_SCHEMA, TrainConfig, config_for, plan
-from rlscale.train import NonFiniteError, train
+from rlscale.train import NonFiniteError, Trainer, run_keys, train
+
+# A single-seed run of commit 457363c, whose final checkpoint was written before seed groups (tests/test_run_ids.py).
+OLD_RUN = Path(__file__).parent / "fixtures" / "whole_config_ids" / "runs_root" / "whole_config_ids" / "point_u_maze_d4_w16_b32_s0_69228c99"
 
 
 def _run(tmp_path, name, **overrides):
     cfg = TrainConfig(**{**TINY, **overrides, "run_dir": str(tmp_path / name)})
     return train(cfg)
+
+
+def _assert_saved_without_seed_axis(run):
+    """The run's latest checkpoint holds the shapes of one seed's state: no leading seed axis, although
+    the host loop stacks the state over seeds (a group of one for a run of its own)."""
+    cfg = TrainConfig.from_dict(rd.read_config(run)["config"])
+    state = jax.eval_shape(Trainer(cfg).init, run_keys(cfg.seed)["init"])
+    expected = {"learner": state.learner, "rng": run_keys(cfg.seed)["init"]}
+    if cfg.save_buffer:
+        expected.update(env_state=state.env_state, buffer=state.buffer)
+    saved, _ = ckpt.restore_raw(run, ckpt.latest_step(run))
+
+    def shapes(tree):
+        leaves = jax.tree_util.tree_leaves_with_path(serialization.to_state_dict(tree))
+        return {jax.tree_util.keystr(path): (tuple(x.shape), str(x.dtype)) for path, x in leaves}
+
+    assert shapes(saved) == shapes(expected)
 
 
 def test_run_directory_is_self_describing(tmp_path):
@@ -92,6 +117,7 @@ def _interrupt_second_checkpoint(monkeypatch):
 @pytest.mark.parametrize("save_buffer", [True, False])
 def test_kill_and_resume(tmp_path, monkeypatch, save_buffer):
     reference = rd.read_metrics(_run(tmp_path, "reference", save_buffer=save_buffer))
+    _assert_saved_without_seed_axis(tmp_path / "reference")
     with monkeypatch.context() as patch:
         _interrupt_second_checkpoint(patch)
         with pytest.raises(Interrupted):
@@ -109,6 +135,24 @@ def test_kill_and_resume(tmp_path, monkeypatch, save_buffer):
     else:  # same learner at the restart point, different (refilled) data afterwards
         assert without_timing(rows[0]) == without_timing(reference[0])
     assert rows[-1]["walltime"] >= rows[0]["walltime"]
+
+
+def test_resume_from_a_checkpoint_of_an_earlier_version(tmp_path):
+    """A single-seed checkpoint written before seed groups (commit 457363c, no buffer) resumes; the copied
+    run is given a third epoch (same epoch length) so that there is something left to train."""
+    run = Path(shutil.copytree(OLD_RUN, tmp_path / "old"))
+    info = json.loads((run / "config.json").read_text())
+    info["config"].update(total_env_steps=560, num_evals=3)
+    (run / "config.json").write_text(json.dumps(info))
+    old_rows = (run / "metrics.jsonl").read_text()
+    out = io.StringIO()
+    train(resume=run, console=Console(file=out, soft_wrap=True))
+    assert f"resuming {run} at epoch 2/3 from {ckpt.step_path(run, 400)}" in out.getvalue()
+    assert (run / "metrics.jsonl").read_text().startswith(old_rows)  # its rows kept as written, not retrained
+    rows = rd.read_metrics(run)
+    assert [r["training/env_steps"] for r in rows] == [240, 400, 560] and np.isfinite(rows[-1]["training/critic_loss"])
+    assert ckpt.list_steps(run) == [560]  # keep_checkpoints 1
+    _assert_saved_without_seed_axis(run)
 
 
 def test_resume_of_a_finished_run_trains_nothing(tmp_path):
