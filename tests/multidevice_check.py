@@ -1,7 +1,8 @@
 """Run by tests/test_parallel.py in a process with 4 CPU devices (XLA_FLAGS set before JAX starts).
 
-Prints one JSON line: how the sharded SGD step compares with the single-device one, and the first
-metric rows of a tiny run trained on 4 devices and on 1.
+Prints one JSON line: how the sharded SGD step compares with the single-device one, the metric rows of a
+tiny run trained on 4 devices and on 1, and where each run's training loop held its state (the buffer
+split across the devices, the learner replicated), so that a run that ignored the mesh fails the check.
 """
 
 import json
@@ -10,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -21,6 +21,7 @@ from rlscale import run_dir as rd  # noqa: E402
 from rlscale.agent import Agent  # noqa: E402
 from rlscale.buffer import Transitions  # noqa: E402
 from rlscale.config import TrainConfig  # noqa: E402
+from rlscale import train as train_module  # noqa: E402
 from rlscale.train import Trainer, train  # noqa: E402
 
 assert len(jax.devices()) == 4, jax.devices()
@@ -50,24 +51,47 @@ params_moved = max(
     for a, b in zip(jax.tree.leaves(single.critic_params), jax.tree.leaves(learner.critic_params))
 )
 
+
+def data_parallel_placement(state) -> dict:
+    """Where a training state lives: the replay buffer's stored steps (obs, action, trajectory ids) split
+    across the mesh's devices, every learner array replicated on all of them."""
+    stored = [state.buffer.obs, state.buffer.action, state.buffer.traj_id]
+    learner_leaves = jax.tree.leaves(state.learner)
+    return {
+        "buffer_split_over_4": all(len(x.sharding.device_set) == 4 and not x.sharding.is_fully_replicated for x in stored),
+        "learner_replicated_on_4": all(len(x.sharding.device_set) == 4 and x.sharding.is_fully_replicated for x in learner_leaves),
+    }
+
+
+# The state the training loop itself holds after each epoch (not a state this script placed).
+trained_states = []
+_epoch = train_module._train_and_evaluate_epoch
+
+
+def _capturing_epoch(*args, **kwargs):
+    state, result = _epoch(*args, **kwargs)
+    trained_states.append(state)
+    return state, result
+
+
+train_module._train_and_evaluate_epoch = _capturing_epoch
 runs = tempfile.mkdtemp()
-rows = {}
+rows, placement = {}, {}
 for n in (4, 1):
+    trained_states.clear()
     run = train(TrainConfig(**{**TINY, "run_dir": f"{runs}/devices{n}"}), num_devices=n)
     rows[n] = [without_timing(r) for r in rd.read_metrics(run)]
+    placement[n] = data_parallel_placement(trained_states[-1])
 try:
     Trainer(TrainConfig(**{**TINY, "num_envs": 6}), mesh)
     indivisible_error = ""
 except ValueError as err:
     indivisible_error = str(err)
-sharded_buffer_devices = len(jax.device_put(jnp.zeros((8, 4)), parallel.split_axis(mesh, 1)).sharding.device_set)
 print(json.dumps({
-    "batch_devices": len(sharded_batch.state.sharding.device_set),
-    "params_devices": len(jax.tree.leaves(sharded.critic_params)[0].sharding.device_set),
     "relative_gap": gap,
     "params_moved": params_moved,
     "loss_gap": abs(float(sharded_metrics["critic_loss"]) - float(single_metrics["critic_loss"])),
     "rows": {str(n): r for n, r in rows.items()},
-    "split_buffer_devices": sharded_buffer_devices,
+    "placement": {str(n): p for n, p in placement.items()},
     "indivisible_error": indivisible_error,
 }))

@@ -26,7 +26,10 @@ def _assert_rows_close(rows, reference, rtol=1e-4):
         row, ref = without_timing(row), without_timing(ref)
         assert row.keys() == ref.keys()
         for key in ref:
-            np.testing.assert_allclose(row[key], ref[key], rtol=rtol, atol=1e-5, err_msg=key)
+            # An argmax hit rate: a near-tie of two logits, whose last bits differ between a vmapped or
+            # sharded program and a single one, can flip one sample; allow two samples of a minibatch.
+            atol = 2 / TINY["batch_size"] if key.endswith("categorical_accuracy") else 1e-5
+            np.testing.assert_allclose(row[key], ref[key], rtol=rtol, atol=atol, err_msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,10 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["batch_devices"] == 4 and result["params_devices"] == 4 and result["split_buffer_devices"] == 4
+    # The state the 4-device run trained is placed on the mesh; the 1-device run's is not, so the
+    # check can fail.
+    assert result["placement"]["4"] == {"buffer_split_over_4": True, "learner_replicated_on_4": True}
+    assert result["placement"]["1"] == {"buffer_split_over_4": False, "learner_replicated_on_4": False}
     # The sharded SGD step's update is the single-device one (up to summation order) and not a no-op.
     assert result["params_moved"] > 1e-5
     assert result["relative_gap"] < 1e-4 and result["loss_gap"] < 1e-5
