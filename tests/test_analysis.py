@@ -272,6 +272,7 @@ def tiny_sweep(tmp_path_factory):
     return root / "tiny"
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 def test_notebook_runs_top_to_bottom_on_a_fixture_sweep(tiny_sweep, tmp_path):
     nbformat = pytest.importorskip("nbformat")
@@ -292,6 +293,7 @@ def test_notebook_runs_top_to_bottom_on_a_fixture_sweep(tiny_sweep, tmp_path):
     assert (tmp_path / "out" / "fits.csv").is_file()
 
 
+@pytest.mark.slow
 def test_plot_of_a_real_sweep(tiny_sweep, tmp_path, capsys):
     assert cli_main(["plot", str(tiny_sweep), "--out", str(tmp_path), "--reps", "100"]) == 0
     text = capsys.readouterr().out

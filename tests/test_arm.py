@@ -12,9 +12,6 @@ import pytest
 
 from rlscale import envs
 from rlscale.envs import arm
-from rlscale import run_dir as rd
-from rlscale.config import TrainConfig
-from rlscale.train import train
 
 ARM_TASKS = ["arm_reach", "arm_push_easy", "arm_push_hard", "arm_binpick_easy", "arm_binpick_hard"]
 # Constant actions for the servo test: targets inside the joint ranges, gripper well above the table.
@@ -48,6 +45,7 @@ def servo_run(push):
 # --- the model (no compilation) -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARM_TASKS)
 def test_model_settings_and_explicit_contacts_only(name):
     task = envs.make(name)
@@ -82,6 +80,7 @@ def test_model_settings_and_explicit_contacts_only(name):
     assert m.nmocap == 1  # the visual goal marker
 
 
+@pytest.mark.slow
 def test_bin_walls_collide_with_the_cube():
     """A cube dropped onto a bin wall rests on top of it (MuJoCo on the CPU, same model)."""
     task = envs.make("arm_binpick_hard")
@@ -103,6 +102,7 @@ def test_assets_load_from_the_package_not_the_working_directory(tmp_path, monkey
 # --- resets (cheap to compile) ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARM_TASKS)
 def test_start_and_goal_distributions(name):
     task = envs.make(name)
@@ -134,6 +134,7 @@ def test_start_and_goal_distributions(name):
 # --- physics (one compiled push step, one reach step) ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_servos_reach_the_effective_targets(push, servo_run):
     task, _ = push
     _, obs = servo_run
@@ -155,6 +156,7 @@ def test_servos_reach_the_effective_targets(push, servo_run):
     np.testing.assert_allclose(obs[-1][:, 0:3], obs[10][:, 0:3], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_gripper_opens_and_closes(servo_run):
     _, obs = servo_run
     closing = SERVO_ACTIONS[:, 4] > 0
@@ -162,12 +164,14 @@ def test_gripper_opens_and_closes(servo_run):
     np.testing.assert_allclose(obs[-1][closing, 16], 0.0, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_cube_falls_onto_the_table_and_rests(servo_run):
     _, obs = servo_run
     assert np.all(obs[0][:, 2] < 0.07)  # it was falling from 0.07
     np.testing.assert_allclose(obs[-1][:, 2], 0.03, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_observation_matches_mujoco_and_success_metrics(push, servo_run):
     """link7 position and velocity are those MuJoCo computes at the state reached; dist/success follow."""
     task, _ = push
@@ -209,6 +213,7 @@ def test_kinematics_matches_mujoco():
         np.testing.assert_allclose(ours_field, getattr(d, field).reshape(-1), atol=2e-5, err_msg=field)
 
 
+@pytest.mark.slow
 def test_one_env_step_matches_mujoco_on_the_cpu(push, servo_run):
     """25 MJX substeps of a small move agree with MuJoCo's own stepping (arm and fingers).
 
@@ -231,6 +236,7 @@ def test_one_env_step_matches_mujoco_on_the_cpu(push, servo_run):
         np.testing.assert_allclose(np.asarray(after.sim.qpos[i, :9]), d.qpos[:9], atol=5e-4)
 
 
+@pytest.mark.slow
 def test_goal_never_enters_the_state_part(push):
     task, step = push
     one = task.reset(jax.random.PRNGKey(4))
@@ -243,6 +249,7 @@ def test_goal_never_enters_the_state_part(push):
     np.testing.assert_allclose(np.asarray(out.obs[:, n:]), np.asarray(batch.goal))
 
 
+@pytest.mark.slow
 def test_reach_holds_link7_and_measures_its_distance():
     task = envs.make("arm_reach")
     assert (task.spec.state_size, task.spec.goal_indices, task.spec.action_size) == (13, (7, 8, 9), 4)
@@ -258,18 +265,3 @@ def test_reach_holds_link7_and_measures_its_distance():
     np.testing.assert_allclose(obs[:, 10:13], 0.0, atol=1e-3)  # settled
     dist = np.linalg.norm(obs[:, 7:10] - np.asarray(state.goal), axis=1)
     np.testing.assert_allclose(np.asarray(state.metrics["dist"]), dist, rtol=1e-5)
-
-
-# --- training ----------------------------------------------------------------------------------------------
-
-
-def test_arm_push_trains_one_epoch_end_to_end(tmp_path):
-    cfg = TrainConfig(
-        env="arm_push_easy", episode_length=10, num_envs=2, unroll_length=5, sgd_steps_per_collection=2,
-        batch_size=8, max_replay_size=30, min_replay_size=10, total_env_steps=30, num_evals=1, num_eval_envs=2,
-        width=16, tensorboard=False, run_dir=str(tmp_path / "arm"),
-    )
-    rows = rd.read_metrics(train(cfg))
-    assert [r["training/env_steps"] for r in rows] == [30]
-    row = rows[0]
-    assert np.isfinite(row["training/critic_loss"]) and 0 <= row["eval/episode_success"] <= 10

@@ -28,6 +28,7 @@ def _snapshot(path: Path) -> dict:
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_train_and_resume_from_the_command_line(tmp_path, capsys):
     run = tmp_path / "cli"
     assert main(_args(run)) == 0
@@ -66,6 +67,7 @@ def test_existing_run_dir_is_never_overwritten(tmp_path, capsys):
     assert _snapshot(run) == {"notes.txt": __import__("hashlib").sha256(b"precious").hexdigest()}
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_reported_and_nothing_changes(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(_args(run, num_evals=1, total_env_steps=160)) == 0

@@ -39,6 +39,7 @@ def test_registry_names_and_unknown_task():
         envs.make("point_u_maze", colour="red")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", envs.names())
 def test_every_task_resets_and_steps_batched(name):
     task = envs.make(name, episode_length=20)
@@ -149,6 +150,7 @@ def test_fresh_goals_each_episode_and_paper_flag():
     assert len(goals_seen(True)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixed_goals", [False, True])
 def test_batch_step_equals_vmapped_single_env_step(fixed_goals):
     # step_batch resets only on steps where some env is done; the result must be the per-env step's exactly,
@@ -174,6 +176,7 @@ def test_batch_step_equals_vmapped_single_env_step(fixed_goals):
     np.testing.assert_array_equal(batched.traj_id, dones.sum(axis=0))
 
 
+@pytest.mark.slow
 def test_state_part_does_not_depend_on_goal():
     for name in ("ant", "reacher", "pusher", "point_u_maze"):
         task = envs.make(name)

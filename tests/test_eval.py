@@ -49,6 +49,7 @@ def test_eval_reproduces_the_runs_last_logged_score(trained, capsys):
     assert [(e["episodes"], e["stochastic"]) for e in entries] == [(4, False), (3, True)]
 
 
+@pytest.mark.slow
 def test_all_checkpoints_and_sweep_comparison(trained, capsys):
     sweep, runs = trained
     assert main(["eval", str(runs[1]), "--all-checkpoints", "--episodes", "2", "--task", "point_u_maze"]) == 0
@@ -60,6 +61,7 @@ def test_all_checkpoints_and_sweep_comparison(trained, capsys):
     assert sorted(r["seed"] for r in rows) == ["0", "1"] and all(r["depth"] == "4" for r in rows)
 
 
+@pytest.mark.slow
 def test_load_policy_in_a_fresh_process_without_the_trainer(trained):
     _, (run, _) = trained
     code = (
@@ -92,6 +94,7 @@ def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys):
     assert _snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_and_run_without_checkpoint(tmp_path, capsys):
     run = train(TrainConfig(**{**TINY, "num_evals": 1, "total_env_steps": 160, "run_dir": str(tmp_path / "run")}))
     for path in (ckpt.step_path(run, 160) / "state").rglob("*"):
@@ -137,6 +140,7 @@ def test_pictures_of_a_point_maze_run(trained, tmp_path, capsys):
     assert not (tmp_path / "out.html").exists()
 
 
+@pytest.mark.slow
 def test_pictures_and_viewer_of_an_ant_maze_run(tmp_path, capsys, monkeypatch):
     """Trajectories, critic map and the HTML viewer of a (barely) trained ant-maze run, on the CPU."""
     from html.parser import HTMLParser

@@ -151,6 +151,7 @@ def _compile_seconds(depth):
     return time.perf_counter() - t0
 
 
+@pytest.mark.slow
 def test_compile_time_does_not_grow_with_depth():
     _compile_seconds(8)  # warm up tracing machinery
     shallow = min(_compile_seconds(16) for _ in range(2))

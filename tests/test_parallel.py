@@ -41,6 +41,7 @@ def seed_group(tmp_path_factory):
     return root, group, alone
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_match_seeds_trained_alone(seed_group):
     root, group, alone = seed_group
     assert group == [root / "group" / "seed3", root / "group" / "seed4"]
@@ -57,6 +58,7 @@ def test_vmapped_seeds_match_seeds_trained_alone(seed_group):
     assert all((p / "eval").is_dir() for p in group)
 
 
+@pytest.mark.slow
 def test_group_resumes_from_the_last_checkpoint_common_to_its_seeds(seed_group, tmp_path):
     root, _, alone = seed_group
     cfg = TrainConfig(**{**TINY, "seed": 3, "save_buffer": True, "checkpoint_every": 1, "run_dir": str(tmp_path / "g")})
@@ -78,6 +80,7 @@ def test_group_resumes_from_the_last_checkpoint_common_to_its_seeds(seed_group, 
         _assert_rows_close(rows, rd.read_metrics(reference))
 
 
+@pytest.mark.slow
 def test_bad_seed_groups_are_refused_and_write_nothing(tmp_path, capsys):
     with pytest.raises(ValueError, match="--num-seeds must be a positive integer, got 0"):
         train_seeds(TrainConfig(**{**TINY, "run_dir": str(tmp_path / "zero")}), 0)
@@ -111,6 +114,7 @@ def test_persistent_compilation_cache_defaults_beside_the_run(tmp_path, monkeypa
         jax.config.update("jax_compilation_cache_dir", previous)
 
 
+@pytest.mark.slow
 def test_data_parallel_on_four_cpu_devices_matches_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, str(REPO / "tests" / "multidevice_check.py")], env=env, cwd=REPO,

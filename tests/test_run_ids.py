@@ -66,6 +66,7 @@ def _variant(tmp_path: Path, base: dict | None = None, grid: dict | None = None)
     return path
 
 
+@pytest.mark.slow
 def test_the_fixture_sweep_retrains_nothing_and_summarises_every_old_directory(root, capsys):
     sweep_dir = root / "whole_config_ids"
     before = _files(root)
@@ -91,6 +92,7 @@ def test_the_fixture_sweep_retrains_nothing_and_summarises_every_old_directory(r
     assert all(f"done     {name}  400 env steps, 2 epochs  -> skip (done)" in out for name in OLD_DIRS)
 
 
+@pytest.mark.slow
 def test_a_fixture_checkpoint_still_evaluates_to_the_numbers_logged_in_training(root):
     from rlscale.checkpoint_eval import evaluate
     from rlscale.policy import load

@@ -228,6 +228,7 @@ def test_paper_depth_budgets_and_eval_tasks():
     assert max((r.config.resolved_critic_depth, r.config.resolved_actor_depth) for r in deep) == (1024, 512)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
 def test_paper_sweeps_dry_run(name, tmp_path, capsys):
     assert cli_main(["sweep", str(SWEEPS / f"{name}.yaml"), "--dry-run", "--runs-root", str(tmp_path)]) == 0
@@ -322,6 +323,7 @@ def test_plot_of_score_against_depth(tmp_path):
 # --- backends on tiny runs ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_proc
 def test_local_sweep_survives_sigkill_reports_failures_and_retries_them(tmp_path, compile_cache, capsys):
     sweep_file = write_sweep(tmp_path / "kill.yaml", {"env": ["point_u_maze"], "seed": [0, 1, 2, 3]})
@@ -384,6 +386,7 @@ def test_local_sweep_survives_sigkill_reports_failures_and_retries_them(tmp_path
     assert (sweep_dir / "summary.csv").read_text() == text
 
 
+@pytest.mark.slow
 @needs_proc
 def test_sigterm_saves_a_checkpoint_and_the_run_is_resumed_not_restarted(tmp_path, compile_cache):
     epochs = 20
@@ -433,6 +436,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_is_resumed_not_restarted(tmp_pat
     assert runs.state(spec) == "done"
 
 
+@pytest.mark.slow
 def test_ray_backend_retries_a_run_whose_worker_died(tmp_path, compile_cache, monkeypatch):
     ray = pytest.importorskip("ray")
     marker = tmp_path / "killed-once"
@@ -456,6 +460,7 @@ def test_ray_backend_retries_a_run_whose_worker_died(tmp_path, compile_cache, mo
     assert len(_summary_rows(root / "ray")) == 2
 
 
+@pytest.mark.slow
 def test_slurm_backend_runs_a_job_array_through_submitit(tmp_path, compile_cache):
     pytest.importorskip("submitit")
     sweep_file = write_sweep(tmp_path / "slurm.yaml", {"env": ["point_u_maze"], "seed": [0, 1]})
@@ -471,6 +476,7 @@ def test_slurm_backend_runs_a_job_array_through_submitit(tmp_path, compile_cache
     assert [r["status"] for r in _summary_rows(root / "slurm")] == ["done", "done"]
 
 
+@pytest.mark.slow
 def test_pack_seeds_trains_runs_differing_only_in_seed_in_one_process(tmp_path, compile_cache, capsys):
     sweep_file = write_sweep(tmp_path / "packed.yaml", {"env": ["point_u_maze"], "gamma": [0.99, 0.9], "seed": [0, 1, 2]})
     root = tmp_path / "runs"
@@ -501,3 +507,32 @@ def test_pack_seeds_trains_runs_differing_only_in_seed_in_one_process(tmp_path, 
     assert {s.run_dir: _snapshot(s.run_dir) for s in specs} == before
     with pytest.raises(sweepfile.SweepError, match="--pack-seeds 0 is not a positive integer"):
         launcher.main([str(sweep_file), "--runs-root", str(root), "--pack-seeds", "0"])
+
+
+def test_ray_and_slurm_backends_describe_their_settings_and_build_their_jobs(tmp_path):
+    """The cluster backends' set-up without a cluster (their real runs are the slow tests above)."""
+    pytest.importorskip("ray")
+    pytest.importorskip("submitit")
+    from rlscale.launch.ray_backend import RayBackend
+    from rlscale.launch.slurm_backend import SlurmBackend
+
+    ray = RayBackend(sweepfile.Ray(address="ray://head:10001", num_gpus=0.5, num_cpus=4, max_retries=2), workers=None)
+    assert ray.describe() == "ray on ray://head:10001, 0.5 GPU(s) and 4 CPU(s) per run, 2 retries"
+    slurm = SlurmBackend(sweepfile.Slurm(cluster="local", partition="gpu", time="1:30:00", gpus=0, cpus=2),
+                         tmp_path / "slurm", "job")
+    parallelism = sweepfile.Slurm().array_parallelism
+    assert slurm.describe() == f"slurm (local), partition gpu, 90 min, 0 GPU(s) and 2 CPU(s) per run, {parallelism} jobs at once"
+    executor = slurm.executor()
+    assert executor.parameters["timeout_min"] == 90
+    assert not any(k.startswith("slurm_") for k in executor.parameters)  # a local executor gets no sbatch options
+
+
+def test_the_child_wrapper_execs_its_command_and_refuses_an_orphan(tmp_path):
+    """launch/_child.py, which starts every training process: it execs the command with the parent's
+    death signal set, and exits 75 (resubmit) when the parent it was given is not its parent."""
+    out = subprocess.run([sys.executable, "-S", runs.CHILD, str(os.getpid()), sys.executable, "-c", "print('ran')"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "ran\n"
+    orphan = subprocess.run([sys.executable, "-S", runs.CHILD, "1", sys.executable, "-c", "print('ran')"],
+                            capture_output=True, text=True, timeout=60)
+    assert orphan.returncode == 75 and orphan.stdout == ""

@@ -11,15 +11,11 @@ import matplotlib.image
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from helpers import TINY
 
 from rlscale import envs
 from rlscale.envs.mazes import HUMANOID_MAZE_SCALE, maze
 from rlscale.envs.render import draw_maze, figure_size, save_maze_png
 from rlscale.envs.wrappers import EpisodeEnv
-from rlscale import run_dir as rd
-from rlscale.config import TrainConfig
-from rlscale.train import train
 
 ANT_MAZES = [n for n in envs.names() if n.startswith("ant_") and "maze" in n]
 HUMANOID_MAZES = [n for n in envs.names() if n.startswith("humanoid_") and "maze" in n]
@@ -39,6 +35,7 @@ NUM_ENVS = 6
 # --- maze facts (no physics compiled) -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ANT_MAZES + HUMANOID_MAZES)
 def test_maze_goals_are_goal_cell_centres_and_start_is_the_reset_cell(name):
     task = envs.make(name)
@@ -59,6 +56,7 @@ def _rows(layout):
     return LAYOUTS[layout.name].strip("\n").splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EVAL_GOALS))
 def test_eval_layouts_hold_only_far_cells_with_the_same_walls(name):
     eval_maze = envs.make(name).maze
@@ -77,6 +75,7 @@ def _geoms(task):
     return {m.geom(i).name: m.geom(i) for i in range(m.ngeom)}
 
 
+@pytest.mark.slow
 def test_maze_models_walls_and_contacts():
     ant = envs.make("ant_big_maze")
     geoms = _geoms(ant)
@@ -102,6 +101,7 @@ def test_maze_models_walls_and_contacts():
     np.testing.assert_allclose(_geoms(envs.make("humanoid"))["floor"].size[:2], [40.0, 40.0])
 
 
+@pytest.mark.slow
 def test_hardest_maze_has_no_eval_layout_and_physics_settings():
     assert envs.make("ant_hardest_maze").spec.eval_task == "ant_hardest_maze"
     assert len(envs.make("ant_hardest_maze").maze.goals) == 45
@@ -129,6 +129,7 @@ def _touching_pairs(sys, poses):
     return np.asarray(jax.jit(jax.vmap(one))(poses))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("robot", ["ant", "humanoid"])
 def test_wall_broad_phase_keeps_every_touching_pair(robot):
     """Random poses all over the biggest maze, many of them against or inside walls: culling the geom–wall
@@ -182,6 +183,7 @@ def ant_u_maze():
     return task, rollout
 
 
+@pytest.mark.slow
 def test_ant_maze_starts_in_the_reset_cell(ant_u_maze):
     task, rollout = ant_u_maze
     env, _ = rollout(False)
@@ -190,6 +192,7 @@ def test_ant_maze_starts_in_the_reset_cell(ant_u_maze):
     assert states.task.obs.shape == (64, 31)
 
 
+@pytest.mark.slow
 def test_ant_maze_fresh_goals_each_episode_and_paper_flag(ant_u_maze):
     _, rollout = ant_u_maze
     actions = jnp.zeros((3 * EPISODE, NUM_ENVS, 8))
@@ -206,6 +209,7 @@ def test_ant_maze_fresh_goals_each_episode_and_paper_flag(ant_u_maze):
     assert sum(len(s) > 1 for s in fresh) >= NUM_ENVS // 2
 
 
+@pytest.mark.slow
 def test_ant_pushed_at_a_wall_does_not_enter_it(ant_u_maze):
     """Torsos thrown at the wall below the start (x < 2 m) at 4 m/s, with random actions, stay out of it."""
     task, rollout = ant_u_maze
@@ -237,6 +241,7 @@ def test_ant_pushed_at_a_wall_does_not_enter_it(ant_u_maze):
 # --- humanoid -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_humanoid_state_part_does_not_depend_on_the_goal():
     task = envs.make("humanoid")
     step = jax.jit(task.step)
@@ -267,6 +272,7 @@ def test_every_task_has_a_gymnasium_id():
         assert envs.gym_id(name) in gymnasium.registry
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["point_u_maze", "ant_u_maze"])
 def test_gymnasium_env_passes_check_env(name):
     env = gymnasium.make(envs.gym_id(name), episode_length=5)
@@ -299,6 +305,7 @@ def test_compute_reward_is_vectorised_and_dense_reward():
         gymnasium.make("rlscale/Reacher-v0", render_mode="rgb_array")
 
 
+@pytest.mark.slow
 def test_vector_env_steps_with_same_step_autoreset():
     vec = gymnasium.make_vec("rlscale/PointUMaze-v0", num_envs=4, vectorization_mode="vector_entry_point", episode_length=3)
     obs, _ = vec.reset(seed=0)
@@ -332,21 +339,3 @@ def test_maze_png_has_the_expected_size(tmp_path):
     assert tuple(fig.get_size_inches()) == pytest.approx(figure_size(maze("humanoid_big_maze_eval", 2.0)))
     with pytest.raises(ValueError, match="task 'reacher' has no maze"):
         save_maze_png("reacher", tmp_path / "r.png")
-
-
-# --- training -----------------------------------------------------------------------------------------
-
-
-def test_ant_maze_trains_end_to_end(tmp_path):
-    """A tiny CRL run on ant_u_maze: trains, evaluates on the far-goal layout, writes metrics."""
-    cfg = TrainConfig(
-        **{
-            **TINY, "env": "ant_u_maze", "episode_length": 10, "num_envs": 2, "unroll_length": 5, "min_replay_size": 10,
-            "max_replay_size": 30, "batch_size": 8, "num_evals": 2, "total_env_steps": 40, "num_eval_envs": 2,
-            "width": 16, "run_dir": str(tmp_path / "ant_maze"),
-        }
-    )
-    run = train(cfg)
-    rows = rd.read_metrics(run)
-    assert [r["training/env_steps"] for r in rows] == [30, 40]
-    assert all(np.isfinite(r["training/critic_loss"]) and 0 <= r["eval/episode_success"] <= 10 for r in rows)

@@ -69,16 +69,26 @@ def test_run_directory_is_self_describing(tmp_path):
     ]
 
 
-def test_ant_trains_end_to_end_on_brax(tmp_path):
-    """The task contract on real physics: a tiny CRL run on Brax's ant, two epochs."""
-    run = _run(
-        tmp_path, "ant", env="ant", episode_length=10, num_envs=2, unroll_length=5, min_replay_size=10,
-        max_replay_size=30, batch_size=8, num_evals=2, total_env_steps=40, num_eval_envs=2, width=16,
-    )
+# Tiny runs on each kind of physics (Brax's ant, an ant maze with walls, the MJX arm): the task contract
+# holds end to end. Two epochs where the budget allows, one for the slower-to-compile arm.
+TINY_PHYSICS = dict(episode_length=10, num_envs=2, unroll_length=5, sgd_steps_per_collection=2, batch_size=8,
+                    max_replay_size=30, min_replay_size=10, num_eval_envs=2, width=16, tensorboard=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env,total_env_steps,num_evals,logged_env_steps", [
+    ("ant", 40, 2, [30, 40]),
+    ("ant_u_maze", 40, 2, [30, 40]),
+    ("arm_push_easy", 30, 1, [30]),
+])
+def test_a_tiny_run_trains_end_to_end_on_real_physics(tmp_path, env, total_env_steps, num_evals, logged_env_steps):
+    cfg = TrainConfig(**TINY_PHYSICS, env=env, total_env_steps=total_env_steps, num_evals=num_evals,
+                      run_dir=str(tmp_path / env))
+    run = train(cfg)
     rows = rd.read_metrics(run)
-    assert [r["training/env_steps"] for r in rows] == [30, 40]
+    assert [r["training/env_steps"] for r in rows] == logged_env_steps
     assert all(np.isfinite(r["training/critic_loss"]) and 0 <= r["eval/episode_success"] <= 10 for r in rows)
-    assert json.loads((run / "config.json").read_text())["config"]["env"] == "ant"
+    assert json.loads((run / "config.json").read_text())["config"]["env"] == env
 
 
 def test_wandb_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
@@ -114,6 +124,7 @@ def _interrupt_second_checkpoint(monkeypatch):
     monkeypatch.setattr(ckpt.CheckpointWriter, "save", save)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("save_buffer", [True, False])
 def test_kill_and_resume(tmp_path, monkeypatch, save_buffer):
     reference = rd.read_metrics(_run(tmp_path, "reference", save_buffer=save_buffer))
@@ -137,6 +148,7 @@ def test_kill_and_resume(tmp_path, monkeypatch, save_buffer):
     assert rows[-1]["walltime"] >= rows[0]["walltime"]
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_of_an_earlier_version(tmp_path):
     """A single-seed checkpoint written before seed groups (commit 457363c, no buffer) resumes; the copied
     run is given a third epoch (same epoch length) so that there is something left to train."""
@@ -163,6 +175,7 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path):
     assert ckpt.list_steps(run) == [160, 240, 320]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_saves_nothing(tmp_path, monkeypatch):
     original = losses.contrastive_loss
 
@@ -193,6 +206,7 @@ def fp32_learning(tmp_path_factory):
     return _learn_point_u_maze(tmp_path_factory.mktemp("fp32") / "learn")
 
 
+@pytest.mark.slow
 def test_crl_learns_point_u_maze_on_cpu(fp32_learning):
     """Depth 4, CPU: success-any ≥ 0.8 on the far goal cells of the U-maze (650 k env steps; its speed is
     measured in benchmarks/, not asserted here on a shared machine)."""
@@ -203,6 +217,7 @@ def test_crl_learns_point_u_maze_on_cpu(fp32_learning):
     assert max(success_any) >= 0.8
 
 
+@pytest.mark.slow
 def test_bfloat16_learns_like_float32(fp32_learning, tmp_path):
     """bf16 matrix products (fp32 parameters, LayerNorm statistics and losses) learn the same task as fp32."""
     rows, seconds = _learn_point_u_maze(tmp_path / "bf16", dtype="bfloat16")
