@@ -256,11 +256,10 @@ def seed_configs(
 def resume_paths(path: str | Path) -> list[Path]:
     """The run directories to resume: ``path`` itself, or the ``seed*`` runs of a ``--num-seeds`` group."""
     path = Path(path)
-    if (path / rd.CONFIG_FILE).exists() or not path.is_dir():
+    if rd.is_started(path) or not path.is_dir():
         return [path]
-    members = [p for p in path.glob("seed*") if p.name[4:].isdigit() and (p / rd.CONFIG_FILE).exists()]
-    members.sort(key=lambda p: int(p.name[4:]))
-    return members or [path]
+    members = [p for p in rd.run_dirs_in(path) if p.name.startswith("seed") and p.name[4:].isdigit()]
+    return sorted(members, key=lambda p: int(p.name[4:])) or [path]
 
 
 def check_same_but_seed(cfgs: list[TrainConfig]) -> None:
