@@ -224,7 +224,7 @@ def _check_video_frames_without_a_renderer(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "imageio", types.SimpleNamespace(v3=fake_v3))
     monkeypatch.setitem(sys.modules, "imageio.v3", fake_v3)
     video = tmp_path / "stand_in.mp4"
-    assert main(["eval", str(run), "--episodes", "2", "--video", str(video)]) == 0
+    assert main(["eval", str(run), "--num-trajectories", "2", "--video", str(video)]) == 0
     assert video.read_bytes() == b"\0\0\0\0ftyp" and not list(tmp_path.glob("*.tmp*"))
     # Two episodes of the tiny ant maze, none ending early: every step and the start state of each.
     assert written["shape"] == (2 * (TINY["episode_length"] + 1), 240, 320, 3) and written["extension"] == ".mp4"
