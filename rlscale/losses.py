@@ -29,11 +29,10 @@ def energy(sa_repr: jax.Array, g_repr: jax.Array, kind: str = "l2") -> jax.Array
     distance would be noise, and its gradient a spike.
     """
     if kind == "l2":
-        sa_norms = jnp.sum(jnp.square(sa_repr), axis=-1)[:, None]
-        g_norms = jnp.sum(jnp.square(g_repr), axis=-1)[None, :]
+        norms = jnp.sum(jnp.square(sa_repr), axis=-1)[:, None] + jnp.sum(jnp.square(g_repr), axis=-1)[None, :]
         products = jnp.matmul(sa_repr, g_repr.T, precision=jax.lax.Precision.HIGHEST)  # not TF32 on a GPU
-        floor = jax.lax.stop_gradient(_CANCELLATION_FLOOR * (sa_norms + g_norms))
-        squared = jnp.maximum(sa_norms + g_norms - 2.0 * products, floor)
+        floor = jax.lax.stop_gradient(_CANCELLATION_FLOOR * norms)
+        squared = jnp.maximum(norms - 2.0 * products, floor)
         off_diagonal = -jnp.sqrt(squared + _NORM_EPSILON)
         return jnp.fill_diagonal(off_diagonal, pair_energy(sa_repr, g_repr, kind), inplace=False)
     if kind == "dot":
