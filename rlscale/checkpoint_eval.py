@@ -106,11 +106,11 @@ def _pictures(args: argparse.Namespace, policies: list[LoadedPolicy]) -> None:
     key = jax.random.PRNGKey(args.seed if args.seed is not None else first.config["seed"])
     for out in filter(None, wanted):
         out.parent.mkdir(parents=True, exist_ok=True)
+    panels = [(f"depth {d}: {p.run_dir.name}", p) for d, p in by_depth.items()]
     if args.trajectories:
-        panels = [(f"depth {d}: {p.run_dir.name}", p) for d, p in by_depth.items()]
         print(f"wrote {visualize.trajectories_figure(panels, args.task, args.num_trajectories, key, args.trajectories)}")
     if args.critic_map:
-        print(f"wrote {visualize.critic_map(first, args.task, args.goal, args.critic_map)}")
+        print(f"wrote {visualize.critic_map(panels, args.task, args.goal, args.critic_map)}")
     if args.render:
         print(f"wrote {visualize.render_html(first, args.task, args.num_trajectories, key, args.render)}")
     if args.video:
@@ -129,7 +129,8 @@ def main(argv: list[str]) -> int:
                         help="maze tasks: the maze from above with trajectories (a sweep: one panel per depth)")
     parser.add_argument("--num-trajectories", type=int, default=8, help="episodes drawn by --trajectories/--render")
     parser.add_argument("--critic-map", type=Path, default=None, metavar="PNG",
-                        help="maze tasks: the critic's value over the free positions for one goal (--goal)")
+                        help="maze tasks: the critic's value over the free positions for one goal (--goal); a sweep: one "
+                             "panel per depth on one colour scale")
     parser.add_argument("--goal", type=float, nargs=2, default=None, metavar=("X", "Y"),
                         help="goal of --critic-map (default: the layout's last goal cell)")
     parser.add_argument("--render", type=Path, default=None, metavar="HTML", help="Brax tasks: interactive trajectory viewer")

@@ -68,21 +68,13 @@ def trajectories_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str |
     return path
 
 
-def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float, float] | None, path: Path,
-               resolution: float = 0.5) -> Path:
-    """−‖φ(s, π(s, g)) − ψ(g)‖ (the critic's value) over the maze's free positions, for one goal."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from rlscale.envs.render import draw_maze, figure_size
-
-    task = make_eval_task(policy, task_name)
+def _critic_values(policy: LoadedPolicy, task: envs.GoalTask, goal_xy: np.ndarray, resolution: float):
+    """The critic's value f(s, π(s, g), g) on a grid over ``task``'s maze (NaN on walls), with the grid's
+    x and y coordinates (``[len(xs), len(ys)]``, ``xs``, ``ys``)."""
     layout = _maze(task)
-    goal_xy = np.asarray(goal_xy if goal_xy is not None else layout.goals[-1], np.float32)
     saved, _ = restore_raw(policy.run_dir, policy.step)
     cfg = policy.config
-    trunk = trunk_config(cfg, "critic")
-    critic = Critic(trunk, cfg["repr_dim"])
+    critic = Critic(trunk_config(cfg, "critic"), cfg["repr_dim"])
     critic_params = jax.tree.map(jnp.asarray, saved["learner"]["critic_params"])
 
     s = layout.scale
@@ -109,17 +101,47 @@ def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float
     value = np.asarray(values(jnp.asarray(state_part), jnp.asarray(goals)))
     image = np.full(len(grid), np.nan)
     image[free] = value[free]
-    image = image.reshape(len(xs), len(ys))
+    return image.reshape(len(xs), len(ys)), xs, ys
+
+
+def critic_map_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str | None,
+                      goal_xy: tuple[float, float] | None, resolution: float = 0.5):
+    """One panel per (title, policy) (a sweep: one per depth): the critic's value f(s, π(s, g), g) over the
+    maze's free positions for one goal, every panel on the same colour scale so that depths compare
+    (the paper's picture: shallow critics follow straight-line distance through walls, deep ones the maze)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from rlscale.envs.render import draw_maze, figure_size
+
+    tasks = [make_eval_task(p, task_name) for _, p in panels]
+    layout = _maze(tasks[0])
+    others = sorted({_maze(t).name for t in tasks} - {layout.name})
+    if others:
+        raise RenderError(f"--critic-map compares runs on one maze; these runs evaluate on {layout.name} and "
+                          f"{', '.join(others)}: choose one with --task")
+    goal_xy = np.asarray(goal_xy if goal_xy is not None else layout.goals[-1], np.float32)
+    maps = [_critic_values(policy, task, goal_xy, resolution) for (_, policy), task in zip(panels, tasks)]
+    finite = np.concatenate([image[np.isfinite(image)] for image, _, _ in maps])
+    scale = Normalize(vmin=float(finite.min()), vmax=float(finite.max()))
     width, height = figure_size(layout)
-    fig = Figure(figsize=(width + 1.0, height), dpi=100)
+    fig = Figure(figsize=(width * len(panels) + 1.0, height), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    draw_maze(layout, ax=ax, title=f"critic value, goal ({goal_xy[0]:.1f}, {goal_xy[1]:.1f}), depth {trunk.depth}")
-    mesh = ax.imshow(image, extent=(ys[0] - resolution / 2, ys[-1] + resolution / 2, xs[-1] + resolution / 2, xs[0] - resolution / 2),
-                     cmap="viridis", alpha=0.85, zorder=2)
-    ax.plot(goal_xy[1], goal_xy[0], "*", color="#d62728", markersize=14, markeredgecolor="black", zorder=3)
-    fig.colorbar(mesh, ax=ax, label="f(s, π(s, g), g)")
-    fig.tight_layout()
+    axes = [fig.add_subplot(1, len(panels), k + 1) for k in range(len(panels))]
+    for ax, (title, _), (image, xs, ys) in zip(axes, panels, maps):
+        draw_maze(layout, ax=ax, title=title)
+        mesh = ax.imshow(image, extent=(ys[0] - resolution / 2, ys[-1] + resolution / 2, xs[-1] + resolution / 2, xs[0] - resolution / 2),
+                         cmap="viridis", norm=scale, alpha=0.85, zorder=2)
+        ax.plot(goal_xy[1], goal_xy[0], "*", color="#d62728", markersize=14, markeredgecolor="black", zorder=3)
+    fig.colorbar(mesh, ax=axes, label=f"f(s, π(s, g), g), goal ({goal_xy[0]:.1f}, {goal_xy[1]:.1f})")
+    return fig
+
+
+def critic_map(panels: list[tuple[str, LoadedPolicy]], task_name: str | None, goal_xy: tuple[float, float] | None,
+               path: Path, resolution: float = 0.5) -> Path:
+    """:func:`critic_map_figure`, written as a PNG at ``path`` (atomically)."""
+    fig = critic_map_figure(panels, task_name, goal_xy, resolution)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png")
     return path

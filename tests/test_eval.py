@@ -140,6 +140,47 @@ def test_pictures_of_a_point_maze_run(trained, tmp_path, capsys):
     assert not (tmp_path / "out.html").exists()
 
 
+def test_critic_maps_of_a_sweep_share_one_colour_scale(trained, tmp_path, capsys):
+    """A sweep of two depths: one critic-map panel per depth, both on the colour scale of all their values."""
+    import numpy as np
+
+    from rlscale import visualize
+    from rlscale.envs.mazes import maze
+    from rlscale.envs.render import figure_size
+    from rlscale.policy import load, make_eval_task
+
+    _, (shallow, _) = trained
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / shallow.name).symlink_to(shallow, target_is_directory=True)
+    deep = train(TrainConfig(**{**TINY, "depth": 8, "run_dir": str(sweep / "run_d8")}))
+    out = tmp_path / "critic.png"
+    assert main(["eval", str(sweep), "--episodes", "2", "--critic-map", str(out), "--goal", "12", "4"]) == 0
+    width, height = figure_size(maze("u_maze_eval"))
+    assert _png_size(out) == (round((2 * width + 1) * 100), round(height * 100))
+
+    panels = [("depth 4", load(shallow)), ("depth 8", load(deep))]
+    fig = visualize.critic_map_figure(panels, None, (12.0, 4.0))
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2
+    values = [visualize._critic_values(p, make_eval_task(p, None), np.float32([12, 4]), 0.5)[0] for _, p in panels]
+    assert not np.allclose(np.nanmin(values[0]), np.nanmin(values[1]))  # the two critics differ
+    for image in images:
+        assert image.norm.vmin == pytest.approx(min(np.nanmin(v) for v in values))
+        assert image.norm.vmax == pytest.approx(max(np.nanmax(v) for v in values))
+    capsys.readouterr()
+    # Runs that evaluate on different mazes are not drawn side by side: a clear error, nothing written.
+    assert main(["eval", str(sweep), "--episodes", "2", "--critic-map", str(tmp_path / "mixed.png"),
+                 "--task", "point_u_maze"]) == 0  # one --task: one maze for every panel
+    big = train(TrainConfig(**{**TINY, "env": "point_big_maze", "run_dir": str(sweep / "run_big")}))
+    assert big.exists()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["eval", str(sweep), "--episodes", "2", "--critic-map", str(tmp_path / "bad.png")]) == 2
+    err = capsys.readouterr().err
+    assert "one maze" in err and "--task" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 @pytest.mark.slow
 def test_pictures_and_viewer_of_an_ant_maze_run(tmp_path, capsys, monkeypatch):
     """Trajectories, critic map and the HTML viewer of a (barely) trained ant-maze run, on the CPU."""
