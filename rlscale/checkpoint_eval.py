@@ -92,7 +92,7 @@ def _pictures(args: argparse.Namespace, policies: list[LoadedPolicy]) -> None:
     """The optional pictures, from the latest checkpoint of each run (one panel per depth for a sweep)."""
     from rlscale import visualize
 
-    wanted = [args.trajectories, args.critic_map, args.render, args.video]
+    wanted = [args.trajectories, args.critic_map, args.embeddings, args.render, args.video]
     if not any(wanted):
         return
     latest: dict[Path, LoadedPolicy] = {}
@@ -111,6 +111,8 @@ def _pictures(args: argparse.Namespace, policies: list[LoadedPolicy]) -> None:
         print(f"wrote {visualize.trajectories_figure(panels, args.task, args.num_trajectories, key, args.trajectories)}")
     if args.critic_map:
         print(f"wrote {visualize.critic_map(panels, args.task, args.goal, args.critic_map)}")
+    if args.embeddings:
+        print(f"wrote {visualize.embeddings(panels, args.task, args.num_trajectories, key, args.embeddings)}")
     if args.render:
         print(f"wrote {visualize.render_html(first, args.task, args.num_trajectories, key, args.render)}")
     if args.video:
@@ -127,12 +129,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all-checkpoints", action="store_true", help="every saved checkpoint: a learning curve")
     parser.add_argument("--trajectories", type=Path, default=None, metavar="PNG",
                         help="maze tasks: the maze from above with trajectories (a sweep: one panel per depth)")
-    parser.add_argument("--num-trajectories", type=int, default=8, help="episodes drawn by --trajectories/--render")
+    parser.add_argument("--num-trajectories", type=int, default=8, help="episodes drawn by --trajectories/--embeddings/--render")
     parser.add_argument("--critic-map", type=Path, default=None, metavar="PNG",
                         help="maze tasks: the critic's value over the free positions for one goal (--goal); a sweep: one "
                              "panel per depth on one colour scale")
     parser.add_argument("--goal", type=float, nargs=2, default=None, metavar=("X", "Y"),
                         help="goal of --critic-map (default: the layout's last goal cell)")
+    parser.add_argument("--embeddings", type=Path, default=None, metavar="PNG",
+                        help="PCA of the critic's φ(s, a) and ψ(g) along --num-trajectories evaluation episodes, "
+                             "coloured by distance to the goal (a sweep: one row per depth)")
     parser.add_argument("--render", type=Path, default=None, metavar="HTML", help="Brax tasks: interactive trajectory viewer")
     parser.add_argument("--video", type=Path, default=None, metavar="MP4", help="an MP4 when an offscreen renderer exists")
     args = parser.parse_args(argv)

@@ -68,14 +68,18 @@ def trajectories_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str |
     return path
 
 
+def _critic(policy: LoadedPolicy) -> tuple[Critic, dict]:
+    """The critic of ``policy``'s checkpoint (``LoadedPolicy`` holds only the actor) and its parameters."""
+    saved, _ = restore_raw(policy.run_dir, policy.step)
+    critic = Critic(trunk_config(policy.config, "critic"), policy.config["repr_dim"])
+    return critic, jax.tree.map(jnp.asarray, saved["learner"]["critic_params"])
+
+
 def _critic_values(policy: LoadedPolicy, task: envs.GoalTask, goal_xy: np.ndarray, resolution: float):
     """The critic's value f(s, π(s, g), g) on a grid over ``task``'s maze (NaN on walls), with the grid's
     x and y coordinates (``[len(xs), len(ys)]``, ``xs``, ``ys``)."""
     layout = _maze(task)
-    saved, _ = restore_raw(policy.run_dir, policy.step)
-    cfg = policy.config
-    critic = Critic(trunk_config(cfg, "critic"), cfg["repr_dim"])
-    critic_params = jax.tree.map(jnp.asarray, saved["learner"]["critic_params"])
+    critic, critic_params = _critic(policy)
 
     s = layout.scale
     rows, cols = layout.walls.shape
@@ -96,7 +100,7 @@ def _critic_values(policy: LoadedPolicy, task: envs.GoalTask, goal_xy: np.ndarra
     def values(state, goal):
         action = policy.act(policy.actor_params, jnp.concatenate([state, goal], -1), None)
         sa, g = critic.apply({"params": critic_params}, state, action, goal)
-        return losses.pair_energy(sa, g, cfg["energy"])
+        return losses.pair_energy(sa, g, policy.config["energy"])
 
     value = np.asarray(values(jnp.asarray(state_part), jnp.asarray(goals)))
     image = np.full(len(grid), np.nan)
@@ -142,6 +146,72 @@ def critic_map(panels: list[tuple[str, LoadedPolicy]], task_name: str | None, go
                path: Path, resolution: float = 0.5) -> Path:
     """:func:`critic_map_figure`, written as a PNG at ``path`` (atomically)."""
     fig = critic_map_figure(panels, task_name, goal_xy, resolution)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def _pca(points: np.ndarray, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Principal directions ``[components, D]`` of ``points`` ``[N, D]`` and the fraction of the variance
+    each explains."""
+    centred = points - points.mean(0)
+    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+    variance = singular**2
+    return directions[:components], variance[:components] / max(float(variance.sum()), 1e-30)
+
+
+def embeddings_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str | None, episodes: int, key):
+    """The critic's representations along deterministic evaluation episodes, one row per (title, policy):
+    φ(s, π(s, g)) of each visited state (left) and ψ of each visited state's achieved goal (right),
+    projected on the two principal directions of both sets together (one basis, so that distances between
+    the panels' points are the critic's), coloured by the distance to the commanded goal; stars: ψ(g) of
+    the commanded goals. The paper's Fig. 10 picture: a deep critic's φ spreads along the way to the goal."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10.0, 4.2 * len(panels)), dpi=100)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(hspace=0.45, wspace=0.3)
+    for row, (title, policy) in enumerate(panels):
+        task = make_eval_task(policy, task_name)
+        states, active = rollout(policy, task, episodes, key)
+        critic, critic_params = _critic(policy)
+        obs = np.asarray(states.obs)[active]  # [visited states, obs]: every episode's active steps
+        dist = np.asarray(states.metrics["dist"])[active]
+        state_part, goal = obs[:, : policy.state_size], obs[:, policy.state_size :]
+        achieved = task.goal_of(jnp.asarray(state_part))
+
+        @jax.jit
+        def encode(state, goal, achieved):
+            action = policy.act(policy.actor_params, jnp.concatenate([state, goal], -1), None)
+            apply = lambda method, *x: critic.apply({"params": critic_params}, *x, method=method)  # noqa: E731
+            return apply(Critic.encode_sa, state, action), apply(Critic.encode_goal, achieved), apply(Critic.encode_goal, goal)
+
+        sa, visited, commanded = (np.asarray(x, np.float64) for x in encode(jnp.asarray(state_part), jnp.asarray(goal), achieved))
+        directions, explained = _pca(np.concatenate([sa, visited]))
+        centre = np.concatenate([sa, visited]).mean(0)
+        project = lambda x: (x - centre) @ directions.T  # noqa: E731
+        colours = Normalize(vmin=0.0, vmax=float(dist.max()) or 1.0)
+        first = None
+        for col, (points, what) in enumerate(((sa, "φ(s, π(s, g))"), (visited, "ψ(achieved goal of s)"))):
+            # Both panels of a row on the same axes: one basis, one scale.
+            ax = fig.add_subplot(len(panels), 2, 2 * row + col + 1, sharex=first, sharey=first)
+            first = first or ax
+            xy = project(points)
+            dots = ax.scatter(xy[:, 0], xy[:, 1], c=dist, cmap="viridis", norm=colours, s=6)
+            stars = project(np.unique(commanded, axis=0))
+            ax.plot(stars[:, 0], stars[:, 1], "*", color="#d62728", markersize=12, markeredgecolor="black")
+            ax.set_title(f"{title}: {what}", fontsize=9)
+            ax.set_xlabel(f"PC 1 ({explained[0]:.0%} of variance)")
+            ax.set_ylabel(f"PC 2 ({explained[1]:.0%})" if len(explained) > 1 else "PC 2")
+        fig.colorbar(dots, ax=fig.axes[-2:], label="distance to the commanded goal")
+    return fig
+
+
+def embeddings(panels: list[tuple[str, LoadedPolicy]], task_name: str | None, episodes: int, key, path: Path) -> Path:
+    """:func:`embeddings_figure`, written as a PNG at ``path`` (atomically)."""
+    fig = embeddings_figure(panels, task_name, episodes, key)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png")
     return path

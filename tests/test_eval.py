@@ -140,6 +140,31 @@ def test_pictures_of_a_point_maze_run(trained, tmp_path, capsys):
     assert not (tmp_path / "out.html").exists()
 
 
+def test_embeddings_of_a_run(trained, tmp_path):
+    """--embeddings: a PNG of the critic's representations along evaluation episodes; nothing else written."""
+    _, (run, _) = trained
+    out = tmp_path / "emb.png"
+    before = _snapshot(run / "checkpoints")
+    assert main(["eval", str(run), "--episodes", "2", "--embeddings", str(out), "--num-trajectories", "3"]) == 0
+    assert _png_size(out) == (1000, 420)
+    assert _snapshot(run / "checkpoints") == before
+
+
+def test_pca_finds_the_known_directions():
+    import numpy as np
+
+    from rlscale.visualize import _pca
+
+    rng = np.random.default_rng(0)
+    # Variance 9 along (1, 1, 0)/√2, 1 along (0, 0, 1), none along (1, −1, 0)/√2.
+    coords = rng.normal(size=(4000, 2)) * np.array([3.0, 1.0])
+    axes = np.array([[1, 1, 0], [0, 0, 1]]) / np.array([[np.sqrt(2)], [1.0]])
+    directions, explained = _pca(coords @ axes + 5.0)
+    assert abs(directions[0] @ axes[0]) == pytest.approx(1.0, abs=1e-3)
+    assert abs(directions[1] @ axes[1]) == pytest.approx(1.0, abs=1e-3)
+    assert explained == pytest.approx([0.9, 0.1], abs=0.01)
+
+
 def test_critic_maps_of_a_sweep_share_one_colour_scale(trained, tmp_path, capsys):
     """A sweep of two depths: one critic-map panel per depth, both on the colour scale of all their values."""
     import numpy as np
@@ -158,6 +183,10 @@ def test_critic_maps_of_a_sweep_share_one_colour_scale(trained, tmp_path, capsys
     assert main(["eval", str(sweep), "--episodes", "2", "--critic-map", str(out), "--goal", "12", "4"]) == 0
     width, height = figure_size(maze("u_maze_eval"))
     assert _png_size(out) == (round((2 * width + 1) * 100), round(height * 100))
+
+    emb = tmp_path / "embeddings.png"
+    assert main(["eval", str(sweep), "--episodes", "2", "--embeddings", str(emb), "--num-trajectories", "3"]) == 0
+    assert _png_size(emb) == (1000, 2 * 420)  # one row of two panels per depth
 
     panels = [("depth 4", load(shallow)), ("depth 8", load(deep))]
     fig = visualize.critic_map_figure(panels, None, (12.0, 4.0))
