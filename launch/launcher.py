@@ -278,6 +278,7 @@ def _summarize(sweep, run_list, specs, checked, sweep_dir: Path, show: bool) -> 
         print(summary.format_table(table))
     print(f"summary: {path}")
     print(summary.plot(table, sweep_dir / "summary.png", sweep.name))
+    print(summary.format_depth_effect(summary.depth_effect(table)))
     return table
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from rlscale.launch import runs
 from rlscale.launch.sweepfile import Run, Sweep
 from rlscale.run_dir import atomic_output, write_atomic
-from rlscale.scores import LAST_EVALS, score_of_metrics
+from rlscale.scores import LAST_EVALS, beats, score_of_metrics, t_halfwidth
 from rlscale.sizes import agent_param_count
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any"]
@@ -121,14 +121,17 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> str:
     for label, by_depth in sorted(lines.items()):
         depths = sorted(by_depth)
         means = [statistics.fmean(by_depth[d]) for d in depths]
-        errors = [statistics.stdev(by_depth[d]) / math.sqrt(len(by_depth[d])) if len(by_depth[d]) > 1 else 0.0 for d in depths]
-        ax.errorbar(depths, means, yerr=errors, marker="o", capsize=3, label=label)
+        # The protocol's 95 % Student-t intervals (none drawn for a single seed: its interval is unbounded).
+        errors = [t_halfwidth(by_depth[d]) if len(by_depth[d]) > 1 else 0.0 for d in depths]
+        seeds = sorted({len(v) for v in by_depth.values()})
+        ax.errorbar(depths, means, yerr=errors, marker="o", capsize=3,
+                    label=f"{label} ({'/'.join(map(str, seeds))} seeds)")
     all_depths = sorted({int(r["critic_depth"]) for r in done})
     ax.set_xscale("log", base=2)
     ax.set_xticks(all_depths, [str(d) for d in all_depths])
     ax.set_xlabel("depth (critic; log2 scale)")
     ax.set_ylabel(f"score: time at goal / episode length\n(mean of last {LAST_EVALS} evals)")
-    ax.set_title(f"{title}: mean over seeds ± 1 s.e.")
+    ax.set_title(f"{title}: mean over seeds, bars: 95 % Student-t interval of the mean", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -138,6 +141,41 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> str:
     finally:
         plt.close(fig)
     return f"plot: {path}"
+
+
+def depth_effect(table: list[dict[str, Any]], shallow: int = 4) -> list[dict[str, Any]]:
+    """The depth-effect rule (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-rule) on the finished
+    runs, per line of :func:`plot_lines`: for every deeper depth D, mean(D) − mean(shallow) against
+    hw(D) + hw(shallow), the 95 % Student-t half-widths over seeds, and whether D beats ``shallow``."""
+    done = [r for r in table if r["status"] == "done" and r["score"] is not None]
+    out = []
+    for label, by_depth in sorted(plot_lines(done).items()) if done else []:
+        if shallow not in by_depth:
+            continue
+        base = by_depth[shallow]
+        for depth in sorted(d for d in by_depth if d > shallow):
+            deep = by_depth[depth]
+            mean_deep, mean_shallow = statistics.fmean(deep), statistics.fmean(base)
+            needed = t_halfwidth(deep) + t_halfwidth(base)
+            out.append({
+                "line": label, "deep": depth, "shallow": shallow, "seeds": (len(deep), len(base)),
+                "difference": mean_deep - mean_shallow, "needed": needed,
+                "beats": beats(mean_deep, t_halfwidth(deep), mean_shallow, t_halfwidth(base)),
+            })
+    return out
+
+
+def format_depth_effect(effects: list[dict[str, Any]]) -> str:
+    """One line per comparison of :func:`depth_effect`."""
+    if not effects:
+        return "depth effect: no line has finished runs at depth 4 and a deeper depth"
+    lines = ["depth effect (mean(D) − mean(4) > hw(D) + hw(4), 95 % Student-t half-widths over seeds):"]
+    for e in effects:
+        needed = "∞ (needs ≥ 2 seeds each)" if math.isinf(e["needed"]) else f"{e['needed']:.3f}"
+        verdict = "yes" if e["beats"] else "no"
+        lines.append(f"  {e['line']}: depth {e['deep']} − depth {e['shallow']} = {e['difference']:+.3f}, "
+                     f"needs > {needed}, {e['seeds'][0]}/{e['seeds'][1]} seeds: {verdict}")
+    return "\n".join(lines)
 
 
 def format_table(table: list[dict[str, Any]]) -> str:

@@ -40,7 +40,7 @@ import pandas as pd
 
 from rlscale import scores as run_scoring
 from rlscale.run_dir import CONFIG_FILE, atomic_output, find_run_dirs, is_complete, read_config, read_metrics
-from rlscale.scores import LAST_EVALS
+from rlscale.scores import LAST_EVALS, beats, t_halfwidth  # noqa: F401 (part of this module's API)
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
 CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
@@ -149,16 +149,6 @@ def iqm(x) -> float:
     return float(trim_mean(np.asarray(x, dtype=float), proportiontocut=0.25, axis=None))
 
 
-def t_halfwidth(x) -> float:
-    """95 % Student-t half-width of the mean of ``x`` (infinite with fewer than 2 values)."""
-    from scipy.stats import t
-
-    x = np.asarray(x, dtype=float)
-    if len(x) < 2:
-        return math.inf
-    return float(t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-
-
 def score_matrix(scores: pd.DataFrame, tasks: list[str] | None = None) -> np.ndarray:
     """Shape (num_runs, num_tasks): column j holds the seeds' scores on task j. Tasks with more seeds
     than others are cut to the smallest count (stratified bootstrap resamples within a column)."""
@@ -216,11 +206,6 @@ def per_task(scores: pd.DataFrame, by: str = "critic_depth") -> pd.DataFrame:
         rows.append({"task": task, "variant": variant, by: value, "mean": g["score"].mean(),
                      "halfwidth": t_halfwidth(g["score"]), "num_seeds": len(g)})
     return pd.DataFrame(rows)
-
-
-def beats(mean_a: float, halfwidth_a: float, mean_b: float, halfwidth_b: float) -> bool:
-    """Whether setting a beats setting b: its mean exceeds b's by more than the two 95 % half-widths summed."""
-    return bool(mean_a - mean_b > halfwidth_a + halfwidth_b)
 
 
 def critical_depth(depths, means, halfwidths) -> int | None:

@@ -6,6 +6,9 @@ from here, so they show the same number for the same run.
   episode length, in [0, 1].
 * **Run score**: the mean normalised score over the run's last :data:`LAST_EVALS` evaluations (all of them
   when it has fewer). Time at goal in steps and success-any are averaged over the same evaluations.
+* **Across seeds** (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-rule): the 95 % Student-t
+  half-width of the seeds' mean (:func:`t_halfwidth`), and the rule that one setting beats another
+  (:func:`beats`): the difference of the means exceeds the two half-widths added.
 
 Plain Python (no pandas), so that a sweep's summary needs none of the analysis extras.
 """
@@ -61,3 +64,20 @@ def score_of_metrics(metrics: Iterable[dict[str, Any]], episode_length: int, las
     """:func:`run_score` of a run's ``metrics.jsonl`` rows (``rlscale.run_dir.read_metrics``)."""
     evals = evaluations(metrics)
     return run_score([m[TIME_AT_GOAL] for m in evals], [m.get(SUCCESS_ANY) for m in evals], episode_length, last)
+
+
+def t_halfwidth(values: Sequence[float]) -> float:
+    """95 % Student-t half-width of the mean of ``values`` (infinite with fewer than 2 values)."""
+    from scipy.stats import t
+
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return math.inf
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return float(t.ppf(0.975, len(values) - 1) * std / math.sqrt(len(values)))
+
+
+def beats(mean_a: float, halfwidth_a: float, mean_b: float, halfwidth_b: float) -> bool:
+    """Whether setting a beats setting b: its mean exceeds b's by more than the two 95 % half-widths summed."""
+    return bool(mean_a - mean_b > halfwidth_a + halfwidth_b)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from helpers import TINY
@@ -318,6 +319,33 @@ def test_plot_of_score_against_depth(tmp_path):
     message = summary.plot(_table(), tmp_path / "summary.png", "demo")
     assert message == f"plot: {tmp_path / 'summary.png'}"
     assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_t_halfwidth_and_the_rule_known_answers():
+    from rlscale.scores import beats, t_halfwidth
+
+    assert t_halfwidth([1.0, 2.0, 3.0]) == pytest.approx(4.302653 / 3**0.5, rel=1e-6)  # t(0.975, 2) · s / √n
+    assert t_halfwidth([0.5]) == float("inf")
+    assert beats(0.9, 0.1, 0.5, 0.2) and not beats(0.8, 0.1, 0.5, 0.2)  # 0.4 > 0.3; 0.3 is not
+
+
+def test_summary_applies_the_depth_effect_rule():
+    scores = {4: [0.10, 0.20, 0.15, 0.12], 8: [0.10, 0.90, 0.20, 0.80], 16: [0.80, 0.85, 0.90, 0.82]}
+    table = [{"task": "point_u_maze", "depth": d, "critic_depth": d, "actor_depth": d, "width": 16, "seed": seed,
+              "score": v, "status": "done"} for d, values in scores.items() for seed, v in enumerate(values)]
+    table.append({**table[0], "seed": 9, "score": 1.0, "status": "running"})  # unfinished runs do not count
+    effects = {e["deep"]: e for e in summary.depth_effect(table)}
+    assert sorted(effects) == [8, 16]
+    hw = lambda v: 3.182446 * np.std(v, ddof=1) / 2  # noqa: E731  t(0.975, 3) · s / √4
+    for depth in (8, 16):
+        assert effects[depth]["difference"] == pytest.approx(np.mean(scores[depth]) - np.mean(scores[4]))
+        assert effects[depth]["needed"] == pytest.approx(hw(scores[depth]) + hw(scores[4]), rel=1e-5)
+        assert effects[depth]["seeds"] == (4, 4)
+    assert effects[16]["beats"] and not effects[8]["beats"]
+    text = summary.format_depth_effect(list(effects.values()))
+    assert "point_u_maze: depth 16 − depth 4 = +0.700" in text
+    assert "depth 8 − depth 4 = +0.357" in text and "4/4 seeds: no" in text
+    assert "no line" in summary.format_depth_effect(summary.depth_effect(table[:4]))  # only depth 4
 
 
 # --- backends on tiny runs ---------------------------------------------------------------------
