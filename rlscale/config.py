@@ -76,6 +76,8 @@ class TrainConfig:
     # declared there with their types, defaults, help and checks.
     repr_dim: int = 64
     """Dimension of the critic's representations φ(s, a) and ψ(g)."""
+    collector_depth: int | None = None
+    """Collector experiment: a CRL agent of this depth acts and fills the buffer, and the run's own networks (--depth) learn only from that data, never acting (docs/method.md#collector-experiment)."""
 
     # --- objective ---
     contrastive_loss: Literal["forward_infonce", "backward_infonce", "symmetric_infonce"] = "forward_infonce"
@@ -148,6 +150,13 @@ class TrainConfig:
     def resolved_window_length(self) -> int:
         return self.window_length if self.window_length is not None else self.episode_length
 
+    def collector_config(self) -> "TrainConfig":
+        """The config of the collector of a collector run (``collector_depth``): this run's options at the
+        collector's depth, as a run of its own that acts with its networks."""
+        if self.collector_depth is None:
+            raise ValueError("not a collector run: --collector-depth is not set")
+        return dataclasses.replace(self, depth=self.collector_depth, actor_depth=None, critic_depth=None, collector_depth=None)
+
     def trunk(self, depth: int) -> TrunkConfig:
         return TrunkConfig.from_options(vars(self), depth)
 
@@ -176,7 +185,8 @@ class TrainConfig:
             if self.actor_depth is None and self.critic_depth is None
             else f"a{self.resolved_actor_depth}c{self.resolved_critic_depth}"
         )
-        return f"{self.env}_{depth}_w{self.width}_b{self.batch_size}_s{self.seed}"
+        collector = "" if self.collector_depth is None else f"_col{self.collector_depth}"
+        return f"{self.env}_{depth}{collector}_w{self.width}_b{self.batch_size}_s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,6 +242,8 @@ def validate(cfg: TrainConfig) -> None:
     check_option("depth", cfg.depth, "--depth")
     check_option("depth", cfg.resolved_actor_depth, "--actor-depth")
     check_option("depth", cfg.resolved_critic_depth, "--critic-depth")
+    if cfg.collector_depth is not None:
+        check_option("depth", cfg.collector_depth, "--collector-depth")
     for name in TRUNK_OPTIONS:
         check_option(name, getattr(cfg, name), _flag(name))
     for name in (

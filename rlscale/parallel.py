@@ -50,7 +50,7 @@ def split_axis(mesh: Mesh, axis: int) -> NamedSharding:
 def training_state_shardings(state: Any, mesh: Mesh, seed_axes: int = 0) -> Any:
     """Shardings of a ``TrainingState`` (``seed_axes`` leading seed axes, for ``--num-seeds``): learner
     replicated, env states split on their env axis, buffer arrays ``[capacity, num_envs, ...]`` split on
-    their env axis, the buffer's counters replicated."""
+    their env axis, the buffer's counters replicated (a collector run's collector too: replicated)."""
     buffer = state.buffer
     return type(state)(
         learner=jax.tree.map(lambda _: replicated(mesh), state.learner),
@@ -62,6 +62,7 @@ def training_state_shardings(state: Any, mesh: Mesh, seed_axes: int = 0) -> Any:
             insert_pos=replicated(mesh),
             size=replicated(mesh),
         ),
+        collector=jax.tree.map(lambda _: replicated(mesh), state.collector),
     )
 
 

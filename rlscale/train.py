@@ -71,9 +71,10 @@ class Preempted(Exception):
 
 @struct.dataclass
 class TrainingState:
-    learner: Learner
+    learner: Learner  # the run's own networks: they act, except in a collector run
     env_state: EpisodeState  # batched over num_envs
     buffer: ReplayBuffer
+    collector: Learner | None = None  # a collector run's acting agent (``TrainConfig.collector_depth``)
 
 
 def make_task(cfg: TrainConfig, name: str | None = None) -> envs.GoalTask:
@@ -103,37 +104,53 @@ class Trainer:
         self.env = EpisodeEnv(self.task, cfg.episode_length, cfg.fixed_goals_per_env)
         self.agent = Agent.build(cfg, self.spec)
         self.eval_unroll = make_unroll(self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.agent.act)
+        # A collector run (docs/method.md#collector-experiment): this agent acts, the run's own only learns.
+        self.collector_agent = None if cfg.collector_depth is None else Agent.build(cfg.collector_config(), self.spec)
+        self.collector_eval_unroll = None if self.collector_agent is None else make_unroll(
+            self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.collector_agent.act)
 
     # --- pure functions ---
 
-    def collect(self, learner: Learner, env_state: EpisodeState, key: jax.Array, length: int):
-        """Unroll the stochastic actor toward the commanded goals: ``(env_state, (obs, action, traj_id))``."""
+    def collect(self, acting: Learner, env_state: EpisodeState, key: jax.Array, length: int):
+        """Unroll the stochastic actor of ``acting`` (the run's learner, or a collector run's collector)
+        toward the commanded goals: ``(env_state, (obs, action, traj_id))``."""
+        agent = self.agent if self.collector_agent is None else self.collector_agent
 
         def step(env_state, step_key):
             obs = env_state.task.obs
-            action = self.agent.act(learner.actor_params, obs, step_key)
+            action = agent.act(acting.actor_params, obs, step_key)
             nxt, _ = self.env.step_batch(env_state, action)
             return nxt, (obs, action, env_state.traj_id)
 
         return jax.lax.scan(step, env_state, jax.random.split(key, length))
 
-    def init_env_and_buffer(self, learner: Learner, key: jax.Array) -> TrainingState:
-        """Fresh envs and a buffer prefilled with ``min_replay_size`` steps per env of the current actor."""
+    def init_env_and_buffer(self, learner: Learner, key: jax.Array, collector: Learner | None = None) -> TrainingState:
+        """Fresh envs and a buffer prefilled with ``min_replay_size`` steps per env of the current actor
+        (a collector run's: the collector's)."""
         reset_key, prefill_key = jax.random.split(key)
         cfg = self.cfg
         env_state = jax.vmap(self.env.reset)(jax.random.split(reset_key, cfg.num_envs))
         buffer = init_buffer(cfg.max_replay_size, cfg.num_envs, self.spec.obs_size, self.spec.action_size)
-        env_state, data = self.collect(learner, env_state, prefill_key, cfg.min_replay_size)
-        return TrainingState(learner=learner, env_state=env_state, buffer=insert(buffer, *data))
+        acting = learner if collector is None else collector
+        env_state, data = self.collect(acting, env_state, prefill_key, cfg.min_replay_size)
+        return TrainingState(learner=learner, env_state=env_state, buffer=insert(buffer, *data), collector=collector)
 
     def init(self, key: jax.Array) -> TrainingState:
         learner_key, env_key = jax.random.split(key)
-        return self.init_env_and_buffer(self.agent.init(learner_key, self.cfg.initial_alpha), env_key)
+        alpha = self.cfg.initial_alpha
+        if self.collector_agent is None:
+            return self.init_env_and_buffer(self.agent.init(learner_key, alpha), env_key)
+        # The collector takes the keys a run of its own with this seed takes (so it, and the data, are that
+        # run's); the learner, which never acts, draws from a key of its own.
+        collector = self.collector_agent.init(learner_key, alpha)
+        learner = self.agent.init(jax.random.fold_in(learner_key, 1), alpha)
+        return self.init_env_and_buffer(learner, env_key, collector)
 
     def training_step(self, state: TrainingState, key: jax.Array) -> tuple[TrainingState, dict]:
         cfg = self.cfg
         collect_key, sample_key, sgd_key = jax.random.split(key, 3)
-        env_state, data = self.collect(state.learner, state.env_state, collect_key, cfg.unroll_length)
+        acting = state.learner if state.collector is None else state.collector
+        env_state, data = self.collect(acting, state.env_state, collect_key, cfg.unroll_length)
         buffer = insert(state.buffer, *data)
         batches, resampled_fraction = sample_minibatches(
             buffer,
@@ -147,26 +164,40 @@ class Trainer:
         )
         batches = parallel.constrain_minibatches(batches, self.mesh)
 
-        def sgd(learner, inputs):
-            batch, step_key = inputs
-            return self.agent.sgd_step(learner, batch, step_key)
+        def sgd_steps(agent: Agent, learner: Learner, key: jax.Array):
+            def sgd(learner, inputs):
+                batch, step_key = inputs
+                return agent.sgd_step(learner, batch, step_key)
 
-        sgd_keys = jax.random.split(sgd_key, cfg.sgd_steps_per_collection)
-        learner, metrics = jax.lax.scan(sgd, state.learner, (batches, sgd_keys))
-        metrics = jax.tree.map(jnp.mean, metrics)
+            learner, metrics = jax.lax.scan(sgd, learner, (batches, jax.random.split(key, cfg.sgd_steps_per_collection)))
+            return learner, jax.tree.map(jnp.mean, metrics)
+
+        collector = state.collector
+        if collector is None:
+            learner, metrics = sgd_steps(self.agent, state.learner, sgd_key)
+        else:
+            # The collector learns as a run of its own would; the learner from the same minibatches.
+            collector, collector_metrics = sgd_steps(self.collector_agent, collector, sgd_key)
+            learner, metrics = sgd_steps(self.agent, state.learner, jax.random.fold_in(sgd_key, 1))
+            metrics |= {f"collector_{k}": v for k, v in collector_metrics.items()}
         metrics["resampled_fraction"] = resampled_fraction
-        return TrainingState(learner=learner, env_state=env_state, buffer=buffer), metrics
+        return TrainingState(learner=learner, env_state=env_state, buffer=buffer, collector=collector), metrics
 
     def epoch(self, state: TrainingState, key: jax.Array) -> tuple[TrainingState, dict]:
         keys = jax.random.split(key, self.plan.training_steps_per_epoch)
         state, metrics = jax.lax.scan(self.training_step, state, keys)
         metrics = jax.tree.map(jnp.mean, metrics)
-        leaves = jax.tree.leaves((state.learner, metrics))
+        leaves = jax.tree.leaves((state.learner, state.collector, metrics))
         metrics["all_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
         return state, metrics
 
-    def evaluate(self, actor_params, key: jax.Array) -> dict:
-        return self.eval_unroll(actor_params, key)
+    def evaluate(self, actor_params, key: jax.Array, collector_actor_params=None) -> dict:
+        """Per-episode metrics of the run's actor; a collector run's collector is evaluated on the same
+        episodes (its metrics prefixed ``collector_``)."""
+        per_episode = self.eval_unroll(actor_params, key)
+        if collector_actor_params is not None:
+            per_episode |= {f"collector_{k}": v for k, v in self.collector_eval_unroll(collector_actor_params, key).items()}
+        return per_episode
 
 
 # --- the host loop ------------------------------------------------------------------------------
@@ -174,6 +205,8 @@ class Trainer:
 
 def _saved_tree(state: TrainingState, rng: jax.Array, with_buffer: bool) -> dict:
     tree = {"learner": state.learner, "rng": rng}
+    if state.collector is not None:
+        tree["collector"] = state.collector
     if with_buffer:
         tree["env_state"] = state.env_state
         tree["buffer"] = state.buffer
@@ -418,7 +451,8 @@ def _compile(trainer: Trainer, state: TrainingState, members: list[_SeedRun], co
     epoch = jax.jit(_over_seeds(trainer.epoch, len(members)), donate_argnums=0, **sharded)
     epoch_fn = epoch.lower(state, _stack([m.keys["train"] for m in members])).compile()
     evaluate = jax.jit(_over_seeds(trainer.evaluate, len(members)))
-    eval_fn = evaluate.lower(state.learner.actor_params, _stack([m.keys["eval"] for m in members])).compile()
+    eval_fn = evaluate.lower(state.learner.actor_params, _stack([m.keys["eval"] for m in members]),
+                             _collector_actor(state)).compile()
     compile_seconds = time.perf_counter() - start
     console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
     return state, epoch_fn, eval_fn, compile_seconds
@@ -440,9 +474,13 @@ def _train_and_evaluate_epoch(epoch_fn, eval_fn, state: TrainingState, members: 
                 f"last good checkpoint: {m.last_good or 'none'}" + (f" (seed {m.cfg.seed}, {m.path})" if len(members) > 1 else "")
             )
     eval_keys = _stack([eval_key(m.cfg.seed, epoch_index) for m in members])
-    per_episode = jax.device_get(eval_fn(state.learner.actor_params, eval_keys))
+    per_episode = jax.device_get(eval_fn(state.learner.actor_params, eval_keys, _collector_actor(state)))
     t2 = time.perf_counter()
     return state, _EpochResult(epoch_index + 1, train_metrics, per_episode, train_seconds=t1 - t0, eval_seconds=t2 - t1)
+
+
+def _collector_actor(state: TrainingState):
+    return None if state.collector is None else state.collector.actor_params
 
 
 def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, walltime: float, compile_seconds: float) -> dict:
@@ -531,11 +569,12 @@ def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, co
             ckpt.step_path(m.path, newer).rename(moved)
             console.print(f"[yellow]{m.path}: checkpoint {newer} is past the seeds' common step {step}; moved to {moved}")
     if restored[0][1]["has_buffer"]:
-        state = _stack([TrainingState(s["learner"], s["env_state"], s["buffer"]) for s, _ in restored])
+        state = _stack([TrainingState(s["learner"], s["env_state"], s["buffer"], s.get("collector")) for s, _ in restored])
     else:
         refill = jax.jit(_over_seeds(trainer.init_env_and_buffer, num_seeds))
         refill_keys = _stack([jax.random.fold_in(m.keys["refill"], start_epoch) for m in members])
-        state = refill(_stack([s["learner"] for s, _ in restored]), refill_keys)
+        collectors = None if trainer.collector_agent is None else _stack([s["collector"] for s, _ in restored])
+        state = refill(_stack([s["learner"] for s, _ in restored]), refill_keys, collectors)
         console.print(
             f"[yellow]no buffer in the checkpoint: refilled it with {trainer.plan.prefill_env_steps:,} fresh env steps (not counted)"
         )
@@ -568,7 +607,9 @@ def _print_plan(console: Console, cfg: TrainConfig, p: Plan, trainer: Trainer, r
     console.print(
         f"[bold]{run_path}[/]: {cfg.env} (eval {trainer.eval_task.spec.name}), actor depth {cfg.resolved_actor_depth}, "
         f"critic depth {cfg.resolved_critic_depth}, width {cfg.width}, batch {cfg.batch_size}, seed {cfg.seed}; "
-        f"{param_count((params.actor_params, params.critic_params)):,} parameters\n"
+        f"{param_count((params.actor_params, params.critic_params)):,} parameters"
+        + ("" if cfg.collector_depth is None else
+           f"; learns only from the data of a depth-{cfg.collector_depth} collector, which acts") + "\n"
         f"plan: {p.prefill_env_steps:,} prefill + {p.num_epochs} epochs × {p.training_steps_per_epoch} training steps × "
         f"{p.env_steps_per_training_step:,} env steps = {p.total_env_steps:,} env steps (asked {cfg.total_env_steps:,}); "
         f"{p.sgd_steps_per_training_step} SGD steps per collection, {p.total_sgd_steps:,} in all"
