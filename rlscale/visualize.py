@@ -13,7 +13,7 @@ import numpy as np
 from rlscale import envs
 from rlscale import losses
 from rlscale.checkpoint import restore_raw
-from rlscale.networks import Critic
+from rlscale.networks import Critic, critic_log_temperature
 from rlscale.policy import LoadedPolicy, make_eval_task, trunk_config
 from rlscale.rollout import rollout as episodes_rollout
 from rlscale.run_dir import atomic_output
@@ -70,7 +70,8 @@ def trajectories_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str |
 
 def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float, float] | None, path: Path,
                resolution: float = 0.5) -> Path:
-    """−‖φ(s, π(s, g)) − ψ(g)‖ (the critic's value) over the maze's free positions, for one goal."""
+    """f(s, π(s, g), g), the critic's value under its energy (−‖φ − ψ‖ by default), over the maze's free
+    positions, for one goal."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -82,7 +83,7 @@ def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float
     saved, _ = restore_raw(policy.run_dir, policy.step)
     cfg = policy.config
     trunk = trunk_config(cfg, "critic")
-    critic = Critic(trunk, cfg["repr_dim"])
+    critic = Critic(trunk, cfg["repr_dim"], cfg["energy"])
     critic_params = jax.tree.map(jnp.asarray, saved["learner"]["critic_params"])
 
     s = layout.scale
@@ -104,7 +105,7 @@ def critic_map(policy: LoadedPolicy, task_name: str | None, goal_xy: tuple[float
     def values(state, goal):
         action = policy.act(policy.actor_params, jnp.concatenate([state, goal], -1), None)
         sa, g = critic.apply({"params": critic_params}, state, action, goal)
-        return losses.pair_energy(sa, g, cfg["energy"])
+        return losses.pair_energy(sa, g, cfg["energy"], critic_log_temperature(critic_params))
 
     value = np.asarray(values(jnp.asarray(state_part), jnp.asarray(goals)))
     image = np.full(len(grid), np.nan)
