@@ -17,7 +17,7 @@ from rlscale.envs.base import TaskSpec
 from rlscale import losses
 from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig
-from rlscale.networks import Actor, Critic, act, sample_action
+from rlscale.networks import Actor, Critic, act, critic_log_temperature, sample_action
 
 
 @struct.dataclass
@@ -51,7 +51,7 @@ class Agent:
     def build(cls, cfg: TrainConfig, spec: TaskSpec) -> "Agent":
         return cls(
             actor=Actor(cfg.network_trunk("actor"), spec.action_size),
-            critic=Critic(cfg.network_trunk("critic"), cfg.repr_dim),
+            critic=Critic(cfg.network_trunk("critic"), cfg.repr_dim, cfg.energy),
             actor_optimizer=optax.adam(cfg.actor_lr),
             critic_optimizer=optax.adam(cfg.critic_lr),
             alpha_optimizer=optax.adam(cfg.alpha_lr),
@@ -96,14 +96,14 @@ class Agent:
 
     def critic_loss(self, critic_params, batch: Transitions):
         sa_repr, g_repr = self.critic_values(critic_params, batch.state, batch.action, batch.goal)
-        logits = losses.energy(sa_repr, g_repr, self.energy)
+        logits = losses.energy(sa_repr, g_repr, self.energy, critic_log_temperature(critic_params))
         return losses.contrastive_loss(logits, self.contrastive_loss, self.logsumexp_penalty)
 
     def actor_loss(self, actor_params, critic_params, log_alpha, batch: Transitions, key):
         mean, log_std = self.actor.apply({"params": actor_params}, batch.state, batch.goal)
         action, log_prob = sample_action(mean, log_std, key)
         sa_repr, g_repr = self.critic_values(critic_params, batch.state, action, batch.goal)
-        value = losses.pair_energy(sa_repr, g_repr, self.energy)
+        value = losses.pair_energy(sa_repr, g_repr, self.energy, critic_log_temperature(critic_params))
         loss = losses.actor_loss(log_prob, value, jnp.exp(log_alpha))
         return loss, log_prob
 

@@ -48,6 +48,11 @@ CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batc
 # Knobs that may split a task's runs into separate lines (besides depth and seed).
 VARIANT_KNOBS = ["width", "batch_size", "activation", "layer_norm", "residual", "actor_depth"]
 FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock"]
+# The objective's options: a sweep comparing energies or InfoNCE variants (configs/sweeps/paper_quasimetric.yaml)
+# draws one line for each.
+OBJECTIVE_KNOBS = ["energy", "contrastive_loss"]
+CONFIG_COLUMNS += OBJECTIVE_KNOBS
+VARIANT_KNOBS += OBJECTIVE_KNOBS
 
 
 class AnalysisError(ValueError):
@@ -84,6 +89,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
             "layer_norm": cfg.layer_norm,
             "residual": cfg.residual,
             "episode_length": cfg.episode_length,
+            **{knob: getattr(cfg, knob) for knob in OBJECTIVE_KNOBS},
             "params": agent_param_count(cfg),
             "flops_per_sgd_step": flops_per_sgd_step(cfg),
             "complete": is_complete(run_dir),
@@ -128,6 +134,8 @@ def variants(scores: pd.DataFrame) -> pd.Series:
     Actor depth is a knob only where it differs from the critic depth somewhere."""
     knobs = []
     for knob in VARIANT_KNOBS:
+        if knob not in scores.columns:  # a table made without it (by hand, or by an older rlscale)
+            continue
         if knob == "actor_depth" and (scores["actor_depth"] == scores["critic_depth"]).all():
             continue
         if (scores.groupby(["task", "critic_depth"])[knob].nunique() > 1).any() or (

@@ -82,8 +82,8 @@ class TrainConfig:
     # --- objective ---
     contrastive_loss: Literal["forward_infonce", "backward_infonce", "symmetric_infonce"] = "forward_infonce"
     """Critic objective."""
-    energy: Literal["l2", "dot"] = "l2"
-    """Critic value: negative L2 distance (paper) or dot product of the representations."""
+    energy: Literal["l2", "dot", "mrn", "cosine"] = "l2"
+    """Critic value: negative L2 distance (paper), dot product, negative MRN quasimetric from φ(s, a) to ψ(g) (needs an even --repr-dim), or cosine similarity times a learned temperature."""
     logsumexp_penalty: float = 0.1
     """Weight of the mean squared logsumexp regulariser."""
     actor_lr: float = 3e-4
@@ -233,6 +233,7 @@ def _flag(name: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ``ValueError`` with a one-line message naming the first bad value."""
+    from rlscale import losses
     from rlscale.envs import names
 
     if cfg.env not in names():
@@ -252,6 +253,16 @@ def validate(cfg: TrainConfig) -> None:
         "num_evals", "num_eval_envs", "checkpoint_every",
     ):
         check_positive(getattr(cfg, name), _flag(name))
+    if cfg.energy not in losses.ENERGIES:
+        raise ValueError(f"unknown energy {cfg.energy!r}; valid: {', '.join(losses.ENERGIES)}")
+    if cfg.energy == "mrn" and cfg.repr_dim % 2:
+        raise ValueError(
+            f"--energy mrn needs an even --repr-dim (half asymmetric, half symmetric), got {cfg.repr_dim}"
+        )
+    if cfg.contrastive_loss not in losses.CONTRASTIVE_LOSSES:
+        raise ValueError(
+            f"unknown contrastive loss {cfg.contrastive_loss!r}; valid: {', '.join(losses.CONTRASTIVE_LOSSES)}"
+        )
     if cfg.keep_checkpoints < 0:
         raise ValueError(f"--keep-checkpoints must be ≥ 0, got {cfg.keep_checkpoints}")
     if not 0.0 < cfg.gamma < 1.0:

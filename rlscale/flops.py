@@ -17,7 +17,8 @@ and ``s``, ``g``, ``a``, ``w`` the state, goal and action sizes and the width, o
 
 So ``FLOPs = B (6 P_a + 10 P_φ + 8 P_ψ) - 2 B w (2 s + 2 g + a)``. Not counted: biases, LayerNorm,
 activations and residual adds, the tanh-Gaussian sampling, the B × B critic values (the L2 energy is
-elementwise, ≈ 3 B² · repr_dim per pass; the dot energy's B × B × repr_dim product is left out too),
+elementwise, ≈ 3 B² · repr_dim per pass; the dot and cosine energies' B × B × repr_dim products and
+mrn's are left out too),
 the losses, and the Adam updates (≈ 13 FLOPs a parameter in XLA's count). The dtype of the products
 does not change the count. ``tests/test_flops.py`` checks it against XLA's cost analysis of the real
 unrolled step.

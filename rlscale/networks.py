@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import typing
 from typing import Any, Callable, Literal, Mapping
 
@@ -208,15 +209,25 @@ class Actor(nn.Module):
         return mean, log_std
 
 
+# Initial log-temperature of the cosine energy: CLIP's, 1 / 0.07 (docs/method.md#critic).
+COSINE_INITIAL_LOG_TEMPERATURE = math.log(1 / 0.07)
+
+
 class Critic(nn.Module):
-    """Two encoders with their own parameters: φ(s, a) and ψ(g), each of ``repr_dim`` outputs."""
+    """Two encoders with their own parameters: φ(s, a) and ψ(g), each of ``repr_dim`` outputs; with the
+    ``cosine`` energy also a scalar ``log_temperature`` parameter (:func:`critic_log_temperature`)."""
 
     cfg: TrunkConfig
     repr_dim: int = 64
+    energy: str = "l2"
 
     def setup(self):
         self.sa_encoder = Trunk(self.cfg, self.repr_dim)
         self.g_encoder = Trunk(self.cfg, self.repr_dim)
+        if self.energy == "cosine":
+            self.log_temperature = self.param(
+                "log_temperature", nn.initializers.constant(COSINE_INITIAL_LOG_TEMPERATURE), (), jnp.float32
+            )
 
     def __call__(self, state, action, goal):
         return self.encode_sa(state, action), self.encode_goal(goal)
@@ -226,6 +237,12 @@ class Critic(nn.Module):
 
     def encode_goal(self, goal):
         return self.g_encoder(goal)
+
+
+def critic_log_temperature(critic_params) -> jax.Array | None:
+    """The critic's learned log-temperature (``cosine`` energy), None for the energies without one: the
+    ``log_temperature`` argument of ``rlscale.losses.energy`` / ``pair_energy``, for every caller."""
+    return critic_params.get("log_temperature")
 
 
 def trunk_param_count(in_size: int, out_size: int, depth: int, width: int, layer_norm: bool = True) -> int:

@@ -32,7 +32,8 @@ def task_spec(task: str) -> "TaskSpec | None":
 
 
 def agent_param_count(cfg: "TrainConfig") -> int | None:
-    """Parameters of the actor and the two critic encoders; None for an unregistered task."""
+    """Parameters of the actor, the two critic encoders and the cosine energy's temperature; None for an
+    unregistered task."""
     from rlscale.networks import trunk_param_count
 
     spec = task_spec(cfg.env)
@@ -41,7 +42,8 @@ def agent_param_count(cfg: "TrainConfig") -> int | None:
     actor = trunk_param_count(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, cfg.width, cfg.layer_norm)
     sa = trunk_param_count(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
     g = trunk_param_count(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
-    return actor + sa + g
+    temperature = 1 if cfg.energy == "cosine" else 0  # the critic's log_temperature
+    return actor + sa + g + temperature
 
 
 def flops_per_sgd_step(cfg: "TrainConfig") -> int | None:

@@ -13,7 +13,7 @@ import numpy as np
 from rlscale import envs
 from rlscale import losses
 from rlscale.checkpoint import restore_raw
-from rlscale.networks import Critic
+from rlscale.networks import Critic, critic_log_temperature
 from rlscale.policy import LoadedPolicy, make_eval_task, trunk_config
 from rlscale.rollout import rollout as episodes_rollout
 from rlscale.run_dir import atomic_output
@@ -71,7 +71,7 @@ def trajectories_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str |
 def _critic(policy: LoadedPolicy) -> tuple[Critic, dict]:
     """The critic of ``policy``'s checkpoint (``LoadedPolicy`` holds only the actor) and its parameters."""
     saved, _ = restore_raw(policy.run_dir, policy.step)
-    critic = Critic(trunk_config(policy.config, "critic"), policy.config["repr_dim"])
+    critic = Critic(trunk_config(policy.config, "critic"), policy.config["repr_dim"], policy.config["energy"])
     return critic, jax.tree.map(jnp.asarray, saved["learner"]["critic_params"])
 
 
@@ -100,7 +100,7 @@ def _critic_values(policy: LoadedPolicy, task: envs.GoalTask, goal_xy: np.ndarra
     def values(state, goal):
         action = policy.act(policy.actor_params, jnp.concatenate([state, goal], -1), None)
         sa, g = critic.apply({"params": critic_params}, state, action, goal)
-        return losses.pair_energy(sa, g, policy.config["energy"])
+        return losses.pair_energy(sa, g, policy.config["energy"], critic_log_temperature(critic_params))
 
     value = np.asarray(values(jnp.asarray(state_part), jnp.asarray(goals)))
     image = np.full(len(grid), np.nan)

@@ -306,6 +306,20 @@ def test_plot_of_a_real_sweep(tiny_sweep, tmp_path, capsys):
         assert (tmp_path / f"{name}.pdf").is_file()
 
 
+def test_score_vs_depth_draws_one_line_per_energy(tmp_path):
+    """A sweep comparing critics (configs/sweeps/paper_quasimetric.yaml) splits each task's runs by energy
+    and InfoNCE variant; a table made without those columns still gets its variants."""
+    sweep = synthetic_sweep(tmp_path, depths=(4, 8), seeds=2, tasks=("point_u_maze",))
+    synthetic_sweep(sweep, depths=(4, 8), seeds=2, tasks=("point_u_maze",), energy="mrn", contrastive_loss="backward_infonce")
+    scores = analysis.run_scores(analysis.load_sweep(sweep))
+    lines = ["energy=l2 contrastive_loss=forward_infonce", "energy=mrn contrastive_loss=backward_infonce"]
+    assert sorted(analysis.variants(scores).unique()) == lines
+    fig = analysis.fig_score_vs_depth(scores, reps=50)
+    assert sorted(fig.axes[0].get_legend_handles_labels()[1]) == lines  # the task's panel
+    assert sorted(fig.axes[1].get_legend_handles_labels()[1]) == [f"IQM {line}" for line in lines]  # the aggregate
+    assert set(analysis.variants(scores.drop(columns=["energy", "contrastive_loss"]))) == {""}
+
+
 def test_paper_results_and_reference_matching(tmp_path):
     paper = analysis.paper_results()
     assert paper["depth"]["humanoid"][16] == 522.4 and paper["batch_depth"]["humanoid"][16][1024] == 588.7

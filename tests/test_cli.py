@@ -10,6 +10,7 @@ from helpers import TINY
 from rlscale import checkpoint as ckpt
 from rlscale import cli
 from rlscale.cli import main
+from rlscale.config import TrainConfig, validate
 
 
 def _args(run_dir, **overrides):
@@ -55,6 +56,20 @@ def test_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, capsys, ove
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not run.exists()
+
+
+def test_a_bad_energy_or_an_odd_mrn_repr_dim_is_refused_before_anything_is_written(tmp_path, capsys):
+    run = tmp_path / "bad"
+    with pytest.raises(SystemExit) as refused:  # the command line's choices
+        main(_args(run, energy="bogus"))
+    said = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert refused.value.code == 2 and "invalid choice 'bogus' for argument '--energy'" in said
+    assert "('l2', 'dot', 'mrn', 'cosine')" in said
+    assert main(_args(run, energy="mrn", repr_dim=63)) == 2
+    assert "--energy mrn needs an even --repr-dim (half asymmetric, half symmetric), got 63" in capsys.readouterr().err
+    assert not run.exists()
+    with pytest.raises(ValueError, match="unknown energy 'bogus'; valid: l2, dot, mrn, cosine"):  # sweep files, presets
+        validate(TrainConfig.from_dict({**TINY, "energy": "bogus"}))
 
 
 def test_existing_run_dir_is_never_overwritten(tmp_path, capsys):

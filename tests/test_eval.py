@@ -415,3 +415,19 @@ def test_pictures_roll_out_the_episodes_that_eval_scores(trained):
     states, active = visualize.rollout(policy, task, 3, jax.random.split(key)[0], policy.config["episode_length"])
     np.testing.assert_array_equal(per_episode["episode_success"], (active[1:] * states.metrics["success"][1:]).sum(0))
     np.testing.assert_array_equal(per_episode["episode_dist"], states.metrics["dist"][-1])
+
+
+@pytest.mark.slow
+def test_a_cosine_run_saves_its_trained_temperature_and_draws_its_critic_map(tmp_path):
+    """The cosine energy's log-temperature is a critic parameter: trained by the critic's optimiser, saved
+    in the checkpoint, and used by `rlscale eval --critic-map`."""
+    from rlscale.networks import COSINE_INITIAL_LOG_TEMPERATURE
+
+    run = train(TrainConfig(**{**TINY, "energy": "cosine", "total_env_steps": 160, "num_evals": 1,
+                               "run_dir": str(tmp_path / "cosine")}))
+    saved, _ = ckpt.restore_raw(run, ckpt.latest_step(run))
+    log_temperature = float(saved["learner"]["critic_params"]["log_temperature"])
+    assert log_temperature != pytest.approx(COSINE_INITIAL_LOG_TEMPERATURE, abs=1e-6)  # moved by its 8 Adam steps
+    critic = tmp_path / "critic.png"
+    assert main(["eval", str(run), "--episodes", "2", "--critic-map", str(critic)]) == 0
+    assert _png_size(critic)[1] > 0

@@ -13,7 +13,10 @@ def test_energy_l2_and_dot_by_hand():
     np.testing.assert_allclose(losses.energy(phi, psi, "dot"), [[0.0, 0.0], [7.0, 1.0]])
     np.testing.assert_allclose(losses.pair_energy(phi, psi, "l2"), [-5.0, -1.0], rtol=1e-6)
     np.testing.assert_allclose(losses.pair_energy(phi, psi, "dot"), [0.0, 1.0])
-    with pytest.raises(ValueError, match="unknown energy 'cosine'; valid: l2, dot"):
+    for fn in (losses.energy, losses.pair_energy):
+        with pytest.raises(ValueError, match="unknown energy 'bogus'; valid: l2, dot, mrn, cosine"):
+            fn(phi, psi, "bogus")
+    with pytest.raises(ValueError, match="the cosine energy needs a log-temperature"):
         losses.energy(phi, psi, "cosine")
 
 
@@ -64,6 +67,100 @@ def test_l2_energy_of_coinciding_negative_pairs_is_floored_not_noise():
 
 def _infonce(energy_fn):
     return lambda a, b: losses.contrastive_loss(energy_fn(a, b), "forward_infonce", 0.1)[0]
+
+
+# --- mrn and cosine ---------------------------------------------------------------------------------
+
+LOG_TEMPERATURE = jnp.log(2.0)
+
+
+def _temperature(kind):
+    return LOG_TEMPERATURE if kind in losses.TEMPERATURE_ENERGIES else None
+
+
+def _mrn_by_differences(phi, psi):
+    """MRN's −d(φ_i, ψ_j) through the [B, B, D] tensor of differences (first half asymmetric, last symmetric)."""
+    half = phi.shape[-1] // 2
+    diff = phi[:, None, :] - psi[None, :, :]
+    asym = jnp.max(jnp.maximum(diff[..., :half], 0.0), axis=-1)
+    return -(asym + jnp.sqrt(jnp.sum(jnp.square(diff[..., half:]), axis=-1) + 1e-12))
+
+
+def _by_differences(phi, psi, kind):
+    """Every energy's [B, B] definition, pair by pair."""
+    if kind == "l2":
+        return _l2_by_differences(phi, psi)
+    if kind == "mrn":
+        return _mrn_by_differences(phi, psi)
+    products = jnp.sum(phi[:, None, :] * psi[None, :, :], axis=-1)
+    if kind == "dot":
+        return products
+    norms = jnp.linalg.norm(phi, axis=-1)[:, None] * jnp.linalg.norm(psi, axis=-1)[None, :]
+    return jnp.exp(LOG_TEMPERATURE) * products / norms
+
+
+@pytest.mark.parametrize("kind", losses.ENERGIES)
+def test_every_energy_is_its_pairwise_definition_and_pair_energy_its_diagonal(kind):
+    phi = jax.random.normal(jax.random.PRNGKey(0), (32, 16))
+    psi = jax.random.normal(jax.random.PRNGKey(1), (32, 16))
+    logits = losses.energy(phi, psi, kind, _temperature(kind))
+    np.testing.assert_allclose(jnp.diagonal(logits), losses.pair_energy(phi, psi, kind, _temperature(kind)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits, _by_differences(phi, psi, kind), rtol=1e-5, atol=1e-5)
+
+
+def test_mrn_is_a_quasimetric():
+    """Triangle inequality on every triple, d(x, x) = 0, d ≥ 0, and not symmetric."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (24, 8))
+    d = -losses.energy(x, x, "mrn")  # d[i, j] = d(x_i, x_j)
+    np.testing.assert_allclose(jnp.diagonal(d), 0.0, atol=1e-5)
+    assert bool(jnp.all(d >= 0))
+    triangle = d[:, None, :] - (d[:, :, None] + d[None, :, :])  # d(x_i, x_k) − d(x_i, x_j) − d(x_j, x_k)
+    assert float(jnp.max(triangle)) <= 1e-5
+    assert float(jnp.max(jnp.abs(d - d.T))) > 0.1
+    # By hand: the asymmetric half counts only where x exceeds y.
+    x, y = jnp.array([[2.0, 0.0, 3.0, 0.0]]), jnp.array([[0.0, 1.0, 0.0, 4.0]])
+    np.testing.assert_allclose(-losses.pair_energy(x, y, "mrn"), [2.0 + 5.0], rtol=1e-6)
+    np.testing.assert_allclose(-losses.pair_energy(y, x, "mrn"), [1.0 + 5.0], rtol=1e-6)
+
+
+def test_cosine_is_the_temperature_times_the_cosine_by_hand():
+    phi = jnp.array([[3.0, 4.0], [1.0, 0.0]])
+    psi = jnp.array([[1.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(losses.energy(phi, psi, "cosine", LOG_TEMPERATURE), [[1.2, 1.6], [2.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(losses.pair_energy(phi, psi, "cosine", LOG_TEMPERATURE), [1.2, 0.0], rtol=1e-6, atol=1e-7)
+
+
+def test_cosine_normalises_each_sample_not_the_batch():
+    """Scaling one sample's φ leaves every logit as it was. Normalising the whole [B, D] tensor at once
+    (JaxGCRL's cosine before its PR #64) fails this: the other rows' logits change too."""
+    phi = jax.random.normal(jax.random.PRNGKey(0), (8, 16))
+    psi = jax.random.normal(jax.random.PRNGKey(1), (8, 16))
+    scaled = phi.at[3].multiply(7.0)
+    before, after = (losses.energy(p, psi, "cosine", LOG_TEMPERATURE) for p in (phi, scaled))
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(losses.pair_energy(scaled, psi, "cosine", LOG_TEMPERATURE), jnp.diagonal(before), rtol=1e-6, atol=1e-6)
+
+    def whole_tensor(a, b):  # the bug, for contrast
+        return jnp.exp(LOG_TEMPERATURE) * (a / jnp.linalg.norm(a)) @ (b / jnp.linalg.norm(b)).T
+
+    change = jnp.abs(whole_tensor(scaled, psi) - whole_tensor(phi, psi))
+    assert float(jnp.min(jnp.max(change, axis=1))) > 0.01  # every row of the batch moves (10⁴ × the tolerance)
+
+
+@pytest.mark.parametrize("kind", losses.ENERGIES)
+def test_gradients_are_finite_where_a_representation_meets_a_goal(kind):
+    """φ_i = ψ_j on and off the diagonal, and a representation of zeros."""
+    phi = jax.random.normal(jax.random.PRNGKey(0), (16, 8))
+    psi = jax.random.normal(jax.random.PRNGKey(1), (16, 8)).at[0].set(phi[0]).at[5].set(phi[9]).at[7].set(0.0)
+    phi = phi.at[7].set(0.0)
+
+    def loss(a, b, t):
+        logits = losses.energy(a, b, kind, t if kind in losses.TEMPERATURE_ENERGIES else None)
+        actor = losses.pair_energy(a, b, kind, t if kind in losses.TEMPERATURE_ENERGIES else None)
+        return losses.contrastive_loss(logits, "backward_infonce", 0.1)[0] - jnp.mean(actor)
+
+    for grad in jax.grad(loss, argnums=(0, 1, 2))(phi, psi, LOG_TEMPERATURE):
+        assert bool(jnp.all(jnp.isfinite(grad)))
 
 
 LOGITS = jnp.array([[1.0, 0.0], [0.0, 2.0]])

@@ -296,6 +296,21 @@ def test_param_count_matches_the_networks():
         assert sizes.agent_param_count(cfg) == param_count((learner.actor_params, learner.critic_params))
 
 
+def test_param_count_counts_the_cosine_energys_temperature():
+    import jax
+
+    from rlscale import envs
+    from rlscale.agent import Agent
+    from rlscale.config import config_for
+    from rlscale.networks import param_count
+
+    cfg = config_for("point_u_maze", width=16, energy="cosine")
+    learner = jax.eval_shape(Agent.build(cfg, envs.make("point_u_maze").spec).init, jax.random.PRNGKey(0))
+    assert learner.critic_params["log_temperature"].shape == ()
+    assert sizes.agent_param_count(cfg) == param_count((learner.actor_params, learner.critic_params))
+    assert sizes.agent_param_count(cfg) == sizes.agent_param_count(config_for("point_u_maze", width=16)) + 1
+
+
 def _table(**knobs) -> list[dict]:
     return [
         {"task": task, "depth": d, "critic_depth": d, "actor_depth": d, "width": 256, "seed": seed,

@@ -231,3 +231,13 @@ def test_bfloat16_learns_like_float32(fp32_learning, tmp_path):
     final, final_ref = rows[-1]["training/critic_loss"], fp32_learning[0][-1]["training/critic_loss"]
     assert abs(final - final_ref) <= 0.15 * abs(final_ref)
 
+
+
+@pytest.mark.slow
+def test_crl_with_the_mrn_quasimetric_learns_point_u_maze_on_cpu(tmp_path):
+    """CMD-1's pairing (docs/method.md#critic): backward InfoNCE with the MRN energy, at the budget and
+    thresholds of test_crl_learns_point_u_maze_on_cpu."""
+    rows, seconds = _learn_point_u_maze(tmp_path / "mrn", energy="mrn", contrastive_loss="backward_infonce")
+    success_any = [r["eval/episode_success_any"] for r in rows]
+    print(f"point_u_maze, depth 4, mrn + backward InfoNCE: success-any per epoch {success_any}, {seconds:.0f} s")
+    assert success_any[0] < 0.5 and max(success_any) >= 0.8
