@@ -41,6 +41,7 @@ from typing import Any, Callable, Literal
 import yaml
 
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, config_for, plan
+from rlscale.networks import LEGACY_OPTIONS, legacy_form, upgrade_options
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "exclude", "launcher")
 FIELDS: dict[str, Any] = typing.get_type_hints(TrainConfig)
@@ -165,7 +166,16 @@ def _coerce(hint: Any, value: Any) -> tuple[bool, Any]:
     return True, value
 
 
-def _option_value(src: _Source, path: tuple, option: str, value: Any) -> Any:
+def _option_value(src: _Source, path: tuple, option: str, value: Any, written: Any = None) -> Any:
+    """The value of ``option`` given in the file as ``value`` under the key ``written`` (default: the
+    option's name); under an old name (:data:`LEGACY_OPTIONS`) an old value, read as the new one."""
+    if isinstance(written, str) and written in LEGACY_OPTIONS:
+        old_values = tuple(LEGACY_OPTIONS[written][1])
+        hint = bool if all(isinstance(v, bool) for v in old_values) else Literal[old_values]
+        ok, _ = _coerce(hint, value)
+        if not ok:
+            raise src.error(path, f"{written}: {value!r} is not {_describe(hint)}")
+        return upgrade_options({written: value}, str(src.path))[option]
     ok, out = _coerce(FIELDS[option], value)
     if not ok:
         raise src.error(path, f"{option}: {value!r} is not {_describe(FIELDS[option])}")
@@ -173,6 +183,9 @@ def _option_value(src: _Source, path: tuple, option: str, value: Any) -> Any:
 
 
 def _option_name(src: _Source, path: tuple, option: Any) -> str:
+    """The ``TrainConfig`` option of the file's key ``option``: itself, or the new name of an old one."""
+    if isinstance(option, str) and option in LEGACY_OPTIONS:
+        return LEGACY_OPTIONS[option][0]
     if not isinstance(option, str) or option not in FIELDS:
         close = difflib.get_close_matches(str(option), FIELDS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else f"; valid options: {', '.join(FIELD_ORDER)}"
@@ -463,7 +476,9 @@ def load(path: str | Path) -> Sweep:
     base = {}
     for key, value in _mapping(src, ("base",), data.get("base"), "base").items():
         option = _option_name(src, ("base", key), key)
-        base[option] = _option_value(src, ("base", key), option, value)
+        if option in base:
+            raise src.error(("base", key), f"{option} is set twice in base ({key} is its old name)", key=True)
+        base[option] = _option_value(src, ("base", key), option, value, key)
 
     factors: list[Factor] = []
     seen_axes: dict[str, int | None] = {}
@@ -481,7 +496,7 @@ def load(path: str | Path) -> Sweep:
         claim(option, p)
         if not isinstance(values, list) or not values:
             raise src.error(p, f"grid.{option} must be a non-empty list of values, got {values!r}")
-        rows = [(_option_value(src, p + (i,), option, v),) for i, v in enumerate(values)]
+        rows = [(_option_value(src, p + (i,), option, v, axis),) for i, v in enumerate(values)]
         factors.append(Factor((option,), rows, [((*p, i),) for i in range(len(values))], src.line(p, key=True) or 0))
 
     groups = data.get("zip") or []
@@ -499,7 +514,7 @@ def load(path: str | Path) -> Sweep:
             if not isinstance(values, list) or not values:
                 raise src.error(p, f"zip group {g + 1}: {option} must be a non-empty list of values")
             axes.append(option)
-            columns.append([_option_value(src, p + (i,), option, v) for i, v in enumerate(values)])
+            columns.append([_option_value(src, p + (i,), option, v, axis) for i, v in enumerate(values)])
             lengths[option] = len(values)
         if len(set(lengths.values())) > 1:
             described = ", ".join(f"{a}: {n}" for a, n in lengths.items())
@@ -528,7 +543,7 @@ def load(path: str | Path) -> Sweep:
             option = _option_name(src, p, axis)
             if option not in values_of:
                 raise src.error(p, f"exclude entry {e + 1}: {option} is not a varied axis (axes: {', '.join(values_of)})", key=True)
-            value = _option_value(src, p, option, value)
+            value = _option_value(src, p, option, value, axis)
             if value not in values_of[option]:
                 raise src.error(p, f"exclude entry {e + 1}: {option}={value!r} is not one of the axis's values")
             clean[option] = value
@@ -540,13 +555,14 @@ def load(path: str | Path) -> Sweep:
 
 def experiment(cfg: TrainConfig) -> dict[str, Any]:
     """The options that define the run's experiment (all but :data:`NOT_EXPERIMENT`) and differ from
-    the defaults of its ``TrainConfig`` class."""
+    the defaults of its ``TrainConfig`` class; a renamed option under its old name and value where the old
+    name could say it (``norm: none`` as ``layer_norm: false``), so that renaming changes no run id."""
     cfg, defaults = _normalise(cfg), _normalise(type(cfg)())
-    return {
-        f.name: getattr(cfg, f.name)
+    return dict(
+        legacy_form(f.name, getattr(cfg, f.name))
         for f in dataclasses.fields(cfg)
         if f.name not in NOT_EXPERIMENT and getattr(cfg, f.name) != getattr(defaults, f.name)
-    }
+    )
 
 
 def experiment_key(cfg: TrainConfig, schema: int = CONFIG_SCHEMA) -> str:

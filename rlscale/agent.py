@@ -17,7 +17,7 @@ from rlscale.envs.base import TaskSpec
 from rlscale import losses
 from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig
-from rlscale.networks import Actor, Critic, act, critic_log_temperature, sample_action
+from rlscale.networks import Actor, Critic, act, critic_log_temperature, project_weights, sample_action
 
 
 @struct.dataclass
@@ -113,7 +113,7 @@ class Agent:
         )
         alpha_loss, alpha_grad = jax.value_and_grad(losses.alpha_loss)(learner.log_alpha, log_prob, self.target_entropy)
         updates, actor_opt = self.actor_optimizer.update(actor_grads, learner.actor_opt, learner.actor_params)
-        actor_params = optax.apply_updates(learner.actor_params, updates)
+        actor_params = project_weights(optax.apply_updates(learner.actor_params, updates), self.actor.cfg)
         updates, alpha_opt = self.alpha_optimizer.update(alpha_grad, learner.alpha_opt, learner.log_alpha)
         log_alpha = optax.apply_updates(learner.log_alpha, updates)
 
@@ -121,7 +121,7 @@ class Agent:
             learner.critic_params, batch
         )
         updates, critic_opt = self.critic_optimizer.update(critic_grads, learner.critic_opt, learner.critic_params)
-        critic_params = optax.apply_updates(learner.critic_params, updates)
+        critic_params = project_weights(optax.apply_updates(learner.critic_params, updates), self.critic.cfg)
 
         metrics = {
             **critic_metrics,

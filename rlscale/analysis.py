@@ -44,9 +44,9 @@ from rlscale.scores import LAST_EVALS, beats, t_halfwidth  # noqa: F401 (part of
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
 CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
-                  "layer_norm", "residual", "episode_length"]
+                  "norm", "residual", "episode_length"]
 # Knobs that may split a task's runs into separate lines (besides depth and seed).
-VARIANT_KNOBS = ["width", "batch_size", "activation", "layer_norm", "residual", "actor_depth"]
+VARIANT_KNOBS = ["width", "batch_size", "activation", "norm", "residual", "actor_depth"]
 FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock"]
 # The objective's options: a sweep comparing energies or InfoNCE variants (configs/sweeps/paper_quasimetric.yaml)
 # draws one line for each.
@@ -86,7 +86,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
             "run": run_dir.name,
             **cfg.scaling_knobs(),
             "activation": cfg.activation,
-            "layer_norm": cfg.layer_norm,
+            "norm": cfg.norm,
             "residual": cfg.residual,
             "episode_length": cfg.episode_length,
             **{knob: getattr(cfg, knob) for knob in OBJECTIVE_KNOBS},
@@ -318,7 +318,7 @@ def paper_references(task: str, runs: pd.DataFrame) -> list[tuple[str, dict[int,
     if deep and (runs["critic_depth"] > 64).any():
         out.append((f"paper ({deep['env_steps'] / 1e6:.0f} M steps)", {int(d): v * scale for d, v in deep["scores"].items()}))
     ablations = paper["ablations"].get(task, {})
-    for key, label, present in (("no_layer_norm", "paper, no LayerNorm", ~runs["layer_norm"].astype(bool)),
+    for key, label, present in (("no_layer_norm", "paper, no LayerNorm", runs["norm"] == "none"),
                                 ("relu", "paper, ReLU", runs["activation"] == "relu")):
         if key in ablations and present.any():
             out.append((label, {int(d): v * scale for d, v in ablations[key].items()}))

@@ -104,6 +104,20 @@ process options (not part of the run's config):
 """
 
 
+def _legacy_flags(args: list[str]) -> list[str]:
+    """``args`` with the flags of renamed true/false options (``rlscale.networks.LEGACY_OPTIONS``) written as
+    today's: ``--no-layer-norm`` → ``--norm none``, ``--layer-norm`` → ``--norm layernorm``, so that old
+    scripts and old sweep jobs keep working (the old flags are no longer listed in ``--help``)."""
+    from rlscale.networks import LEGACY_OPTIONS
+
+    flags = {}
+    for old, (new, values) in LEGACY_OPTIONS.items():
+        if set(values) == {True, False}:
+            flag, option = old.replace("_", "-"), "--" + new.replace("_", "-")
+            flags.update({f"--{flag}": [option, values[True]], f"--no-{flag}": [option, values[False]]})
+    return [part for arg in args for part in flags.get(arg, [arg])]
+
+
 def _train(args: list[str]) -> None:
     import tyro
 
@@ -112,7 +126,7 @@ def _train(args: list[str]) -> None:
 
     if "-h" in args or "--help" in args:
         print(HOST_OPTIONS_HELP)
-    host, args = _host_options(args)
+    host, args = _host_options(_legacy_flags(args))
     cache = False if host.no_compilation_cache else host.compilation_cache_dir
     if "--resume" in args or any(a.startswith("--resume=") for a in args):
         parser = argparse.ArgumentParser(prog="rlscale train", add_help=False, allow_abbrev=False)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from typing_extensions import Doc
 
-from rlscale.networks import TRUNK_OPTIONS, TrunkConfig, check_option, check_positive
+from rlscale.networks import TRUNK_OPTIONS, TrunkConfig, check_option, check_positive, upgrade_options
 
 # Version of what TrainConfig's values mean, saved in every config.json. Bump it only when an option keeps
 # its value but changes meaning (a default of None that comes to stand for something else): runs saved
@@ -198,7 +198,9 @@ class TrainConfig:
         option added since a run was saved; ``CONFIG_SCHEMA`` says when a default changed meaning). An
         unknown option is an error naming ``source``, except with ``saved=True``: a ``config.json`` or a
         checkpoint's config read to describe a saved run or to act with its policy (``rlscale plot``,
-        ``rlscale eval``) drops the options of another version. Resuming a run stays strict."""
+        ``rlscale eval``) drops the options of another version. Resuming a run stays strict. Options saved
+        under an old name (``layer_norm``; ``rlscale.networks.LEGACY_OPTIONS``) are read under the new one."""
+        data = upgrade_options(data, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown and not saved:

@@ -15,8 +15,10 @@ and ``s``, ``g``, ``a``, ``w`` the state, goal and action sizes and the width, o
 * critic loss: φ and ψ forward and weight gradients on their B rows each, input gradients except the
   first layers' (``6 P_φ - 2 (s + a) w + 6 P_ψ - 2 g w``).
 
-So ``FLOPs = B (6 P_a + 10 P_φ + 8 P_ψ) - 2 B w (2 s + 2 g + a)``. Not counted: biases, LayerNorm,
-activations and residual adds, the tanh-Gaussian sampling, the B × B critic values (the L2 energy is
+So ``FLOPs = B (6 P_a + 10 P_φ + 8 P_ψ) - 2 B w (2 s + 2 g + a)`` (with ``--norm hyperspherical`` every
+input unit reads one more input, the shift: ``s + g``, ``s + a`` and ``g`` are one larger, and the last term
+is ``2 B w (2 s + 2 g + a + 3)``). Not counted: biases, LayerNorm, the hyperspherical scalings, projections
+and interpolations (and its weight projection after the step), activations and residual adds, the tanh-Gaussian sampling, the B × B critic values (the L2 energy is
 elementwise, ≈ 3 B² · repr_dim per pass; the dot and cosine energies' B × B × repr_dim products and
 mrn's are left out too),
 the losses, and the Adam updates (≈ 13 FLOPs a parameter in XLA's count). The dtype of the products
@@ -41,11 +43,13 @@ def trunk_matmul_weights(in_size: int, out_size: int, depth: int, width: int) ->
 def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
     """Matmul FLOPs of one SGD step (module docstring): ``total``, ``actor_loss`` and ``critic_loss``."""
     s, g, a, w, batch = spec.state_size, spec.goal_size, spec.action_size, cfg.width, cfg.batch_size
-    p_a = trunk_matmul_weights(s + g, 2 * a, cfg.resolved_actor_depth, w)
-    p_sa = trunk_matmul_weights(s + a, cfg.repr_dim, cfg.resolved_critic_depth, w)
+    shift = 1 if cfg.norm == "hyperspherical" else 0  # its input units read the input and a constant
+    sg, sa, g = s + g + shift, s + a + shift, g + shift
+    p_a = trunk_matmul_weights(sg, 2 * a, cfg.resolved_actor_depth, w)
+    p_sa = trunk_matmul_weights(sa, cfg.repr_dim, cfg.resolved_critic_depth, w)
     p_g = trunk_matmul_weights(g, cfg.repr_dim, cfg.resolved_critic_depth, w)
-    actor_loss = batch * (6 * p_a - 2 * (s + g) * w + 4 * p_sa + 2 * p_g)
-    critic_loss = batch * (6 * p_sa - 2 * (s + a) * w + 6 * p_g - 2 * g * w)
+    actor_loss = batch * (6 * p_a - 2 * sg * w + 4 * p_sa + 2 * p_g)
+    critic_loss = batch * (6 * p_sa - 2 * sa * w + 6 * p_g - 2 * g * w)
     return {"total": actor_loss + critic_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
 
 

@@ -2,7 +2,10 @@
 
 Network: an input unit ``Dense(width) → LayerNorm → Swish`` (not counted in depth), then ``depth / 4``
 residual blocks of four such units whose output is added to the block's input (post-activation
-residual, nothing after the add), then an output layer with no norm or activation.
+residual, nothing after the add), then an output layer with no norm or activation. ``norm`` chooses the
+normalisation: LayerNorm (the paper's), none (its ablation), or SimbaV2's hyperspherical normalisation
+(docs/method.md#hyperspherical-normalisation), whose weights :func:`project_weights` puts back on the
+unit sphere after every optimiser step.
 
 The blocks run under ``nn.scan`` so that the compiled program, and so the compile time, does not grow
 with depth; ``scan_blocks=False`` unrolls them in Python (the paper's implementation, kept as the
@@ -39,6 +42,48 @@ REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveab
 
 
 DTYPES = ("float32", "bfloat16")
+NORMS = ("layernorm", "hyperspherical", "none")
+
+# Options renamed since runs were saved: old name -> (new name, old value -> new value). The one table of
+# them, read wherever options arrive as a mapping (TrunkConfig.from_options, TrainConfig.from_dict, sweep
+# files, the CLI's old flags) and, backwards, where a run's id is hashed (launch.sweepfile.experiment), so
+# that every config.json, checkpoint, sweep file and run id written with an old name keeps its meaning.
+LEGACY_OPTIONS: dict[str, tuple[str, dict[Any, Any]]] = {
+    "layer_norm": ("norm", {True: "layernorm", False: "none"}),
+}
+
+# SimbaV2's hyperspherical normalisation (docs/method.md#hyperspherical-normalisation).
+SHIFT = 3.0  # the constant appended to the input before it is projected onto the sphere (SimbaV2's c_shift)
+EPS = 1e-8  # smallest norm divided by
+
+
+def upgrade_options(options: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """``options`` with every :data:`LEGACY_OPTIONS` name replaced by its new name and value. An old value
+    the table does not know, or an old and a new name that disagree, is a ``ValueError`` naming ``source``."""
+    out = dict(options)
+    for old, (new, values) in LEGACY_OPTIONS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if not any(value is known or (type(value) is type(known) and value == known) for known in values):
+            raise ValueError(f"{source}: {old}: {value!r} is not one of {', '.join(map(repr, values))}")
+        if new in out and out[new] != values[value]:
+            raise ValueError(
+                f"{source}: {old}={value!r} (the old name of {new}: {new}={values[value]!r}) contradicts {new}={out[new]!r}"
+            )
+        out[new] = values[value]
+    return out
+
+
+def legacy_form(name: str, value: Any) -> tuple[str, Any]:
+    """``(name, value)`` as :data:`LEGACY_OPTIONS` wrote it before ``name`` was renamed, where the old name
+    could say ``value``; else unchanged (a value that is new, e.g. ``norm="hyperspherical"``)."""
+    for old, (new, values) in LEGACY_OPTIONS.items():
+        if new == name:
+            for old_value, new_value in values.items():
+                if new_value == value:
+                    return old, old_value
+    return name, value
 
 
 def option(default: Any, help: str, check: Callable[[Any, str], None] | None = None) -> Any:
@@ -73,7 +118,11 @@ class TrunkConfig:
     depth: int = option(4, "Dense layers in residual blocks (a multiple of 4).", check_depth)
     width: int = option(256, "Hidden width of every layer.", check_positive)
     activation: Literal[tuple(ACTIVATIONS)] = option("swish", "Activation after each LayerNorm.")
-    layer_norm: bool = option(True, "LayerNorm after every Dense (ablation: off).")
+    norm: Literal[NORMS] = option(
+        "layernorm",
+        "Normalisation of every unit: LayerNorm (the paper's), hyperspherical (SimbaV2: unit-norm features and "
+        "weights, learned scales, interpolating residual), or none (ablation).",
+    )
     residual: bool = option(True, "Residual connections around each block of 4 units (ablation: off).")
     scan_blocks: bool = option(
         True, "Run residual blocks under nn.scan (compile time independent of depth); off = Python-unrolled."
@@ -109,7 +158,9 @@ class TrunkConfig:
     def from_options(cls, options: Mapping[str, Any], depth: int) -> "TrunkConfig":
         """The trunk of ``depth`` with the :data:`TRUNK_OPTIONS` of a training config (``vars`` of a
         ``TrainConfig``, or a saved ``config.json``'s mapping: options it lacks, added since the run was
-        saved, take their defaults; they change speed, not the parameters)."""
+        saved, take their defaults; they change speed, not the parameters; old names, :data:`LEGACY_OPTIONS`,
+        are read under their new ones)."""
+        options = upgrade_options(options, "trunk options")
         return cls(depth=depth, **{name: options[name] for name in TRUNK_OPTIONS if name in options})
 
 
@@ -131,15 +182,55 @@ def check_option(name: str, value: Any, label: str | None = None) -> None:
         check(value, label or words)
 
 
+def l2normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+    """``x`` projected onto the unit sphere along ``axis`` (a zero vector stays zero), in ``x``'s dtype."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), EPS)
+
+
+def _unit_columns_init(key, shape, dtype=jnp.float32):
+    """Orthogonal kernel (SimbaV2's HyperDense init) with each column, one output's weights, of unit norm
+    (orthogonal alone leaves columns shorter when the kernel is wider than tall, as the input unit's is)."""
+    return l2normalize(nn.initializers.orthogonal()(key, shape, dtype), axis=-2)
+
+
+class Scaler(nn.Module):
+    """SimbaV2's learned scaling vector: ``x · s · start / scale``, ``s`` a parameter that starts at ``scale``
+    (so the factor starts at ``start``; ``scale`` sets how far one optimiser step moves it)."""
+
+    dim: int
+    start: float
+    scale: float
+
+    @nn.compact
+    def __call__(self, x):
+        s = self.param("scaler", nn.initializers.constant(self.scale), (self.dim,), jnp.float32)
+        return x * s * (self.start / self.scale)
+
+
+# The Dense layers of the hyperspherical trunk whose kernels project_weights keeps on the sphere.
+HYPER_DENSE = "hyper_dense"
+
+
 class Unit(nn.Module):
-    """``Dense → LayerNorm → activation``."""
+    """``Dense → LayerNorm → activation`` (``norm="none"``: no LayerNorm); hyperspherical:
+    ``Dense (unit-norm columns, no bias) → Scaler → activation → ℓ2-normalise``."""
 
     cfg: TrunkConfig
 
     @nn.compact
     def __call__(self, x):
+        if self.cfg.norm == "hyperspherical":
+            x = nn.Dense(self.cfg.width, use_bias=False, kernel_init=_unit_columns_init,
+                         dtype=jnp.dtype(self.cfg.dtype), name=HYPER_DENSE)(x)
+            # Starts at sqrt(width): unit-variance pre-activations, Swish's working range, as after LayerNorm.
+            # SimbaV2 starts it at its scale sqrt(2 / width); with its ReLU, l2n(relu(c·z)) does not depend on
+            # c > 0, so that only the scale (its relative step) mattered, and that is SimbaV2's.
+            x = Scaler(self.cfg.width, self.cfg.width**0.5, (2 / self.cfg.width) ** 0.5, name="scaler")(
+                x.astype(jnp.float32)
+            )
+            return l2normalize(ACTIVATIONS[self.cfg.activation](x))
         x = nn.Dense(self.cfg.width, kernel_init=kernel_init, dtype=jnp.dtype(self.cfg.dtype))(x)
-        if self.cfg.layer_norm:
+        if self.cfg.norm == "layernorm":
             # Statistics in float32 whatever the matmul dtype.
             x = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32)(x)
         return ACTIVATIONS[self.cfg.activation](x)
@@ -153,7 +244,11 @@ class ResidualBlock(nn.Module):
         h = x
         for i in range(UNITS_PER_BLOCK):
             h = Unit(self.cfg, name=f"unit_{i}")(h)
-        if self.cfg.residual:
+        if self.cfg.residual and self.cfg.norm == "hyperspherical":
+            # SimbaV2's interpolation towards the block's output, back onto the sphere.
+            alpha = Scaler(self.cfg.width, 1 / (self.cfg.num_blocks + 1), self.cfg.width**-0.5, name="alpha")
+            h = l2normalize(x + alpha(h - x))
+        elif self.cfg.residual:
             h = h + x
         return h, None
 
@@ -166,6 +261,10 @@ class Trunk(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        if self.cfg.norm == "hyperspherical":
+            # SimbaV2's input: a constant appended, so that the projection keeps the input's norm in its angle.
+            shift = jnp.full(x.shape[:-1] + (1,), SHIFT, x.dtype)
+            x = l2normalize(jnp.concatenate([x, shift], axis=-1).astype(jnp.float32))
         x = Unit(self.cfg, name="input")(x)
         block = nn.remat(ResidualBlock, policy=REMAT_POLICIES[self.cfg.remat_policy]) if self.cfg.remat else ResidualBlock
         if self.cfg.scan_blocks:
@@ -180,9 +279,26 @@ class Trunk(nn.Module):
         else:
             for i in range(self.cfg.num_blocks):
                 x, _ = block(self.cfg, name=f"block_{i}")(x)
+        if self.cfg.norm == "hyperspherical":
+            x = x * self.cfg.width**0.5  # the output layer reads features of LayerNorm's scale (RMS 1)
         return nn.Dense(self.out_size, kernel_init=kernel_init, dtype=jnp.float32, name="output")(
             x.astype(jnp.float32)
         )
+
+
+def project_weights(params: Any, cfg: TrunkConfig) -> Any:
+    """``params`` (of a trunk, or of any module made of trunks of ``cfg``'s norm: the actor, the critic)
+    with every hyperspherical kernel's columns projected back onto the unit sphere (each output's incoming
+    weights, axis -2, the input axis, also of the scanned blocks' stacked kernels); unchanged for the other
+    norms. Every algorithm's learner calls it on the parameters after each optimiser step."""
+    if cfg.norm != "hyperspherical":
+        return params
+
+    def project(path, leaf):
+        names = [getattr(k, "key", None) for k in path]
+        return l2normalize(leaf, axis=-2) if names[-2:] == [HYPER_DENSE, "kernel"] else leaf
+
+    return jax.tree_util.tree_map_with_path(project, params)
 
 
 def unstack_block_params(params: dict) -> dict:
@@ -245,11 +361,21 @@ def critic_log_temperature(critic_params) -> jax.Array | None:
     return critic_params.get("log_temperature")
 
 
-def trunk_param_count(in_size: int, out_size: int, depth: int, width: int, layer_norm: bool = True) -> int:
-    """Closed-form parameter count of one trunk (docs/method.md#parameter-counts)."""
-    norm = 2 * width if layer_norm else 0
-    unit = lambda fan_in: fan_in * width + width + norm  # noqa: E731
-    return unit(in_size) + depth * unit(width) + width * out_size + out_size
+def trunk_param_count(in_size: int, out_size: int, depth: int, width: int, norm: str = "layernorm",
+                      residual: bool = True) -> int:
+    """Closed-form parameter count of one trunk (docs/method.md#parameter-counts). Hyperspherical units
+    have no bias and a scaler of ``width``; the input unit sees one more input (the shift), and each
+    residual block has its ``width`` interpolation rates α."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+    output = width * out_size + out_size
+    if norm == "hyperspherical":
+        unit = lambda fan_in: fan_in * width + width  # noqa: E731
+        alphas = (depth // UNITS_PER_BLOCK) * width if residual else 0
+        return unit(in_size + 1) + depth * unit(width) + alphas + output
+    extra = 2 * width if norm == "layernorm" else 0
+    unit = lambda fan_in: fan_in * width + width + extra  # noqa: E731
+    return unit(in_size) + depth * unit(width) + output
 
 
 def param_count(tree) -> int:

@@ -39,9 +39,10 @@ def agent_param_count(cfg: "TrainConfig") -> int | None:
     spec = task_spec(cfg.env)
     if spec is None:
         return None
-    actor = trunk_param_count(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, cfg.width, cfg.layer_norm)
-    sa = trunk_param_count(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
-    g = trunk_param_count(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width, cfg.layer_norm)
+    shape = {"width": cfg.width, "norm": cfg.norm, "residual": cfg.residual}
+    actor = trunk_param_count(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, **shape)
+    sa = trunk_param_count(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, **shape)
+    g = trunk_param_count(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, **shape)
     temperature = 1 if cfg.energy == "cosine" else 0  # the critic's log_temperature
     return actor + sa + g + temperature
 

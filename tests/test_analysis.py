@@ -169,7 +169,7 @@ def test_depth_effect_rule_with_hand_computed_intervals():
         for depth, values in ((4, shallow), (16, deep)):
             for seed, v in enumerate(values):
                 rows.append({"task": task, "critic_depth": depth, "actor_depth": depth, "width": 64,
-                             "batch_size": 256, "activation": "swish", "layer_norm": True, "residual": True,
+                             "batch_size": 256, "activation": "swish", "norm": "layernorm", "residual": True,
                              "seed": seed, "score": v})
     rows.append(rows[0] | {"critic_depth": 8, "actor_depth": 8})  # a depth the rule does not compare
     table = analysis.depth_effect(pd.DataFrame(rows), deep=16).set_index("task")
@@ -320,13 +320,14 @@ def test_score_vs_depth_draws_one_line_per_energy(tmp_path):
     assert set(analysis.variants(scores.drop(columns=["energy", "contrastive_loss"]))) == {""}
 
 
-def test_paper_results_and_reference_matching(tmp_path):
+@pytest.mark.parametrize("no_norm", [{"norm": "none"}, {"layer_norm": False}])  # today's config.json, an old one's
+def test_paper_results_and_reference_matching(tmp_path, no_norm):
     paper = analysis.paper_results()
     assert paper["depth"]["humanoid"][16] == 522.4 and paper["batch_depth"]["humanoid"][16][1024] == 588.7
     assert len(paper["depth"]) == 10 and paper["ablations"]["humanoid"]["relu"][64] == 185.3
     assert analysis.paper_depth("humanoid")[64] == pytest.approx(0.6495)
     assert analysis.paper_depth("point_u_maze") is None
-    synthetic_sweep(tmp_path, depths=(4, 8), seeds=1, tasks=("humanoid",), layer_norm=False)
+    synthetic_sweep(tmp_path, depths=(4, 8), seeds=1, tasks=("humanoid",), **no_norm)
     scores = analysis.run_scores(analysis.load_sweep(tmp_path))
     assert [label for label, _ in analysis.paper_references("humanoid", scores)] == ["paper", "paper, no LayerNorm"]
     assert analysis.paper_references("point_u_maze", scores) == []

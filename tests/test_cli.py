@@ -138,3 +138,20 @@ def test_commands_print_none_of_the_dependencies_import_noise_but_rlscale_warnin
     assert f"rlscale/config.py:1: UserWarning: {cli.BRAX_NOTICE}" in proc.stderr
     assert "brax/io/mjcf.py:1: UserWarning: another brax warning" in proc.stderr
     assert proc.stderr.count(cli.BRAX_NOTICE) == 1  # only rlscale's
+
+
+def test_a_bad_norm_lists_the_choices_and_writes_nothing(tmp_path, capsys):
+    run = tmp_path / "bad"
+    with pytest.raises(SystemExit) as info:  # tyro's error, before any config exists
+        main(_args(run, norm="bogus"))
+    assert info.value.code == 2
+    err = " ".join(capsys.readouterr().err.replace("│", " ").replace("─", " ").split())
+    assert "invalid choice 'bogus' for argument '--norm'. Expected one of ('layernorm', 'hyperspherical', 'none')" in err
+    assert not run.exists()
+
+
+def test_the_old_layer_norm_flags_are_read_as_norm():
+    """Scripts and queued sweep jobs of earlier versions say --no-layer-norm (rlscale.networks.LEGACY_OPTIONS)."""
+    assert cli._legacy_flags(["--depth", "8", "--no-layer-norm", "--layer-norm"]) == [
+        "--depth", "8", "--norm", "none", "--norm", "layernorm",
+    ]

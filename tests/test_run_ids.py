@@ -174,6 +174,36 @@ def test_a_run_that_really_differs_gets_another_id_and_no_old_directory(root, tm
     assert [r.id for r in _expand(operational)] == IDS and _located(operational, root) == OLD_DIRS
 
 
+@pytest.mark.parametrize("layer_norm,norm", [(False, "none"), (True, "layernorm")])
+def test_configs_saved_with_layer_norm_are_the_experiments_of_norm(root, tmp_path, layer_norm, norm):
+    """``norm`` replaced the true/false ``layer_norm`` (rlscale.networks.LEGACY_OPTIONS): a config.json that
+    says ``layer_norm`` loads as ``norm`` (strictly, as resume reads it), keeps its experiment key and run
+    id, and its directory is found by a sweep file that says ``norm``."""
+    path = root / "whole_config_ids" / OLD_DIRS[0] / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["config"]["layer_norm"] is True  # the fixture's, written before norm
+    saved["config"]["layer_norm"] = layer_norm
+    path.write_text(json.dumps(saved))
+    cfg = TrainConfig.from_dict(saved["config"])
+    assert cfg.norm == norm and not hasattr(cfg, "layer_norm")
+    assert sweepfile.saved_experiment_key(saved) == sweepfile.experiment_key(cfg)
+    # The key, and so the id, of norm=none is the one layer_norm=false had: {"layer_norm": false} hashed.
+    before = json.dumps({"schema": CONFIG_SCHEMA, "options": {} if layer_norm else {"layer_norm": False}},
+                        sort_keys=True, separators=(",", ":"))
+    assert sweepfile.experiment_key(TrainConfig(norm=norm)) == before
+    assert sweepfile.run_id(TrainConfig(norm="hyperspherical")) not in {sweepfile.run_id(TrainConfig(norm=n)) for n in ("none", "layernorm")}
+    new_file = _variant(tmp_path, base={"norm": norm})
+    data = yaml.safe_load(new_file.read_text())
+    data["base"].pop("layer_norm")
+    new_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    run_list = _expand(new_file)
+    assert [r.config.norm for r in run_list] == [norm, norm]
+    # Seed 0's directory is recognised, not retrained; seed 1's (layer_norm true) only where norm is layernorm.
+    assert _located(new_file, root) == [OLD_DIRS[0], OLD_DIRS[1] if layer_norm else run_list[1].name]
+    with pytest.raises(ValueError, match="layer_norm=False .*contradicts norm='layernorm'"):
+        TrainConfig.from_dict({**saved["config"], "layer_norm": False, "norm": "layernorm"})
+
+
 def test_a_directory_named_by_the_current_id_comes_first(root):
     sweep_dir = root / "whole_config_ids"
     run_list = _expand()
@@ -230,6 +260,7 @@ SHIPPED_SWEEP_IDS = {
     "paper_depth": (250, "953880d390"),
     "paper_depth_1024": (24, "390a340c01"),
     "paper_quasimetric": (96, "c0644afffd"),  # first shipped with --energy mrn
+    "paper_hyperspherical": (24, "51b329f12c"),  # new with norm (issue 13): its LayerNorm half has paper_ablations' ids
     "paper_width_vs_depth": (72, "63a0a5140d"),
     "quickstart": (12, "ad7f4f8944"),
 }

@@ -168,6 +168,9 @@ def test_ids_do_not_depend_on_key_order_or_number_spelling(tmp_path):
         ("name: x\ngrid:\n  env: [point_u_maze]\n  depth: [4,\n    eight]\n", 5, "depth: 'eight' is not an integer"),
         ("name: x\nbase:\n  layer_norm: no_thanks\ngrid: {env: [point_u_maze]}\n", 3, "layer_norm: 'no_thanks' is not true or false"),
         ("name: x\nbase: {activation: gelu}\ngrid: {env: [point_u_maze]}\n", 2, "activation: 'gelu' is not one of 'swish', 'relu'"),
+        ("name: x\nbase: {norm: batch}\ngrid: {env: [point_u_maze]}\n", 2, "norm: 'batch' is not one of 'layernorm', 'hyperspherical', 'none'"),
+        ("name: x\nbase: {norm: none, layer_norm: false}\ngrid: {env: [point_u_maze]}\n", 2, "norm is set twice in base (layer_norm is its old name)"),
+        ("name: x\nbase: {norm: none}\ngrid: {env: [point_u_maze], layer_norm: [true]}\n", 3, "norm is set in base (line 2) and varied here"),
         ("name: x\nzip:\n  - env: [point_u_maze, point_big_maze]\n    seed: [0]\n", 3, "zip group 1: lists must have equal lengths, got env: 2, seed: 1"),
         ("name: x\ngrid:\n  env: [point_u_maze]\n  depth: [4, 8]\nexclude:\n  - {depth: 12}\n", 6, "exclude entry 1: depth=12 is not one of the axis's values"),
         ("name: x\ngrid:\n  env: [point_u_maze]\n  env: [point_big_maze]\n", 4, "duplicate key 'env' (first at line 3)"),
@@ -205,6 +208,7 @@ PAPER_COUNTS = {
     "paper_actor_vs_critic": 3 * 3 * 3 * 3,
     "paper_depth_1024": 8 * 3,
     "paper_ablations": 4 * 4 * 3,
+    "paper_hyperspherical": 2 * 4 * 3,
 }
 
 
@@ -250,7 +254,8 @@ def test_dry_run_lists_commands_and_notes_unregistered_tasks(tmp_path, capsys):
     assert cli_main(["sweep", str(path), "--dry-run", "--runs-root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "8 runs: 8 pending" in out and "note: task teleport_maze is not registered yet: 4 run(s) can be listed" in out
-    assert f"-m rlscale.cli train --env teleport_maze --depth 16 --activation relu --no-layer-norm --total-env-steps 1000000 " \
+    # The file's old name layer_norm (rlscale.networks.LEGACY_OPTIONS) is launched as today's option.
+    assert f"-m rlscale.cli train --env teleport_maze --depth 16 --activation relu --norm none --total-env-steps 1000000 " \
            f"--run-dir {root / 'future' / 'teleport_maze_d16_w256_b512_s0_'}" in out
     assert not root.exists()
     # Launching them is refused before anything runs.
@@ -289,7 +294,9 @@ def test_param_count_matches_the_networks():
     from rlscale.config import config_for
     from rlscale.networks import param_count
 
-    for overrides in ({"depth": 8, "width": 32}, {"actor_depth": 4, "critic_depth": 12, "width": 16, "layer_norm": False}):
+    for overrides in ({"depth": 8, "width": 32}, {"actor_depth": 4, "critic_depth": 12, "width": 16, "norm": "none"},
+                      {"actor_depth": 8, "critic_depth": 4, "width": 16, "norm": "hyperspherical"},
+                      {"depth": 8, "width": 16, "norm": "hyperspherical", "residual": False}):
         cfg = config_for("point_u_maze", **overrides)
         agent = Agent.build(cfg, envs.make("point_u_maze").spec)
         learner = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
@@ -325,8 +332,8 @@ def test_plot_has_one_line_per_task_unless_another_knob_varies():
         "point_u_maze": {4: [4.0, 8.0], 8: [8.0, 16.0], 16: [16.0, 32.0]},
         "point_big_maze": {4: [4.0, 8.0], 8: [8.0, 16.0], 16: [16.0, 32.0]},
     }
-    lines = summary.plot_lines(_table(layer_norm=lambda d, seed: seed == 0))
-    assert sorted(lines) == [f"{t} layer_norm={v}" for t in ("point_big_maze", "point_u_maze") for v in (False, True)]
+    lines = summary.plot_lines(_table(norm=lambda d, seed: ("none", "hyperspherical")[seed]))
+    assert sorted(lines) == [f"{t} norm={v}" for t in ("point_big_maze", "point_u_maze") for v in ("hyperspherical", "none")]
 
 
 def test_plot_of_score_against_depth(tmp_path):

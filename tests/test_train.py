@@ -167,6 +167,24 @@ def test_resume_from_a_checkpoint_of_an_earlier_version(tmp_path):
     _assert_saved_without_seed_axis(run)
 
 
+@pytest.mark.slow  # two tiny trainings: 180 s on a shared CPU core
+def test_a_config_saved_with_layer_norm_false_resumes_as_norm_none(tmp_path):
+    """config.json files written before ``norm`` say ``layer_norm`` (rlscale.networks.LEGACY_OPTIONS);
+    resuming reads them strictly (TrainConfig.from_dict) as the norm they meant. The run is given a
+    fourth epoch of the same length. (``layer_norm: true``: the fixture run that
+    test_resume_from_a_checkpoint_of_an_earlier_version resumes.)"""
+    layer_norm, norm = False, "none"
+    run = _run(tmp_path, "run", norm=norm)
+    info = json.loads((run / "config.json").read_text())
+    del info["config"]["norm"]
+    info["config"].update(layer_norm=layer_norm, total_env_steps=400, num_evals=4)
+    (run / "config.json").write_text(json.dumps(info))
+    assert TrainConfig.from_dict(info["config"]).norm == norm
+    train(resume=run)
+    rows = rd.read_metrics(run)
+    assert [r["training/env_steps"] for r in rows] == [160, 240, 320, 400] and np.isfinite(rows[-1]["training/critic_loss"])
+
+
 def test_resume_of_a_finished_run_trains_nothing(tmp_path):
     run = _run(tmp_path, "run")
     before = (run / "metrics.jsonl").read_text()
@@ -215,6 +233,16 @@ def test_crl_learns_point_u_maze_on_cpu(fp32_learning):
     print(f"point_u_maze, depth 4: success-any per epoch {success_any}, {seconds:.0f} s")
     assert success_any[0] < 0.5  # the far cells are not reachable by chance
     assert max(success_any) >= 0.8
+
+
+@pytest.mark.slow
+def test_hyperspherical_normalisation_learns_point_u_maze_on_cpu(tmp_path):
+    """SimbaV2's hyperspherical trunk (docs/method.md#hyperspherical-normalisation) at depth 4 learns the
+    U-maze under the LayerNorm test's budget and threshold."""
+    rows, seconds = _learn_point_u_maze(tmp_path / "hyperspherical", norm="hyperspherical")
+    success_any = [r["eval/episode_success_any"] for r in rows]
+    print(f"point_u_maze, depth 4, hyperspherical: success-any per epoch {success_any}, {seconds:.0f} s")
+    assert success_any[0] < 0.5 and max(success_any) >= 0.8
 
 
 @pytest.mark.slow
