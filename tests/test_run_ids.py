@@ -229,6 +229,7 @@ SHIPPED_SWEEP_IDS = {
     "paper_batch_size": (60, "8a168b70a6"),
     "paper_depth": (250, "953880d390"),
     "paper_depth_1024": (24, "390a340c01"),
+    "paper_stitching": (9, "31c217d3d2"),
     "paper_width_vs_depth": (72, "63a0a5140d"),
     "quickstart": (12, "ad7f4f8944"),
 }
