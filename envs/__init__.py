@@ -80,6 +80,22 @@ _REGISTRY["humanoid_big_maze_eval"] = _humanoid("humanoid_big_maze_eval", "human
 # --- end of ant mazes and humanoids ---
 
 
+# --- stitching mazes (docs/tasks.md#stitching-mazes): short training pairs, far evaluation goals ---
+def _stitch(robot: str, layout: str, evaluation: bool) -> Callable[..., GoalTask]:
+    def build(**overrides: Any) -> GoalTask:
+        from rlscale.envs import stitching
+
+        return (stitching.stitch_eval_task if evaluation else stitching.stitch_task)(robot, layout, **overrides)
+
+    return build
+
+
+for _robot in ("point", "point_inertia", "ant"):
+    _REGISTRY[f"{_robot}_u_maze_stitch"] = _stitch(_robot, "u_maze", False)
+    _REGISTRY[f"{_robot}_u_maze_stitch_eval"] = _stitch(_robot, "u_maze", True)
+# --- end of stitching mazes ---
+
+
 # --- the arm family on MJX (docs/tasks.md#arm-tasks) ---
 def _arm(name: str) -> Callable[..., GoalTask]:
     def build(**overrides: Any) -> GoalTask:

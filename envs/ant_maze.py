@@ -11,6 +11,8 @@ code, they pass through walls). No target body: the goal lives in the task state
 
 State, goal indices, success and termination as :class:`envs.brax_tasks.AntTask`. Start: the R cell's
 centre plus the ±0.1 reset noise on every coordinate. Goal: a uniformly chosen G cell's centre, exactly.
+With a ``sampler`` (the stitching mazes, :mod:`envs.stitching`) the sampler draws the start cell (the torso
+moves there from R, keeping the noise) and the goal, and adds its metrics.
 Reward: −dist + 1 − 0.5·Σa² (``reward_forward`` holds −dist). Physics: spring by default, 0.005 s × 10.
 """
 
@@ -21,6 +23,7 @@ from xml.etree import ElementTree
 import jax
 import jax.numpy as jnp
 
+from rlscale.envs.base import TaskState
 from rlscale.envs.brax_tasks import AntTask, add_maze_walls, ant_system, brax_asset, limit_wall_contact_pairs, set_floor_size
 from rlscale.envs.mazes import Maze, maze
 
@@ -74,15 +77,33 @@ class AntMaze(AntTask):
         *,
         name: str | None = None,
         eval_task: str | None = None,
+        sampler=None,
     ):
+        """``sampler``: draws the start cell and goal and adds metrics, as the point twins'
+        (:mod:`envs.stitching`); None: the R cell and a uniform G cell."""
         self.maze = maze(layout)
+        self.sampler = sampler
         sys, n_frames = ant_system(backend, ant_maze_xml(self.maze))
         name = name or f"ant_{layout}"
         super().__init__(sys, n_frames, backend, name, eval_task or name, episode_length)
         self._goals = jnp.asarray(self.maze.goals)
 
     def sample_goal(self, key: jax.Array) -> jax.Array:
+        if self.sampler is not None:
+            return self.sampler.sample(key)[1]
         return self._goals[jax.random.randint(key, (), 0, self._goals.shape[0])]
+
+    def sample_start_goal(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if self.sampler is None:
+            return super().sample_start_goal(key)
+        start, goal = self.sampler.sample(key)
+        return start - jnp.asarray(self.maze.start), goal
+
+    def _locomotion_state(self, pipeline_state, state_part, goal, reward, done, metrics) -> TaskState:
+        state = super()._locomotion_state(pipeline_state, state_part, goal, reward, done, metrics)
+        if self.sampler is None:
+            return state
+        return state.replace(metrics={**state.metrics, **self.sampler.metrics(goal, state.metrics["success"])})
 
     def _progress(self, x_velocity: jax.Array, dist: jax.Array) -> jax.Array:
         return -dist

@@ -156,7 +156,8 @@ class AntTask(PipelineTask):
     Reset: q = init_q + U(−0.1, 0.1) on every coordinate, qd = 0.1·N(0, 1). Reward: the subclass's
     task term (``_progress``) + 1 − 0.5·Σa².
 
-    Subclasses implement ``sample_goal(key)`` and ``_progress(x_velocity, dist)``.
+    Subclasses implement ``sample_goal(key)`` and ``_progress(x_velocity, dist)``; ``sample_start_goal(key)``
+    may also move the start (the stitching mazes).
     """
 
     healthy_z_range = (0.2, 1.0)
@@ -183,6 +184,10 @@ class AntTask(PipelineTask):
     def sample_goal(self, key: jax.Array) -> jax.Array:
         raise NotImplementedError
 
+    def sample_start_goal(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The torso's x, y shift from the model's initial pose, and the goal (default: no shift)."""
+        return jnp.zeros(2), self.sample_goal(key)
+
     def _progress(self, x_velocity: jax.Array, dist: jax.Array) -> jax.Array:
         raise NotImplementedError
 
@@ -196,9 +201,11 @@ class AntTask(PipelineTask):
         noise = self.reset_noise_scale
         q = self.sys.init_q + jax.random.uniform(q_key, (self.sys.q_size(),), minval=-noise, maxval=noise)
         qd = noise * jax.random.normal(qd_key, (self.sys.qd_size(),))
+        shift, goal = self.sample_start_goal(goal_key)
+        q = q.at[:2].add(shift)
         zero = jnp.zeros(())
         metrics = {k: zero for k in self._metric_keys}
-        return self._task_state(self.pipeline.pipeline_init(q, qd), self.sample_goal(goal_key), zero, zero, metrics)
+        return self._task_state(self.pipeline.pipeline_init(q, qd), goal, zero, zero, metrics)
 
     def step(self, state: TaskState, action: jax.Array) -> TaskState:
         before = state.sim

@@ -120,8 +120,43 @@ class Maze:
     @property
     def free_cells(self) -> np.ndarray:
         """World xy of every non-wall cell centre, row-major."""
-        rows, cols = np.nonzero(~self.walls)
-        return np.stack([rows, cols], axis=1).astype(np.float32) * self.scale
+        return self.free_cell_indices.astype(np.float32) * self.scale
+
+    @property
+    def free_cell_indices(self) -> np.ndarray:
+        """(row, column) of every non-wall cell, row-major (the order of :attr:`free_cells`)."""
+        return np.argwhere(~self.walls)
+
+    @property
+    def start_index(self) -> int:
+        """Position of the R cell in :attr:`free_cells`."""
+        cell = np.round(self.start / self.scale).astype(int)
+        return int(np.flatnonzero((self.free_cell_indices == cell).all(axis=1))[0])
+
+
+def cell_distances(walls: np.ndarray) -> np.ndarray:
+    """Shortest-path distances in cells between every two free cells of a grid (``walls``: bool [rows, cols]).
+
+    Breadth-first search over the 4-connected free cells. Returns int [n, n] with n free cells in
+    row-major order (that of :attr:`Maze.free_cells`); -1 where a cell cannot reach the other.
+    """
+    walls = np.asarray(walls, dtype=bool)
+    cells = np.argwhere(~walls)
+    index = {tuple(c): i for i, c in enumerate(cells.tolist())}
+    out = np.full((len(cells), len(cells)), -1, dtype=np.int64)
+    for source, cell in enumerate(cells.tolist()):
+        out[source, source] = 0
+        frontier = [tuple(cell)]
+        while frontier:
+            nxt = []
+            for r, c in frontier:
+                for neighbour in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                    j = index.get(neighbour)
+                    if j is not None and out[source, j] < 0:
+                        out[source, j] = out[source, index[(r, c)]] + 1
+                        nxt.append(neighbour)
+            frontier = nxt
+    return out
 
 
 def maze(layout: str, scale: float = MAZE_SCALE) -> Maze:

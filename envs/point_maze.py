@@ -12,7 +12,8 @@ A sub-move (0.25 m by default) is far shorter than a wall (4 m), so nothing pass
 
 State (4): ``[x, y, vx, vy]`` where ``v`` is the realised displacement per env step. Goal indices: x, y.
 Success: 2-D distance below 0.5 m, as the ant mazes. Start: R-cell centre + U(-0.1, 0.1) on x and y.
-Goal: a uniformly chosen G cell's centre, exactly.
+Goal: a uniformly chosen G cell's centre, exactly. With a ``sampler`` (the stitching mazes,
+:mod:`envs.stitching`) the sampler draws the start cell and the goal, and adds its metrics.
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ class PointMaze(GoalTask):
         substeps: int = 8,
         radius: float = 0.4,
         start_noise: float = 0.1,
+        sampler=None,
     ):
+        """``sampler``: draws the start cell and goal (``sample(key) -> (start_xy, goal_xy)``) and adds
+        ``metrics(goal, success)`` (:mod:`envs.stitching`); None: the R cell and a uniform G cell."""
         self.maze = maze(layout)
+        self.sampler = sampler
         self.max_step = max_step
         self.substeps = substeps
         self.radius = radius
@@ -75,13 +80,21 @@ class PointMaze(GoalTask):
             goal=goal,
             reward=-dist,
             terminated=jnp.zeros((), jnp.bool_),
-            metrics=self.success_metrics(dist),
+            metrics=self._metrics(dist, goal),
         )
+
+    def _metrics(self, dist, goal) -> dict[str, jax.Array]:
+        metrics = self.success_metrics(dist)
+        return metrics if self.sampler is None else {**metrics, **self.sampler.metrics(goal, metrics["success"])}
 
     def reset(self, key: jax.Array) -> TaskState:
         start_key, goal_key = jax.random.split(key)
-        xy = self._start + jax.random.uniform(start_key, (2,), minval=-self.start_noise, maxval=self.start_noise)
-        goal = self._goals[jax.random.randint(goal_key, (), 0, self._goals.shape[0])]
+        noise = jax.random.uniform(start_key, (2,), minval=-self.start_noise, maxval=self.start_noise)
+        if self.sampler is None:
+            start, goal = self._start, self._goals[jax.random.randint(goal_key, (), 0, self._goals.shape[0])]
+        else:
+            start, goal = self.sampler.sample(goal_key)
+        xy = start + noise
         return self._observe(xy, jnp.zeros(2), goal)
 
     def step(self, state: TaskState, action: jax.Array) -> TaskState:
@@ -128,7 +141,8 @@ class InertialPointMaze(PointMaze):
         friction: float = 0.5,
         **point_options,
     ):
-        """``point_options``: the point twin's ``eval_task``, ``episode_length``, ``radius``, ``start_noise``."""
+        """``point_options``: the point twin's ``eval_task``, ``episode_length``, ``radius``, ``start_noise``,
+        ``sampler``."""
         if not 0.0 <= friction * dt / substeps < 1.0:
             raise ValueError(f"friction·dt/substeps must lie in [0, 1), got {friction}·{dt}/{substeps}")
         name = name or f"point_inertia_{layout}"

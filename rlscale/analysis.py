@@ -21,6 +21,10 @@ Definitions (docs/metrics.md):
   previous depth. None when no step qualifies (or one seed only).
 * **Saturating fit**: ``score = lo + (hi - lo) / (1 + exp(-k (log2(depth) - x0)))`` fitted to the run
   scores with ``scipy.optimize.curve_fit``; needs at least 4 distinct depths, otherwise the table says why.
+* **Score per goal distance** (the stitching mazes, docs/tasks.md#stitching-mazes): a run's score over
+  the episodes whose goal was d cells away (``eval/episode_success_d<d>``, already averaged over those
+  episodes by ``rlscale.rollout``), normalised and averaged over the last 5 evaluations as the run score;
+  mean over seeds with 95 % Student-t half-widths per depth and distance (:func:`goal_distance_table`).
 * **FLOPs per SGD step**: the matrix products of one ``Agent.sgd_step``, counted from the Dense layers'
   weights, ``B (6 P_a + 10 P_φ + 8 P_ψ)`` less the first layers' unneeded input gradients
   (``rlscale.flops.sgd_step_flops``, whose docstring derives it and says what is not counted).
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -47,7 +52,7 @@ CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batc
                   "norm", "residual", "episode_length"]
 # Knobs that may split a task's runs into separate lines (besides depth and seed).
 VARIANT_KNOBS = ["width", "batch_size", "activation", "norm", "residual", "actor_depth"]
-FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock"]
+FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock", "stitching"]
 # The objective's options: a sweep comparing energies or InfoNCE variants (configs/sweeps/paper_quasimetric.yaml)
 # draws one line for each.
 OBJECTIVE_KNOBS = ["energy", "contrastive_loss"]
@@ -104,6 +109,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
                 "score": run_scoring.normalised(m[run_scoring.TIME_AT_GOAL], cfg.episode_length),
                 "success_any": m.get(run_scoring.SUCCESS_ANY),
                 "dist": m.get("eval/episode_dist"),
+                **_goal_distance_columns(m),
             })
     if not rows:
         raise AnalysisError(f"{sweep_dir}: no run has an evaluation yet (metrics.jsonl rows with eval/episode_success)")
@@ -111,6 +117,53 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     for key in ("params", "flops_per_sgd_step", "walltime_s", "success_any", "dist"):
         table[key] = pd.to_numeric(table[key], errors="coerce")
     return table
+
+
+GOAL_DISTANCE_KEY = re.compile(r"eval/episode_success_d(\d+)")  # time at goal over the episodes d cells away
+
+
+def _goal_distance_columns(m: dict[str, Any]) -> dict[str, float]:
+    """An evaluation's time at goal and success-any per goal distance d: ``time_at_goal_d<d>``,
+    ``success_any_d<d>`` (the stitching mazes; none for other tasks)."""
+    out = {}
+    for key, value in m.items():
+        match = GOAL_DISTANCE_KEY.fullmatch(key)
+        if match:
+            d = match.group(1)
+            out[f"time_at_goal_d{d}"] = float("nan") if value is None else float(value)
+            any_d = m.get(f"eval/episode_success_any_d{d}")
+            out[f"success_any_d{d}"] = float("nan") if any_d is None else float(any_d)
+    return out
+
+
+def goal_distances(evals: pd.DataFrame) -> list[int]:
+    """The goal distances that a sweep's evaluations report (``time_at_goal_d<d>`` columns), sorted."""
+    return sorted(int(c.removeprefix("time_at_goal_d")) for c in evals.columns if re.fullmatch(r"time_at_goal_d\d+", c))
+
+
+def goal_distance_scores(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataFrame:
+    """One row per run and goal distance: the run's settings and its score over the episodes whose goal was
+    that far (``rlscale.scores.run_score`` of the per-distance times at goal and success-any)."""
+    scores = run_scores(evals, last)
+    settings = scores.assign(variant=variants(scores)).set_index("run")[["task", "variant", "critic_depth", "seed"]]
+    rows = []
+    for run, g in evals.sort_values(["run", "env_steps"], kind="stable").groupby("run", sort=True):
+        for d in goal_distances(evals):
+            if g[f"time_at_goal_d{d}"].isna().all():
+                continue
+            score = run_scoring.run_score(g[f"time_at_goal_d{d}"].tolist(), g[f"success_any_d{d}"].tolist(),
+                                          int(g["episode_length"].iloc[0]), last)
+            rows.append({"run": run, **settings.loc[run].to_dict(), "goal_distance": d, **score})
+    return pd.DataFrame(rows, columns=["run", "task", "variant", "critic_depth", "seed", "goal_distance", *SCORE_COLUMNS])
+
+
+def goal_distance_table(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataFrame:
+    """Per task, variant, depth and goal distance: the seeds' mean score, its 95 % t half-width, the seeds."""
+    per_run = goal_distance_scores(evals, last).dropna(subset=["score"])
+    rows = [{"task": task, "variant": variant, "critic_depth": depth, "goal_distance": d, "mean": g["score"].mean(),
+             "halfwidth": t_halfwidth(g["score"]), "num_seeds": len(g)}
+            for (task, variant, depth, d), g in per_run.groupby(["task", "variant", "critic_depth", "goal_distance"])]
+    return pd.DataFrame(rows, columns=["task", "variant", "critic_depth", "goal_distance", "mean", "halfwidth", "num_seeds"])
 
 
 def run_scores(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataFrame:
@@ -499,6 +552,33 @@ def fig_width_depth(scores: pd.DataFrame):
     return fig
 
 
+def fig_stitching(evals: pd.DataFrame):
+    """Score per goal distance (the stitching mazes' far goals), one panel per task (and variant), one bar
+    group per depth, a bar per distance: mean over seeds with 95 % Student-t intervals."""
+    table = goal_distance_table(evals)
+    if table.empty:
+        return "no per-goal-distance metrics (no stitching runs)"
+    panels = sorted(table.groupby(["task", "variant"]).groups)
+    fig, axes = _panels(len(panels))
+    for ax, (task, variant) in zip(axes, panels):
+        g = table[(table["task"] == task) & (table["variant"] == variant)]
+        depths, dists = sorted(g["critic_depth"].unique()), sorted(g["goal_distance"].unique())
+        width = 0.8 / len(dists)
+        for k, d in enumerate(dists):
+            at = g[g["goal_distance"] == d].set_index("critic_depth").reindex(depths)
+            hw = np.where(np.isfinite(at["halfwidth"]), at["halfwidth"], 0.0)
+            ax.bar(np.arange(len(depths)) + (k - (len(dists) - 1) / 2) * width, at["mean"], width, yerr=hw,
+                   capsize=3, label=f"goal {d} cells away")
+        ax.set_xticks(range(len(depths)), [str(int(d)) for d in depths])
+        ax.set_xlabel("depth (critic)")
+        ax.set_ylabel("time at goal / episode")
+        ax.set_title(f"{task} {variant}".strip() + ": far goals")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize="x-small", title="mean ± 95 % CI", title_fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
 def figures(evals: pd.DataFrame, reference: bool = False, reps: int = 2000) -> dict[str, Any]:
     """Every figure name -> a matplotlib Figure, or a str saying why it was skipped."""
     scores = run_scores(evals)
@@ -509,6 +589,7 @@ def figures(evals: pd.DataFrame, reference: bool = False, reps: int = 2000) -> d
         "width_depth": fig_width_depth(scores),
         "actor_critic": fig_actor_critic(scores),
         "wallclock": fig_wallclock(evals),
+        "stitching": fig_stitching(evals),
     }
 
 

@@ -15,6 +15,7 @@ import argparse
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,18 @@ def run_dirs_of(path: Path) -> list[Path]:
     return runs
 
 
+def _by_group(r: dict[str, Any]) -> str:
+    """Time at goal and success-any per episode group (``rlscale.rollout``'s ``<name>_count`` metrics, e.g.
+    per goal distance on the stitching mazes), each over the group's episodes; '' for tasks without groups."""
+    prefix, any_prefix = "eval/episode_success_", "eval/episode_success_any"
+    groups = [k.removeprefix(prefix) for k in r
+              if k.startswith(prefix) and not k.startswith(any_prefix) and not k.endswith("_count") and f"{k}_count" in r]
+    groups.sort(key=lambda g: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", g)])
+    parts = [f"{g} {r[prefix + g]:.1f} (any {r.get(f'{any_prefix}_{g}', float('nan')):.2f}, {r[f'{prefix}{g}_count']:.0f} episodes)"
+             for g in groups]
+    return "\n    time@goal by group: " + ", ".join(parts) if parts else ""
+
+
 def _format(rows: list[dict[str, Any]]) -> str:
     head = f"{'run':44s} {'task':22s} {'step':>12s} {'time@goal':>10s} {'± s.e.':>7s} {'any':>5s} {'final dist':>10s} {'length':>7s}"
     lines = [head]
@@ -83,7 +96,7 @@ def _format(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['run'][-44:]:44s} {r['task']:22s} {r['step']:>12,d} {r['eval/episode_success']:>10.1f} "
             f"{r['eval/episode_success_stderr']:>7.1f} {r['eval/episode_success_any']:>5.2f} "
-            f"{r['eval/episode_dist']:>10.2f} {r['eval/avg_episode_length']:>7.0f}"
+            f"{r['eval/episode_dist']:>10.2f} {r['eval/avg_episode_length']:>7.0f}" + _by_group(r)
         )
     return "\n".join(lines)
 

@@ -5,6 +5,12 @@ evaluation measures (docs/metrics.md#per-evaluation), in training (``rlscale.tra
 Per episode: time at goal (steps within the success threshold, counted until the episode ends or the
 robot falls), success-any, final distance and episode length; every other metric the task reports is
 summed over the episode's active steps. No key is assumed beyond ``success`` and ``dist``.
+
+Episode groups (docs/metrics.md#per-goal-distance): a task metric named ``<name>_count`` is a group
+indicator (1 where the episode belongs to the group, e.g. its goal is 5 cells away; ``<name>`` is zero
+outside the group). It is not summed: each episode keeps its value at the reset, ``episode_<name>_count``;
+a ``success<suffix>_count`` also gives the group's success-any ``episode_success_any<suffix>`` (with its
+``_count``). :func:`summarize` then averages each ``<name>`` over the group's episodes only.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlscale.envs.base import GoalTask
+
+COUNT = "_count"  # suffix of a group indicator metric (module docstring)
 
 
 def rollout(task: GoalTask, act: Callable, policy_params, reset_key: jax.Array, num_episodes: int, length: int,
@@ -31,7 +39,8 @@ def rollout(task: GoalTask, act: Callable, policy_params, reset_key: jax.Array, 
     ``[length + 1, num_episodes]``; else ``None``. Pure: jit it.
     """
     state = jax.vmap(task.reset)(jax.random.split(reset_key, num_episodes))
-    metric_keys = [k for k in state.metrics if k != "dist"]
+    metric_keys = [k for k in state.metrics if k != "dist" and not k.endswith(COUNT)]
+    groups = {k: state.metrics[k].astype(jnp.float32) for k in state.metrics if k.endswith(COUNT)}
     zeros = jnp.zeros(num_episodes)
 
     def step(carry, step_key):
@@ -50,6 +59,13 @@ def rollout(task: GoalTask, act: Callable, policy_params, reset_key: jax.Array, 
     (_, _, sums, final_dist, counted), steps = jax.lax.scan(step, init, step_keys, length=length)
     out = {f"episode_{k}": v for k, v in sums.items()}
     out["episode_success_any"] = (sums["success"] > 0).astype(jnp.float32)
+    for key, indicator in groups.items():
+        base = key.removesuffix(COUNT)
+        out[f"episode_{key}"] = indicator
+        if base.startswith("success") and base in sums:
+            suffix = base.removeprefix("success")
+            out[f"episode_success_any{suffix}"] = (sums[base] > 0).astype(jnp.float32)
+            out[f"episode_success_any{suffix}{COUNT}"] = indicator
     out["episode_dist"] = final_dist
     out["episode_length"] = counted
     if not trajectory:
@@ -76,9 +92,15 @@ def make_unroll(task: GoalTask, episode_length: int, num_episodes: int, act: Cal
 
 
 def summarize(per_episode: dict[str, jax.Array], prefix: str = "eval/") -> dict[str, float]:
-    """Means over episodes, plus the standard error of time at goal."""
+    """Means over episodes, plus the standard error of time at goal. A grouped metric (module docstring)
+    is its mean over the group's episodes (NaN when the group has none) and ``<name>_count`` the number of
+    those episodes."""
     host = {k: np.asarray(v, dtype=np.float64) for k, v in per_episode.items()}
     out = {f"{prefix}{k}": float(v.mean()) for k, v in host.items()}
+    for key in [k for k in host if k.endswith(COUNT) and k.removesuffix(COUNT) in host]:
+        base, count = key.removesuffix(COUNT), float(host[key].sum())
+        out[f"{prefix}{base}"] = float(host[base].sum() / count) if count else float("nan")
+        out[f"{prefix}{key}"] = count
     out[f"{prefix}avg_episode_length"] = out.pop(f"{prefix}episode_length")
     success = host["episode_success"]
     out[f"{prefix}episode_success_stderr"] = float(success.std(ddof=1) / np.sqrt(len(success))) if len(success) > 1 else 0.0

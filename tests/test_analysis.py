@@ -18,8 +18,9 @@ NOTEBOOK = REPO / "notebooks" / "scaling.ipynb"
 EPISODE = 20
 
 
-def make_run(sweep_dir: Path, times_at_goal: list[float], walltime: bool = True, **config) -> Path:
-    """A synthetic run directory: config.json and one metrics row per evaluation."""
+def make_run(sweep_dir: Path, times_at_goal: list[float], walltime: bool = True, extra: list[dict] | None = None,
+             **config) -> Path:
+    """A synthetic run directory: config.json and one metrics row per evaluation (``extra``: more keys per row)."""
     cfg = {"env": "point_u_maze", "depth": 4, "width": 32, "batch_size": 32, "seed": 0, "episode_length": EPISODE} | config
     digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
     name = f"{cfg['env']}_d{cfg['depth']}_w{cfg['width']}_b{cfg['batch_size']}_s{cfg['seed']}_{digest}"
@@ -29,7 +30,7 @@ def make_run(sweep_dir: Path, times_at_goal: list[float], walltime: bool = True,
     rows = [
         {"epoch": i, "training/env_steps": 100 * (i + 1), "training/sgd_steps": 10 * (i + 1),
          "eval/episode_success": t, "eval/episode_success_any": float(t > 0), "eval/episode_dist": 1.0,
-         **({"walltime": 2.0 * (i + 1)} if walltime else {})}
+         **({"walltime": 2.0 * (i + 1)} if walltime else {}), **(extra[i] if extra else {})}
         for i, t in enumerate(times_at_goal)
     ]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -222,6 +223,7 @@ def test_plot_writes_supported_figures_and_reports_skipped(tmp_path, capsys):
         assert (out / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
     assert "skipped width_depth: one width only" in text
     assert "skipped actor_critic: actor depth always equals critic depth" in text
+    assert "skipped stitching: no per-goal-distance metrics (no stitching runs)" in text
     assert not (out / "width_depth.png").exists()
     for table in ("runs.csv", "aggregate.csv", "fits.csv"):
         assert (out / table).is_file()
@@ -237,6 +239,46 @@ def test_plot_width_and_actor_critic_figures(tmp_path, capsys):
     assert cli_main(["plot", str(sweep), "--reps", "100"]) == 0
     assert (sweep / "plots" / "width_depth.pdf").is_file()
     assert (sweep / "plots" / "actor_critic.png").is_file()
+
+
+def test_stitching_figure_bars_are_seed_means_of_the_last_five_evals_per_goal_distance(tmp_path, capsys):
+    """Per run and distance d: time at goal over the episodes d cells away, mean of the last 5 of 6 evaluations,
+    / episode length; bars: mean over 3 seeds per depth, 95 % Student-t half-widths."""
+    sweep = tmp_path / "sweep"
+    expected = {}
+    for depth, base in ((4, 2.0), (16, 8.0)):
+        for seed in range(3):
+            per_eval = []
+            for i in range(6):  # evaluation 0 is outside the last 5; d6 is missing (no episodes) in evaluation 5
+                per_eval.append({"eval/episode_success_d4": 99.0 if i == 0 else base + seed,
+                                 "eval/episode_success_any_d4": 1.0,
+                                 "eval/episode_success_d5": 99.0 if i == 0 else base / 2 + i - 1,
+                                 "eval/episode_success_any_d5": float(i % 2),
+                                 "eval/episode_success_d6": float("nan") if i == 5 else (0.0 if i == 0 else float(seed))})
+            make_run(sweep, [1.0] * 6, extra=per_eval, env="point_u_maze_stitch", depth=depth, seed=seed)
+        seeds = range(3)
+        expected[depth] = {4: [(base + s) / EPISODE for s in seeds], 5: [(base / 2 + 2) / EPISODE] * 3,
+                           6: [s / EPISODE for s in seeds]}
+    make_run(sweep, [1.0] * 6, env="point_u_maze", depth=4)  # no stitching metrics: not in the figure
+    evals = analysis.load_sweep(sweep)
+    table = analysis.goal_distance_table(evals).set_index(["critic_depth", "goal_distance"])
+    assert set(table["task"]) == {"point_u_maze_stitch"} and len(table) == 6 and (table["num_seeds"] == 3).all()
+    per_run = analysis.goal_distance_scores(evals)
+    assert per_run.loc[per_run["goal_distance"] == 5, "success_any"].tolist() == [pytest.approx(0.6)] * 6  # 3 of the last 5
+    for depth, by_d in expected.items():
+        for d, values in by_d.items():
+            assert table.loc[(depth, d), "mean"] == pytest.approx(np.mean(values))
+            assert table.loc[(depth, d), "halfwidth"] == pytest.approx(analysis.t_halfwidth(values))
+    fig = analysis.fig_stitching(evals)
+    (ax,) = fig.axes
+    heights = [p.get_height() for p in ax.patches]  # a bar series per distance, a bar per depth in it
+    assert heights == pytest.approx([np.mean(expected[depth][d]) for d in (4, 5, 6) for depth in (4, 16)])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "16"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"goal {d} cells away" for d in (4, 5, 6)]
+    assert analysis.fig_stitching(evals[evals["task"] == "point_u_maze"]) == "no per-goal-distance metrics (no stitching runs)"
+    assert "stitching" in analysis.FIGURES
+    assert cli_main(["plot", str(sweep), "--reps", "20"]) == 0
+    assert (sweep / "plots" / "stitching.png").is_file() and "skipped stitching" not in capsys.readouterr().out
 
 
 def test_plot_of_a_directory_without_runs_is_a_one_line_error(tmp_path, capsys):

@@ -17,7 +17,7 @@ EXPECTED = {  # name: (obs size, goal indices, success threshold)
     **{
         f"ant_{layout}": (31, (0, 1), 0.5)
         for layout in ("u_maze", "big_maze", "hardest_maze", "u4_maze", "u5_maze")
-        + ("u_maze_eval", "big_maze_eval", "u4_maze_eval", "u5_maze_eval")
+        + ("u_maze_eval", "big_maze_eval", "u4_maze_eval", "u5_maze_eval", "u_maze_stitch", "u_maze_stitch_eval")
     },
     **{
         n: (249, (0, 1, 2), 0.5)
@@ -79,7 +79,7 @@ def test_point_dist_matches_observation(name):
     np.testing.assert_allclose(state.metrics["dist"], expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", POINT_TASKS)
+@pytest.mark.parametrize("name", [n for n in POINT_TASKS if "_stitch" not in n])  # stitching: tests/test_stitching.py
 def test_maze_goals_are_goal_cell_centres_and_start_in_reset_cell(name):
     task = envs.make(name)
     layout = task.maze

@@ -17,7 +17,7 @@ from rlscale.envs.mazes import HUMANOID_MAZE_SCALE, maze
 from rlscale.envs.render import draw_maze, figure_size, save_maze_png
 from rlscale.envs.wrappers import EpisodeEnv
 
-ANT_MAZES = [n for n in envs.names() if n.startswith("ant_") and "maze" in n]
+ANT_MAZES = [n for n in envs.names() if n.startswith("ant_") and "maze" in n and "_stitch" not in n]  # stitching: tests/test_stitching.py
 HUMANOID_MAZES = [n for n in envs.names() if n.startswith("humanoid_") and "maze" in n]
 EVAL_GOALS = {  # docs/tasks.md#ant-mazes and #humanoid-mazes: world coordinates of the far cells
     "ant_u_maze_eval": {(12, 4), (12, 8), (12, 12)},
