@@ -262,6 +262,7 @@ SHIPPED_SWEEP_IDS = {
     "paper_quasimetric": (96, "c0644afffd"),  # first shipped with --energy mrn
     "paper_hyperspherical": (24, "51b329f12c"),  # new with norm (issue 13): its LayerNorm half has paper_ablations' ids
     "paper_stitching": (9, "31c217d3d2"),
+    "paper_collector": (12, "ef379cd3a4"),  # new with --collector-depth (issue 13)
     "paper_width_vs_depth": (72, "63a0a5140d"),
     "quickstart": (12, "ad7f4f8944"),
 }

@@ -209,6 +209,7 @@ PAPER_COUNTS = {
     "paper_depth_1024": 8 * 3,
     "paper_ablations": 4 * 4 * 3,
     "paper_hyperspherical": 2 * 4 * 3,
+    "paper_collector": 2 * 2 * 3,
 }
 
 
