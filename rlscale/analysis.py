@@ -45,14 +45,14 @@ import pandas as pd
 
 from rlscale import scores as run_scoring
 from rlscale.run_dir import CONFIG_FILE, atomic_output, find_run_dirs, is_complete, read_config, read_metrics
-from rlscale.scores import LAST_EVALS, beats, t_halfwidth  # noqa: F401 (part of this module's API)
+from rlscale.scores import BLOCK_NORMS_PREFIX, LAST_EVALS, beats, t_halfwidth  # noqa: F401 (part of this module's API)
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
 CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
                   "norm", "residual", "episode_length"]
 # Knobs that may split a task's runs into separate lines (besides depth and seed).
 VARIANT_KNOBS = ["width", "batch_size", "activation", "norm", "residual", "actor_depth"]
-FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock", "stitching"]
+FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock", "stitching", "block_norms"]
 # The objective's options: a sweep comparing energies or InfoNCE variants (configs/sweeps/paper_quasimetric.yaml)
 # draws one line for each.
 OBJECTIVE_KNOBS = ["energy", "contrastive_loss"]
@@ -110,6 +110,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
                 "success_any": m.get(run_scoring.SUCCESS_ANY),
                 "dist": m.get("eval/episode_dist"),
                 **_goal_distance_columns(m),
+                **{key: value for key, value in m.items() if key.startswith(BLOCK_NORMS_PREFIX)},
             })
     if not rows:
         raise AnalysisError(f"{sweep_dir}: no run has an evaluation yet (metrics.jsonl rows with eval/episode_success)")
@@ -117,6 +118,9 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     for key in ("params", "flops_per_sgd_step", "walltime_s", "success_any", "dist"):
         table[key] = pd.to_numeric(table[key], errors="coerce")
     return table
+
+
+BLOCK_NORM_NETWORKS = {"actor": "actor", "critic_sa": "critic φ(s, a)", "critic_g": "critic ψ(g)"}
 
 
 GOAL_DISTANCE_KEY = re.compile(r"eval/episode_success_d(\d+)")  # time at goal over the episodes d cells away
@@ -579,6 +583,48 @@ def fig_stitching(evals: pd.DataFrame):
     return fig
 
 
+def block_norm_table(evals: pd.DataFrame) -> pd.DataFrame:
+    """Per task, variant, critic depth, network and block: the mean over seeds of each run's block norm at
+    its last evaluation (docs/metrics.md#block-norms); empty when no run logged block norms."""
+    columns = [c for c in evals.columns if c.startswith(BLOCK_NORMS_PREFIX)]
+    if not columns:
+        return pd.DataFrame(columns=["task", "variant", "critic_depth", "network", "block", "norm", "num_seeds"])
+    last = evals.sort_values(["run", "env_steps"], kind="stable").groupby("run", sort=True).last()
+    last["variant"] = variants(last).values
+    rows = []
+    for column in columns:
+        network, block = column[len(BLOCK_NORMS_PREFIX):].rsplit("/", 1)
+        for (task, variant, depth), g in last.groupby(["task", "variant", "critic_depth"]):
+            values = pd.to_numeric(g[column], errors="coerce").dropna()
+            if len(values):
+                rows.append({"task": task, "variant": variant, "critic_depth": int(depth), "network": network,
+                             "block": int(block), "norm": float(values.mean()), "num_seeds": len(values)})
+    return pd.DataFrame(rows).sort_values(["task", "variant", "network", "critic_depth", "block"], ignore_index=True)
+
+
+def fig_block_norms(evals: pd.DataFrame):
+    """Mean activation norm of each residual block's output against the block's index, one line per depth,
+    one panel per task (and variant) and network, at each run's last evaluation (mean over seeds)."""
+    table = block_norm_table(evals)
+    if table.empty:
+        return "no block norms logged (runs of rlscale versions before training/block_norms)"
+    panels = sorted(table.groupby(["task", "variant", "network"]).groups,
+                    key=lambda k: (k[0], k[1], list(BLOCK_NORM_NETWORKS).index(k[2]) if k[2] in BLOCK_NORM_NETWORKS else 99))
+    fig, axes = _panels(len(panels))
+    for ax, (task, variant, network) in zip(axes, panels):
+        g = table[(table["task"] == task) & (table["variant"] == variant) & (table["network"] == network)]
+        for depth, line in g.groupby("critic_depth"):
+            ax.plot(line["block"], line["norm"], marker="o" if len(line) < 20 else None, markersize=3,
+                    label=f"depth {depth} ({line['num_seeds'].min()} seeds)")
+        ax.set_xlabel("residual block (0 = first)")
+        ax.set_ylabel("mean ‖block output‖")
+        ax.set_title(f"{task} {variant}".strip() + f": {BLOCK_NORM_NETWORKS.get(network, network)}", fontsize="small")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
 def figures(evals: pd.DataFrame, reference: bool = False, reps: int = 2000) -> dict[str, Any]:
     """Every figure name -> a matplotlib Figure, or a str saying why it was skipped."""
     scores = run_scores(evals)
@@ -590,6 +636,7 @@ def figures(evals: pd.DataFrame, reference: bool = False, reps: int = 2000) -> d
         "actor_critic": fig_actor_critic(scores),
         "wallclock": fig_wallclock(evals),
         "stitching": fig_stitching(evals),
+        "block_norms": fig_block_norms(evals),
     }
 
 

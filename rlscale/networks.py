@@ -250,7 +250,9 @@ class ResidualBlock(nn.Module):
             h = l2normalize(x + alpha(h - x))
         elif self.cfg.residual:
             h = h + x
-        return h, None
+        # The block's mean output norm, a per-block scan output that only block_norms reads (unused in
+        # training, so XLA drops it).
+        return h, jnp.mean(jnp.linalg.norm(h.astype(jnp.float32), axis=-1))
 
 
 class Trunk(nn.Module):
@@ -275,15 +277,31 @@ class Trunk(nn.Module):
                 length=self.cfg.num_blocks,
                 unroll=min(self.cfg.scan_unroll, self.cfg.num_blocks),
             )(self.cfg, name="blocks")
-            x, _ = blocks(x, None)
+            x, norms = blocks(x, None)
         else:
+            norms = []
             for i in range(self.cfg.num_blocks):
-                x, _ = block(self.cfg, name=f"block_{i}")(x)
+                x, norm = block(self.cfg, name=f"block_{i}")(x)
+                norms.append(norm)
+            norms = jnp.stack(norms)
+        # Mean activation norm of each block's output ([num_blocks]), read by block_norms.
+        self.sow(BLOCK_NORMS, "block_norms", norms)
         if self.cfg.norm == "hyperspherical":
             x = x * self.cfg.width**0.5  # the output layer reads features of LayerNorm's scale (RMS 1)
         return nn.Dense(self.out_size, kernel_init=kernel_init, dtype=jnp.float32, name="output")(
             x.astype(jnp.float32)
         )
+
+
+BLOCK_NORMS = "block_norms"  # the collection Trunk sows its blocks' output norms into
+
+
+def block_norms(module: nn.Module, params: Any, *inputs: jax.Array) -> dict[str, jax.Array]:
+    """The mean activation norm (over the batch of ``inputs``) of every residual block's output of each trunk
+    of ``module`` (the actor: ``{"trunk": [num_blocks]}``; the critic: ``{"sa_encoder": …, "g_encoder": …}``),
+    block 0 first (docs/metrics.md#block-norms)."""
+    _, sown = module.apply({"params": params}, *inputs, mutable=[BLOCK_NORMS])
+    return {name: values["block_norms"][0] for name, values in sown[BLOCK_NORMS].items()}
 
 
 def project_weights(params: Any, cfg: TrunkConfig) -> Any:

@@ -21,6 +21,9 @@ from typing import Any, Iterable, Sequence
 LAST_EVALS = 5
 TIME_AT_GOAL = "eval/episode_success"  # the metrics.jsonl key of time at goal (steps)
 SUCCESS_ANY = "eval/episode_success_any"
+# Metrics-row keys of the residual blocks' output norms: <prefix><actor|critic_sa|critic_g>/<block index>
+# (docs/metrics.md#block-norms).
+BLOCK_NORMS_PREFIX = "training/block_norms/"
 
 
 def _number(value: Any) -> bool:

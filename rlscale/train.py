@@ -34,7 +34,9 @@ from rlscale import run_dir as rd
 from rlscale.agent import Agent, Learner
 from rlscale.buffer import ReplayBuffer, init_buffer, insert, sample_minibatches
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
+from rlscale.networks import block_norms
 from rlscale.rollout import make_unroll, summarize
+from rlscale.scores import BLOCK_NORMS_PREFIX
 
 
 # --- the run's RNG scheme: every random draw of a run derives from its seed through these keys; `rlscale
@@ -191,6 +193,18 @@ class Trainer:
         metrics["all_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
         return state, metrics
 
+    def block_norms(self, learner: Learner, buffer: ReplayBuffer, key: jax.Array) -> dict[str, jax.Array]:
+        """Mean activation norm of each residual block's output (``[num_blocks]`` per network: the actor and
+        the critic's two encoders) on one minibatch drawn from the buffer (docs/metrics.md#block-norms)."""
+        batches, _ = sample_minibatches(
+            buffer, key, num_batches=1, batch_size=self.cfg.batch_size, window=self.cfg.resolved_window_length,
+            gamma=self.cfg.gamma, state_size=self.spec.state_size, goal_indices=self.spec.goal_indices,
+        )
+        batch = jax.tree.map(lambda x: x[0], batches)
+        actor = block_norms(self.agent.actor, learner.actor_params, batch.state, batch.goal)
+        critic = block_norms(self.agent.critic, learner.critic_params, batch.state, batch.action, batch.goal)
+        return {"actor": actor["trunk"], "critic_sa": critic["sa_encoder"], "critic_g": critic["g_encoder"]}
+
     def evaluate(self, actor_params, key: jax.Array, collector_actor_params=None) -> dict:
         """Per-episode metrics of the run's actor; a collector run's collector is evaluated on the same
         episodes (its metrics prefixed ``collector_``)."""
@@ -264,6 +278,7 @@ class _EpochResult:
     done: int  # epochs complete after this one
     train_metrics: dict
     per_episode: dict
+    block_norms: dict  # network -> [num_seeds, num_blocks]
     train_seconds: float
     eval_seconds: float
 
@@ -384,11 +399,11 @@ def train_seeds(
         if start_epoch >= run_plan.num_epochs:
             console.print(f"[green]{', '.join(map(str, paths))}: already complete ({run_plan.num_epochs} epochs)")
             return paths
-        state, epoch_fn, eval_fn, compile_seconds = _compile(trainer, state, members, console)
+        state, epoch_fn, eval_fn, norms_fn, compile_seconds = _compile(trainer, state, members, console)
         sigterm = threading.Event()
         with _sigterm_sets(sigterm):
             for epoch_index in range(start_epoch, run_plan.num_epochs):
-                state, result = _train_and_evaluate_epoch(epoch_fn, eval_fn, state, members, epoch_index)
+                state, result = _train_and_evaluate_epoch(epoch_fn, eval_fn, norms_fn, state, members, epoch_index)
                 checkpoint_now = (
                     result.done % members[0].cfg.checkpoint_every == 0 or result.done == run_plan.num_epochs or sigterm.is_set()
                 )
@@ -438,8 +453,8 @@ def _create_run_dirs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
 
 
 def _compile(trainer: Trainer, state: TrainingState, members: list[_SeedRun], console: Console):
-    """``(state, epoch_fn, eval_fn, compile_seconds)``: the epoch and the evaluation over the seed axis,
-    compiled ahead of the loop; with a mesh, the state placed on it."""
+    """``(state, epoch_fn, eval_fn, norms_fn, compile_seconds)``: the epoch, the evaluation and the block
+    norms over the seed axis, compiled ahead of the loop; with a mesh, the state placed on it."""
     mesh = trainer.mesh
     sharded = {}
     if mesh is not None:
@@ -453,12 +468,14 @@ def _compile(trainer: Trainer, state: TrainingState, members: list[_SeedRun], co
     evaluate = jax.jit(_over_seeds(trainer.evaluate, len(members)))
     eval_fn = evaluate.lower(state.learner.actor_params, _stack([m.keys["eval"] for m in members]),
                              _collector_actor(state)).compile()
+    norms = jax.jit(_over_seeds(trainer.block_norms, len(members)))
+    norms_fn = norms.lower(state.learner, state.buffer, _stack([m.keys["eval"] for m in members])).compile()
     compile_seconds = time.perf_counter() - start
     console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
-    return state, epoch_fn, eval_fn, compile_seconds
+    return state, epoch_fn, eval_fn, norms_fn, compile_seconds
 
 
-def _train_and_evaluate_epoch(epoch_fn, eval_fn, state: TrainingState, members: list[_SeedRun], epoch_index: int):
+def _train_and_evaluate_epoch(epoch_fn, eval_fn, norms_fn, state: TrainingState, members: list[_SeedRun], epoch_index: int):
     """``(state, result)`` after epoch ``epoch_index`` (0-based) of every seed and the evaluation of its
     actor; a seed whose loss or parameters went non-finite stops the run before anything is written."""
     t0 = time.perf_counter()
@@ -475,8 +492,11 @@ def _train_and_evaluate_epoch(epoch_fn, eval_fn, state: TrainingState, members: 
             )
     eval_keys = _stack([eval_key(m.cfg.seed, epoch_index) for m in members])
     per_episode = jax.device_get(eval_fn(state.learner.actor_params, eval_keys, _collector_actor(state)))
+    # Its own stream (not the evaluation's, which `rlscale eval` reproduces).
+    norms_keys = _stack([jax.random.fold_in(eval_key(m.cfg.seed, epoch_index), 1) for m in members])
+    norms = jax.device_get(norms_fn(state.learner, state.buffer, norms_keys))
     t2 = time.perf_counter()
-    return state, _EpochResult(epoch_index + 1, train_metrics, per_episode, train_seconds=t1 - t0, eval_seconds=t2 - t1)
+    return state, _EpochResult(epoch_index + 1, train_metrics, per_episode, norms, train_seconds=t1 - t0, eval_seconds=t2 - t1)
 
 
 def _collector_actor(state: TrainingState):
@@ -495,6 +515,7 @@ def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, walltime
         "training/sps": num_seeds * epoch_steps * p.env_steps_per_training_step / result.train_seconds,
         "training/sgd_sps": num_seeds * epoch_steps * p.sgd_steps_per_training_step / result.train_seconds,
         **summarize(_seed_slice(result.per_episode, i)),
+        **{f"{BLOCK_NORMS_PREFIX}{net}/{b}": float(v) for net, values in result.block_norms.items() for b, v in enumerate(values[i])},
         "time/epoch_seconds": result.train_seconds,
         "time/eval_seconds": result.eval_seconds,
         "time/compile_seconds": compile_seconds,

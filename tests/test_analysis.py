@@ -241,6 +241,30 @@ def test_plot_width_and_actor_critic_figures(tmp_path, capsys):
     assert (sweep / "plots" / "actor_critic.png").is_file()
 
 
+def test_block_norm_figure_draws_each_depths_last_norms_against_the_block_index(tmp_path):
+    """block_norms.png: per network, one line per depth through the seeds' mean norm of each block at the
+    runs' last evaluation (earlier evaluations do not count)."""
+    def norms(depth, scale):  # last evaluation: block k of every network has norm scale·(k + 1)
+        return [{f"training/block_norms/{net}/{k}": s * (k + 1) for net in ("actor", "critic_sa", "critic_g")
+                 for k in range(depth // 4)} for s in (100.0, scale)]
+
+    for depth in (4, 12):
+        for seed, scale in enumerate((1.0, 3.0)):
+            make_run(tmp_path, [1.0, 2.0], depth=depth, seed=seed, extra=norms(depth, scale))
+    evals = analysis.load_sweep(tmp_path)
+    table = analysis.block_norm_table(evals)
+    at = table.set_index(["network", "critic_depth", "block"])["norm"]
+    assert at[("actor", 12, 2)] == pytest.approx(2.0 * 3) and at[("critic_g", 4, 0)] == pytest.approx(2.0)
+    assert len(table) == 3 * (1 + 3) and set(table["num_seeds"]) == {2}
+    fig = analysis.fig_block_norms(evals)
+    actor_panel = next(ax for ax in fig.axes if ax.get_title().endswith(": actor"))
+    lines = {line.get_label(): list(line.get_ydata()) for line in actor_panel.get_lines()}
+    assert lines == {"depth 4 (2 seeds)": [2.0], "depth 12 (2 seeds)": [2.0, 4.0, 6.0]}
+    older = tmp_path / "older"
+    make_run(older, [1.0, 2.0])
+    assert "no block norms" in analysis.fig_block_norms(analysis.load_sweep(older))
+
+
 def test_stitching_figure_bars_are_seed_means_of_the_last_five_evals_per_goal_distance(tmp_path, capsys):
     """Per run and distance d: time at goal over the episodes d cells away, mean of the last 5 of 6 evaluations,
     / episode length; bars: mean over 3 seeds per depth, 95 % Student-t half-widths."""

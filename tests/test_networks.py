@@ -41,6 +41,36 @@ def test_scanned_equals_unrolled(depth, norm):
     assert jax.tree.structure(own) == jax.tree.structure(unstack_block_params(params))
 
 
+@pytest.mark.parametrize("norm", ["layernorm", "hyperspherical", "none"])
+def test_block_norms_one_per_block_scanned_or_unrolled(norm):
+    """block_norms: the mean output norm of each residual block, the same for the scanned and the unrolled
+    trunk; hyperspherical blocks end on the unit sphere (norm 1); the output is a block-by-block reduction
+    of the trunk's own forward pass (the last block's norm is that of the features the output layer reads)."""
+    from rlscale.networks import Critic, block_norms
+
+    cfg = TrunkConfig(depth=12, width=16, norm=norm)
+    critic = Critic(cfg, 8)
+    s, a, g = (jax.random.normal(jax.random.PRNGKey(k), (6, n)) for k, n in ((1, 3), (2, 2), (3, 2)))
+    params = critic.init(jax.random.PRNGKey(0), s, a, g)["params"]
+    norms = block_norms(critic, params, s, a, g)
+    assert sorted(norms) == ["g_encoder", "sa_encoder"] and all(v.shape == (3,) for v in norms.values())
+    unrolled = Critic(TrunkConfig(depth=12, width=16, norm=norm, scan_blocks=False), 8)
+    flat = {name: unstack_block_params(p) for name, p in params.items()}
+    for name, values in block_norms(unrolled, flat, s, a, g).items():
+        np.testing.assert_allclose(values, norms[name], rtol=1e-5)
+    if norm == "hyperspherical":
+        np.testing.assert_allclose(norms["sa_encoder"], 1.0, rtol=1e-5)
+    else:  # the blocks' outputs, chained by hand through the unrolled layers, give the same norms
+        from rlscale.networks import ResidualBlock, Unit
+
+        unrolled_cfg = TrunkConfig(depth=12, width=16, norm=norm, scan_blocks=False)
+        encoder = flat["sa_encoder"]
+        h = Unit(unrolled_cfg).apply({"params": encoder["input"]}, jnp.concatenate([s, a], -1))
+        for i in range(3):
+            h, _ = ResidualBlock(unrolled_cfg).apply({"params": encoder[f"block_{i}"]}, h)
+            assert float(jnp.mean(jnp.linalg.norm(h, axis=-1))) == pytest.approx(float(norms["sa_encoder"][i]), rel=1e-5)
+
+
 @pytest.mark.parametrize("unroll", [2, 3, 8])
 def test_scan_unroll_changes_nothing_but_the_loop(unroll):
     # 12 blocks: unroll 3 divides them, 8 does not (XLA adds a remainder), 2 divides them.

@@ -63,6 +63,10 @@ def test_run_directory_is_self_describing(tmp_path):
     ):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert all(0 <= r["eval/episode_success"] <= 20 for r in rows)
+    # One block norm per residual block (depth 4: one) of the actor and each critic encoder, every epoch.
+    norms = sorted(k for k in rows[0] if k.startswith("training/block_norms/"))
+    assert norms == [f"training/block_norms/{net}/0" for net in ("actor", "critic_g", "critic_sa")]
+    assert all(r[k] > 0 and np.isfinite(r[k]) for r in rows for k in norms)
     assert ckpt.list_steps(run) == [160, 240, 320]
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name[0].isdigit()) == [
         "000000000160", "000000000240", "000000000320",
