@@ -13,8 +13,9 @@ SOURCE_FOLDERS = {"rlscale.envs": "envs", "rlscale.launch": "launch", "rlscale.c
 
 
 class _SourceCheckoutFinder(importlib.abc.MetaPathFinder):
-    """Maps those names onto a source checkout's folders when it is used without ``pip install``
-    (on PYTHONPATH, as on the GPU device), where no installed mapping exists."""
+    """Maps those names onto the folders of the source checkout this ``rlscale`` was imported from: used
+    without ``pip install`` (on PYTHONPATH, as on the GPU device), or beside an install of another
+    checkout (a git worktree on PYTHONPATH), its own ``envs``, ``launch`` and ``configs`` go with it."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -31,8 +32,11 @@ class _SourceCheckoutFinder(importlib.abc.MetaPathFinder):
 
 def _map_source_checkout() -> None:
     root = Path(__file__).resolve().parent.parent
-    if (root / "envs" / "__init__.py").is_file() and importlib.util.find_spec("rlscale.envs") is None:
-        sys.meta_path.append(_SourceCheckoutFinder(root))
+    if not (root / "envs" / "__init__.py").is_file():  # an installed (non-editable) rlscale: its own mapping
+        return
+    if not any(isinstance(f, _SourceCheckoutFinder) and f.root == root for f in sys.meta_path):
+        # Before the installed mapping, which may point at another checkout.
+        sys.meta_path.insert(0, _SourceCheckoutFinder(root))
 
 
 _map_source_checkout()

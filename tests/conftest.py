@@ -8,6 +8,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # One persistent XLA compilation cache for the whole session, shared with the training processes that
 # tests start: many tests train identical tiny configurations, which then compile once.
+# With pytest-xdist every worker process imports this file: they share the cache through the run's id.
+_run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if _run_id:
+    _cache = Path(tempfile.gettempdir()) / f"rlscale_test_xla_cache_{_run_id}"
+    _cache.mkdir(exist_ok=True)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_cache))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="rlscale_test_xla_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 

@@ -5,6 +5,7 @@ the modules of ``rlscale`` import each other without a cycle, and nothing claims
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,8 +103,23 @@ def test_a_source_checkout_without_install_maps_the_folders(tmp_path):
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "import rlscale.envs, rlscale.launch.sweepfile\n"
         "from rlscale.envs.mazes import maze\n"
-        "print(rlscale.envs.__file__, type(sys.meta_path[-1]).__name__)\n"
+        "print(rlscale.envs.__file__, type(sys.meta_path[0]).__name__)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(REPO / "envs" / "__init__.py"), "_SourceCheckoutFinder"]
+
+
+def test_another_checkout_on_pythonpath_uses_its_own_folders(tmp_path):
+    """A second checkout (a git worktree) on PYTHONPATH beside the installed one: its rlscale imports its
+    own rlscale.envs, rlscale.launch and rlscale.configs, not the installed checkout's."""
+    import shutil
+
+    other = tmp_path / "worktree"
+    for folder in ("rlscale", "envs", "launch", "configs"):
+        shutil.copytree(REPO / folder, other / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    probe = "import rlscale.envs, rlscale.launch, rlscale.configs as c, rlscale\nprint(rlscale.__file__, rlscale.envs.__file__, rlscale.launch.__file__, c.__file__)\n"
+    env = {**os.environ, "PYTHONPATH": str(other)}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(other / f / "__init__.py") for f in ("rlscale", "envs", "launch", "configs")]
