@@ -8,6 +8,8 @@ evaluation across seeds). Prints markdown and writes one JSON with everything.
 
     python benchmarks/depth_effect_cpu/report.py runs/point_twins_step1 runs/pilot_narrow_u_maze \
         --out benchmarks/results/depth_effect_cpu.json
+    python benchmarks/depth_effect_cpu/report.py runs/pilot_narrow_u_maze_2m --keep \
+        --out benchmarks/results/depth_effect_cpu.json       # add a sweep, keep the others' tables
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: print only)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the sweeps already in --out that are not given here (their run directories may be gone)")
     parser.add_argument("--machine", default=f"{platform.machine()} CPU, {os.cpu_count()} cores",
                         help="what the runs ran on, recorded in the JSON")
     args = parser.parse_args()
@@ -85,7 +89,11 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"machine": args.machine, "sweeps": results}, indent=1))
+        kept = []
+        if args.keep and args.out.exists():
+            given = {r["sweep"] for r in results}
+            kept = [r for r in json.loads(args.out.read_text())["sweeps"] if r["sweep"] not in given]
+        tmp.write_text(json.dumps({"machine": args.machine, "sweeps": kept + results}, indent=1))
         tmp.replace(args.out)
 
 
