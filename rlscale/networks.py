@@ -293,7 +293,8 @@ class Trunk(nn.Module):
         )
 
 
-BLOCK_NORMS = "block_norms"  # the collection Trunk sows its blocks' output norms into
+# The collection Trunk sows its blocks' output norms into: Flax's "intermediates", which init leaves out.
+BLOCK_NORMS = "intermediates"
 
 
 def block_norms(module: nn.Module, params: Any, *inputs: jax.Array) -> dict[str, jax.Array]:

@@ -200,6 +200,8 @@ def _unit_outputs(cfg, params, x):
     _, state = Trunk(cfg, 5).apply({"params": params}, x, capture_intermediates=True)
     found = {}
     for path, value in jax.tree_util.tree_leaves_with_path(state["intermediates"]):
+        if any(getattr(k, "idx", 0) for k in path):  # a block returns (features, its norm): features only
+            continue
         names = [str(k.key) for k in path if hasattr(k, "key")]
         if names[-1] == "__call__" and len(names) > 1 and re.fullmatch(r"input|block_\d+|unit_\d+", names[-2]):
             found["/".join(names[:-1])] = value
