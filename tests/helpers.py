@@ -1,5 +1,7 @@
 """Shared settings for tests that train."""
 
+import time
+
 # A run small enough to train three epochs in seconds on a CPU.
 TINY = dict(
     env="point_u_maze",
@@ -22,3 +24,20 @@ TIMING_KEYS = ("training/sps", "training/sgd_sps", "time/epoch_seconds", "time/e
 
 def without_timing(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
+def learn_point_u_maze(run_dir, **overrides):
+    """The learning tests' run: depth 4, width 64, 650 k env steps on point_u_maze with its CPU preset;
+    ``(metrics rows, seconds)``."""
+    from rlscale import run_dir as rd
+    from rlscale.config import config_for
+    from rlscale.train import train
+
+    cfg = config_for(
+        "point_u_maze", depth=4, width=64, total_env_steps=650_000, num_evals=13, seed=0,
+        run_dir=str(run_dir), tensorboard=False, **overrides,
+    )
+    assert cfg.batch_size == 256 and cfg.episode_length == 100  # the preset
+    start = time.perf_counter()
+    run = train(cfg)
+    return rd.read_metrics(run), time.perf_counter() - start
