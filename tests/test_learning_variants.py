@@ -6,6 +6,7 @@ from helpers import learn_point_u_maze
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_hyperspherical_normalisation_learns_point_u_maze_on_cpu(tmp_path):
     """SimbaV2's hyperspherical trunk (docs/method.md#hyperspherical-normalisation) at depth 4 learns the
     U-maze under the LayerNorm test's budget and threshold."""
@@ -16,6 +17,7 @@ def test_hyperspherical_normalisation_learns_point_u_maze_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_crl_with_the_mrn_quasimetric_learns_point_u_maze_on_cpu(tmp_path):
     """CMD-1's pairing (docs/method.md#critic): backward InfoNCE with the MRN energy, at the budget and
     thresholds of test_crl_learns_point_u_maze_on_cpu."""

@@ -178,6 +178,7 @@ def test_training_logs_the_per_distance_numbers(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_ant_twins_reset_at_their_start_cells_and_report_the_per_distance_metrics():
     task = envs.make("ant_u_maze_stitch", episode_length=5)
     assert task.spec.eval_task == "ant_u_maze_stitch_eval" and task.spec.obs_size == 31
