@@ -39,8 +39,11 @@ def test_registry_names_and_unknown_task():
         envs.make("point_u_maze", colour="red")
 
 
+# The ant stitching twins differ from ant_u_maze only in their sampler (the point twins' sampler, tested in
+# CI): their Brax compiles are in the long tier.
 @pytest.mark.slow
-@pytest.mark.parametrize("name", envs.names())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n.startswith("ant_") and "_stitch" in n else n
+                                  for n in envs.names()])
 def test_every_task_resets_and_steps_batched(name):
     task = envs.make(name, episode_length=20)
     obs_size, goal_indices, threshold = EXPECTED[name]
