@@ -86,9 +86,10 @@ def _label(row: dict, varying: list[str]) -> str:
     return " ".join(parts)
 
 
-def plot_lines(done: list[dict[str, Any]]) -> dict[str, dict[int, list[float]]]:
-    """label -> critic depth -> scores (one per seed): one line per task, split by any knob that takes
-    several values at one (task, depth) point (width, batch size, ablations, actor depth)."""
+def plot_lines(done: list[dict[str, Any]], column: str = "score") -> dict[str, dict[int, list[float]]]:
+    """label -> critic depth -> values of ``column`` (one per seed; runs without one are left out): one line
+    per task, split by any knob that takes several values at one (task, depth) point (width, batch size,
+    ablations, actor depth)."""
     ignore = {"run_id", "run_name", "run_dir", "task", "depth", "critic_depth", "seed", "params", "env_steps",
               "total_env_steps", *SCORE_COLUMNS, "walltime_s", "status"}
     points: dict[tuple, list[dict]] = {}
@@ -100,8 +101,17 @@ def plot_lines(done: list[dict[str, Any]]) -> dict[str, dict[int, list[float]]]:
     ]
     lines: dict[str, dict[int, list[float]]] = {}
     for r in done:
-        lines.setdefault(_label(r, varying), {}).setdefault(int(r["critic_depth"]), []).append(float(r["score"]))
+        if r.get(column) is not None:
+            lines.setdefault(_label(r, varying), {}).setdefault(int(r["critic_depth"]), []).append(float(r[column]))
     return lines
+
+
+# The figure's two panels: the run score, and success-any (did an episode reach its goal at all), which
+# shows learning before a policy holds its goals (docs/metrics.md).
+PLOT_PANELS = (
+    ("score", f"score: time at goal / episode length\n(mean of last {LAST_EVALS} evals)"),
+    ("success_any", f"success-any: fraction of episodes\nreaching the goal (mean of last {LAST_EVALS} evals)"),
+)
 
 
 def plot(table: list[dict[str, Any]], path: Path, title: str) -> str:
@@ -116,24 +126,24 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> str:
     done = [r for r in table if r["status"] == "done" and r["score"] is not None]
     if not done:
         return "no finished run yet: no plot"
-    lines = plot_lines(done)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, by_depth in sorted(lines.items()):
-        depths = sorted(by_depth)
-        means = [statistics.fmean(by_depth[d]) for d in depths]
-        # The protocol's 95 % Student-t intervals (none drawn for a single seed: its interval is unbounded).
-        errors = [t_halfwidth(by_depth[d]) if len(by_depth[d]) > 1 else 0.0 for d in depths]
-        seeds = sorted({len(v) for v in by_depth.values()})
-        ax.errorbar(depths, means, yerr=errors, marker="o", capsize=3,
-                    label=f"{label} ({'/'.join(map(str, seeds))} seeds)")
     all_depths = sorted({int(r["critic_depth"]) for r in done})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(all_depths, [str(d) for d in all_depths])
-    ax.set_xlabel("depth (critic; log2 scale)")
-    ax.set_ylabel(f"score: time at goal / episode length\n(mean of last {LAST_EVALS} evals)")
-    ax.set_title(f"{title}: mean over seeds, bars: 95 % Student-t interval of the mean", fontsize="medium")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    fig, axes = plt.subplots(1, len(PLOT_PANELS), figsize=(12, 4.5))
+    for ax, (column, ylabel) in zip(axes, PLOT_PANELS):
+        for label, by_depth in sorted(plot_lines(done, column).items()):
+            depths = sorted(by_depth)
+            means = [statistics.fmean(by_depth[d]) for d in depths]
+            # The protocol's 95 % Student-t intervals (none drawn for a single seed: its interval is unbounded).
+            errors = [t_halfwidth(by_depth[d]) if len(by_depth[d]) > 1 else 0.0 for d in depths]
+            seeds = sorted({len(v) for v in by_depth.values()})
+            ax.errorbar(depths, means, yerr=errors, marker="o", capsize=3,
+                        label=f"{label} ({'/'.join(map(str, seeds))} seeds)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_depths, [str(d) for d in all_depths])
+        ax.set_xlabel("depth (critic; log2 scale)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"{title}: mean over seeds, bars: 95 % Student-t interval of the mean", fontsize="medium")
     fig.tight_layout()
     try:
         with atomic_output(path) as tmp:

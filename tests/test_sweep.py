@@ -322,7 +322,8 @@ def test_param_count_counts_the_cosine_energys_temperature():
 def _table(**knobs) -> list[dict]:
     return [
         {"task": task, "depth": d, "critic_depth": d, "actor_depth": d, "width": 256, "seed": seed,
-         "score": float(d * (seed + 1)), "status": "done", **{k: f(d, seed) for k, f in knobs.items()}}
+         "score": float(d * (seed + 1)), "success_any": d / 16 if seed else None, "status": "done",
+         **{k: f(d, seed) for k, f in knobs.items()}}
         for task in ("point_u_maze", "point_big_maze") for d in (4, 8, 16) for seed in (0, 1)
     ]
 
@@ -333,6 +334,8 @@ def test_plot_has_one_line_per_task_unless_another_knob_varies():
         "point_u_maze": {4: [4.0, 8.0], 8: [8.0, 16.0], 16: [16.0, 32.0]},
         "point_big_maze": {4: [4.0, 8.0], 8: [8.0, 16.0], 16: [16.0, 32.0]},
     }
+    # The success-any panel: the same lines, a run without the value left out (not drawn as 0).
+    assert summary.plot_lines(_table(), "success_any")["point_u_maze"] == {4: [0.25], 8: [0.5], 16: [1.0]}
     lines = summary.plot_lines(_table(norm=lambda d, seed: ("none", "hyperspherical")[seed]))
     assert sorted(lines) == [f"{t} norm={v}" for t in ("point_big_maze", "point_u_maze") for v in ("hyperspherical", "none")]
 
