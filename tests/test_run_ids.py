@@ -264,7 +264,7 @@ SHIPPED_SWEEP_IDS = {
     "paper_stitching": (9, "31c217d3d2"),
     "paper_collector": (12, "ef379cd3a4"),  # new with --collector-depth (issue 13)
     "paper_width_vs_depth": (72, "63a0a5140d"),
-    "quickstart": (12, "ad7f4f8944"),
+    "quickstart": (12, "b4d3882adb"),  # new runs in issue 11's learning quickstart (ad7f4f8944 before)
 }
 
 

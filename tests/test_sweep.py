@@ -270,8 +270,10 @@ def test_quickstart_is_valid_and_small():
     run_list = sweepfile.expand(sweep)
     checked = sweepfile.check(sweep, run_list)
     assert len(run_list) == 12 and not checked.errors and not checked.unregistered
-    assert {r.config.depth for r in run_list} == {4, 8, 16}
-    assert all(r.config.width <= 128 and checked.plans[r.id].total_env_steps <= 200_000 for r in run_list)
+    assert {r.config.depth for r in run_list} == {4, 8, 16} and {r.config.seed for r in run_list} == {0, 1, 2, 3}
+    # The README's budget (at most 10 minutes on 2 CPU cores) was measured with these sizes.
+    assert all(r.config.width <= 16 and checked.plans[r.id].total_env_steps <= 270_000 for r in run_list)
+    assert sweep.launcher.pack_seeds == 4
 
 
 def test_gpu_detection_and_slots():
