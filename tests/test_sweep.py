@@ -265,6 +265,14 @@ def test_dry_run_lists_commands_and_notes_unregistered_tasks(tmp_path, capsys):
     assert not root.exists()
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "benchmarks").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_benchmark_sweep_files_stay_valid(path):
+    """The sweeps behind benchmarks/*.md must still expand and validate, so their tables can be rerun."""
+    sweep = sweepfile.load(path)
+    checked = sweepfile.check(sweep, sweepfile.expand(sweep))
+    assert not checked.errors and not checked.unregistered
+
+
 def test_quickstart_is_valid_and_small():
     sweep = sweepfile.load(SWEEPS / "quickstart.yaml")
     run_list = sweepfile.expand(sweep)
