@@ -429,7 +429,8 @@ def sample_action(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tuple[
     std = jnp.exp(log_std)
     noise = jax.random.normal(key, mean.shape, mean.dtype)
     pre_tanh = mean + std * noise
-    return jnp.tanh(pre_tanh), _squashed_log_prob(noise, log_std, pre_tanh)
+    log_prob = _squashed_log_prob(noise, log_std, pre_tanh)
+    return jnp.tanh(pre_tanh), log_prob
 
 
 def _squashed_log_prob(noise: jax.Array, log_std: jax.Array, pre_tanh: jax.Array) -> jax.Array:
