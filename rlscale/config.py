@@ -128,7 +128,7 @@ class TrainConfig:
     min_replay_size: int = 1_000
     """Steps per env collected before training starts."""
     gamma: float = 0.99
-    """Discount of the geometric goal-offset law."""
+    """Discount of the geometric goal-offset law (crl, gcsl); the TD discount of sac, sac_her, td3_her."""
     window_length: int | None = None
     """Length of the sampled trajectory windows; default: episode_length."""
 
