@@ -270,17 +270,14 @@ def test_a_crl_save_buffer_checkpoint_of_the_version_before_baselines_resumes_to
 
 
 @pytest.mark.slow  # 170 s on a shared CPU core
-def test_sac_her_learns_point_u_maze():
+def test_sac_her_learns_point_u_maze(tmp_path):
     """SAC+HER with its defaults, depth 4, width 64, 211 k env steps on point_u_maze's CPU preset. Measured
     (seed 0): success-any on point_u_maze_eval 0, 0.64, 0.33, 1.0 at the four evaluations (a random policy:
     0.078); the threshold is half the best of the last two."""
-    import tempfile
-
     from rlscale.train import train
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = config_for("point_u_maze", algo="sac_her", depth=4, width=64, total_env_steps=210_000, num_evals=4,
-                         seed=0, run_dir=f"{tmp}/sac_her", tensorboard=False)
-        assert (cfg.batch_size, cfg.sgd_steps_per_collection, cfg.actor_lr) == (256, 100, 1e-4)  # its defaults
-        rows = rd.read_metrics(train(cfg))
+    cfg = config_for("point_u_maze", algo="sac_her", depth=4, width=64, total_env_steps=210_000, num_evals=4,
+                     seed=0, run_dir=str(tmp_path / "sac_her"), tensorboard=False)
+    assert (cfg.batch_size, cfg.sgd_steps_per_collection, cfg.actor_lr) == (256, 100, 1e-4)  # its defaults
+    rows = rd.read_metrics(train(cfg))
     assert max(r["eval/episode_success_any"] for r in rows[-2:]) >= 0.5
