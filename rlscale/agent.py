@@ -1,4 +1,5 @@
-"""The CRL agent: networks, parameters, optimisers, and one SGD step (docs/method.md#objective).
+"""The CRL agent: networks, parameters, optimisers, its minibatches and one SGD step
+(docs/method.md#objective); one implementation of the learner interface of ``rlscale.algorithms``.
 
 Everything here is a pure function of its arguments; ``sgd_step`` updates the actor and α first, then
 the critic, on the same minibatch.
@@ -15,9 +16,9 @@ from flax import struct
 
 from rlscale.envs.base import TaskSpec
 from rlscale import losses
-from rlscale.buffer import Transitions
+from rlscale.buffer import ReplayBuffer, Transitions, sample_minibatches
 from rlscale.config import TrainConfig
-from rlscale.networks import Actor, Critic, act, critic_log_temperature, project_weights, sample_action
+from rlscale.networks import Actor, Critic, act, block_norms, critic_log_temperature, project_weights, sample_action
 
 
 @struct.dataclass
@@ -46,6 +47,10 @@ class Agent:
     energy: str
     contrastive_loss: str
     logsumexp_penalty: float
+    batch_size: int
+    window: int
+    gamma: float
+    goal_indices: tuple[int, ...]
 
     @classmethod
     def build(cls, cfg: TrainConfig, spec: TaskSpec) -> "Agent":
@@ -62,6 +67,10 @@ class Agent:
             energy=cfg.energy,
             contrastive_loss=cfg.contrastive_loss,
             logsumexp_penalty=cfg.logsumexp_penalty,
+            batch_size=cfg.batch_size,
+            window=cfg.resolved_window_length,
+            gamma=cfg.gamma,
+            goal_indices=spec.goal_indices,
         )
 
     def init(self, key: jax.Array, initial_alpha: float = 1.0) -> Learner:
@@ -89,6 +98,21 @@ class Agent:
         return act(self.actor, actor_params, obs, self.state_size, key)
 
     # --- learning ---
+
+    def sample_minibatches(self, buffer: ReplayBuffer, key: jax.Array, num_batches: int) -> tuple[Transitions, jax.Array]:
+        """Minibatches of ``(s, a, g)``, g a future state with P ∝ γ^offset (``rlscale.buffer.sample_minibatches``)."""
+        return sample_minibatches(buffer, key, num_batches=num_batches, batch_size=self.batch_size, window=self.window,
+                                  gamma=self.gamma, state_size=self.state_size, goal_indices=self.goal_indices)
+
+    def trained_params(self, learner: Learner):
+        """The parameters the run trains (what its parameter count counts)."""
+        return learner.actor_params, learner.critic_params
+
+    def block_norms(self, learner: Learner, batch: Transitions) -> dict[str, jax.Array]:
+        """Each residual block's mean output norm on ``batch``: the actor and the critic's two encoders."""
+        actor = block_norms(self.actor, learner.actor_params, batch.state, batch.goal)
+        critic = block_norms(self.critic, learner.critic_params, batch.state, batch.action, batch.goal)
+        return {"actor": actor["trunk"], "critic_sa": critic["sa_encoder"], "critic_g": critic["g_encoder"]}
 
     def critic_values(self, critic_params, state, action, goal):
         sa_repr, g_repr = self.critic.apply({"params": critic_params}, state, action, goal)

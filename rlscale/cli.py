@@ -15,7 +15,7 @@ from typing import Callable
 USAGE = """usage: rlscale COMMAND [options]
 
 commands:
-  train   train a CRL agent (rlscale train --help); resume with: rlscale train --resume RUN_DIR
+  train   train a CRL agent or a baseline (--algo; rlscale train --help); resume with: rlscale train --resume RUN_DIR
   envs    list the registered tasks and their facts
   eval    evaluate checkpoints of a run, a checkpoint or a sweep (rlscale eval --help)
   sweep   launch or resume the runs of a sweep file (rlscale sweep --help; configs/sweeps/)
@@ -142,20 +142,25 @@ def _train(args: list[str]) -> None:
         return
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--env", default=TrainConfig.env)
+    pre.add_argument("--algo", default=TrainConfig.algo)
     known, _ = pre.parse_known_args(args)
+    from rlscale.config import ALGORITHMS
     from rlscale.envs import names
 
     if known.env not in names():
         raise CliError(f"unknown task {known.env!r}; valid tasks: {', '.join(names())}")
-    defaults = config_for(known.env)
+    if known.algo not in ALGORITHMS:
+        raise CliError(f"unknown --algo {known.algo!r}; valid: {', '.join(ALGORITHMS)}")
+    # The algorithm's defaults (config.ALGORITHM_DEFAULTS), shown by --help; the options given win over them.
+    defaults = config_for(known.env, algo=known.algo)
     cfg = tyro.cli(
         TrainConfig,
         default=defaults,
         args=args,
         prog="rlscale train",
         description=(
-            "Train contrastive RL. Defaults are the paper's, then the task's preset in configs/tasks/ "
-            "(shown as the defaults below for the chosen --env). Resume a run with: rlscale train --resume RUN_DIR. "
+            "Train contrastive RL, or a baseline (--algo). Defaults are the paper's, then the task's preset in "
+            "configs/tasks/, then the algorithm's (shown as the defaults below for the chosen --env and --algo). Resume a run with: rlscale train --resume RUN_DIR. "
             "Process options --num-seeds, --compilation-cache-dir, --no-compilation-cache are listed above."
         ),
     )

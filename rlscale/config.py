@@ -51,7 +51,10 @@ def _with_trunk_options(after: str):
 @dataclasses.dataclass
 @_with_trunk_options(after="critic_depth")
 class TrainConfig:
-    """Contrastive RL (CRL) with residual MLP actor and critic."""
+    """Contrastive RL (CRL), or a baseline (--algo), with residual MLP networks."""
+
+    algo: str = "crl"
+    """Learning algorithm: crl, sac, sac_her, td3_her or gcsl (docs/method.md#baselines). The baselines change some defaults, shown below for the chosen --algo: sac and sac_her: lr 1e-4, batch 256, twice the task's SGD steps per collection, target entropy -1 per action dim, relabel probability 0 (sac) or 0.8 (sac_her); td3_her: lr 1e-4, batch 256, twice the SGD steps, relabel probability 0.8; gcsl: batch 256. Options the user sets win."""
 
     # --- task ---
     env: str = "point_u_maze"
@@ -97,6 +100,20 @@ class TrainConfig:
     target_entropy_per_action_dim: float = -0.5
     """Target entropy = this × action dimension."""
 
+    # --- baselines (docs/method.md#baselines; unused by crl) ---
+    relabel_probability: float = 0.8
+    """sac, sac_her, td3_her: probability that a transition's goal is replaced by a future state of its trajectory (HER's "future" strategy); 0 keeps the commanded goal."""
+    tau: float = 0.005
+    """sac, sac_her, td3_her: Polyak rate of the target networks (target ← τ·online + (1 − τ)·target)."""
+    policy_delay: int = 2
+    """td3_her: actor and target updates once every this many critic updates."""
+    exploration_noise: float = 0.1
+    """td3_her: std of the Gaussian noise added to the deterministic action when collecting."""
+    target_noise: float = 0.2
+    """td3_her: std of the target policy smoothing noise."""
+    target_noise_clip: float = 0.5
+    """td3_her: the target policy smoothing noise is clipped to ±this."""
+
     # --- data ---
     batch_size: int = 512
     """Minibatch size of each SGD step (also the number of contrastive negatives + 1)."""
@@ -111,7 +128,7 @@ class TrainConfig:
     min_replay_size: int = 1_000
     """Steps per env collected before training starts."""
     gamma: float = 0.99
-    """Discount of the geometric goal-offset law."""
+    """Discount of the geometric goal-offset law (crl, gcsl); the TD discount of sac, sac_her, td3_her."""
     window_length: int | None = None
     """Length of the sampled trajectory windows; default: episode_length."""
 
@@ -186,7 +203,8 @@ class TrainConfig:
             else f"a{self.resolved_actor_depth}c{self.resolved_critic_depth}"
         )
         collector = "" if self.collector_depth is None else f"_col{self.collector_depth}"
-        return f"{self.env}_{depth}{collector}_w{self.width}_b{self.batch_size}_s{self.seed}"
+        algo = "" if self.algo == "crl" else f"_{self.algo}"  # CRL runs keep their names
+        return f"{self.env}{algo}_{depth}{collector}_w{self.width}_b{self.batch_size}_s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,6 +256,9 @@ def validate(cfg: TrainConfig) -> None:
     from rlscale import losses
     from rlscale.envs import names
 
+    check_algorithm(cfg.algo)
+    if cfg.collector_depth is not None and cfg.algo != "crl":
+        raise ValueError(f"--collector-depth is a CRL experiment; it cannot be combined with --algo {cfg.algo}")
     if cfg.env not in names():
         raise ValueError(f"unknown task {cfg.env!r}; valid tasks: {', '.join(names())}")
     if cfg.eval_env is not None and cfg.eval_env not in names():
@@ -272,6 +293,14 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"{_flag(name)} must be positive, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.relabel_probability <= 1.0:
+        raise ValueError(f"--relabel-probability must lie in [0, 1], got {cfg.relabel_probability}")
+    if not 0.0 < cfg.tau <= 1.0:
+        raise ValueError(f"--tau must lie in (0, 1], got {cfg.tau}")
+    check_positive(cfg.policy_delay, "--policy-delay")
+    for name in ("exploration_noise", "target_noise", "target_noise_clip"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{_flag(name)} must be ≥ 0, got {getattr(cfg, name)}")
     if cfg.logsumexp_penalty < 0:
         raise ValueError(f"--logsumexp-penalty must be ≥ 0, got {cfg.logsumexp_penalty}")
     window = cfg.resolved_window_length
@@ -334,8 +363,58 @@ def load_preset(task: str) -> dict[str, Any]:
     return data
 
 
+# --- per-algorithm defaults -------------------------------------------------------------------------
+
+ALGORITHMS = ("crl", "sac", "sac_her", "td3_her", "gcsl")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaled:
+    """An algorithm default that is a multiple of the value below it (the task preset's, else the paper's)."""
+
+    factor: int
+
+
+_TD_DEFAULTS: dict[str, Any] = {
+    # Deep TD critics are less stable than the contrastive one: a smaller step; JaxGCRL's SAC uses 1e-4 and
+    # batch 256. Twice the task's SGD steps: TD learning propagates the sparse reward one step per update.
+    "actor_lr": 1e-4, "critic_lr": 1e-4, "alpha_lr": 1e-4, "batch_size": 256, "sgd_steps_per_collection": Scaled(2),
+}
+# What each algorithm changes of the defaults (paper's, then the task preset's), applied by config_for only
+# to options the caller did not set. CRL changes nothing: its runs, and their run ids, stay as they were.
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "crl": {},
+    "sac": {**_TD_DEFAULTS, "target_entropy_per_action_dim": -1.0, "relabel_probability": 0.0},  # SAC's -|A|
+    "sac_her": {**_TD_DEFAULTS, "target_entropy_per_action_dim": -1.0, "relabel_probability": 0.8},
+    "td3_her": {**_TD_DEFAULTS, "relabel_probability": 0.8},
+    "gcsl": {"batch_size": 256},
+}
+
+
+def check_algorithm(algo: Any) -> None:
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown --algo {algo!r}; valid: {', '.join(ALGORITHMS)}")
+
+
+def algorithm_defaults(algo: str, below: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The options ``algo`` sets on top of ``below`` (a preset's options over the paper defaults), leaving
+    out those in ``overrides`` (set by the user)."""
+    check_algorithm(algo)
+    out = {}
+    for option, value in ALGORITHM_DEFAULTS[algo].items():
+        if option in overrides:
+            continue
+        if isinstance(value, Scaled):
+            value = value.factor * below.get(option, getattr(TrainConfig, option))
+        out[option] = value
+    return out
+
+
 def config_for(task: str, **overrides: Any) -> TrainConfig:
-    """Paper defaults, then the task's preset, then ``overrides``."""
-    return TrainConfig.from_dict({**load_preset(task), **overrides, "env": task})
+    """Paper defaults, then the task's preset, then the algorithm's defaults (``ALGORITHM_DEFAULTS``, for
+    options not in ``overrides``), then ``overrides``."""
+    preset = load_preset(task)
+    algo = overrides.get("algo", TrainConfig.algo)
+    return TrainConfig.from_dict({**preset, **algorithm_defaults(algo, preset, overrides), **overrides, "env": task})
 
 

@@ -24,6 +24,19 @@ mrn's are left out too),
 the losses, and the Adam updates (≈ 13 FLOPs a parameter in XLA's count). The dtype of the products
 does not change the count. ``tests/test_flops.py`` checks it against XLA's cost analysis of the real
 unrolled step.
+
+The baselines (``--algo``, ``rlscale.algorithms``), by the same rules, with ``P_q`` the Dense weights of one
+Q trunk on ``(s, a, g)`` (``q = s + a + g``; both Q trunks run on every row):
+
+* SAC: critic loss ``B (2 P_a + 4 P_q + 12 P_q - 4 q w)`` (the actor on s' and the two target Q forward;
+  the two online Q trained), actor loss ``B (6 P_a - 2 (s + g) w + 8 P_q)`` (the two Q forward and input
+  gradients down to the action);
+* TD3: the same critic loss (its target actor in place of the actor), and the actor loss with Q1 only,
+  ``B (6 P_a - 2 (s + g) w + 4 P_q)``, once every ``policy_delay`` steps (``lax.cond``; counted as its
+  average share of a step);
+* GCSL: the actor's forward and backward, ``B (6 P_a - 2 (s + g) w)``.
+
+These three are derived, not checked against XLA's count as CRL's is.
 """
 
 from __future__ import annotations
@@ -41,11 +54,24 @@ def trunk_matmul_weights(in_size: int, out_size: int, depth: int, width: int) ->
 
 
 def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
-    """Matmul FLOPs of one SGD step (module docstring): ``total``, ``actor_loss`` and ``critic_loss``."""
+    """Matmul FLOPs of one SGD step of ``cfg.algo`` (module docstring): ``total``, ``actor_loss`` and ``critic_loss``."""
     s, g, a, w, batch = spec.state_size, spec.goal_size, spec.action_size, cfg.width, cfg.batch_size
     shift = 1 if cfg.norm == "hyperspherical" else 0  # its input units read the input and a constant
+    sag = s + a + g + shift
     sg, sa, g = s + g + shift, s + a + shift, g + shift
     p_a = trunk_matmul_weights(sg, 2 * a, cfg.resolved_actor_depth, w)
+    if cfg.algo != "crl":
+        p_q = trunk_matmul_weights(sag, 1, cfg.resolved_critic_depth, w)
+        actor_training = 6 * p_a - 2 * sg * w
+        if cfg.algo == "gcsl":
+            actor_loss, critic_loss = batch * actor_training, 0
+        elif cfg.algo == "td3_her":
+            actor_loss = batch * (actor_training + 4 * p_q) // cfg.policy_delay
+            critic_loss = batch * (2 * p_a + 16 * p_q - 4 * sag * w)
+        else:  # sac, sac_her
+            actor_loss = batch * (actor_training + 8 * p_q)
+            critic_loss = batch * (2 * p_a + 16 * p_q - 4 * sag * w)
+        return {"total": actor_loss + critic_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
     p_sa = trunk_matmul_weights(sa, cfg.repr_dim, cfg.resolved_critic_depth, w)
     p_g = trunk_matmul_weights(g, cfg.repr_dim, cfg.resolved_critic_depth, w)
     actor_loss = batch * (6 * p_a - 2 * sg * w + 4 * p_sa + 2 * p_g)

@@ -374,6 +374,21 @@ class Critic(nn.Module):
         return self.g_encoder(goal)
 
 
+class TwinQ(nn.Module):
+    """The clipped double-Q critic of SAC and TD3 (docs/method.md#baselines): two trunks with their own
+    parameters, ``q1`` and ``q2``, each Q(s, a, g) on concat(state, action, goal)."""
+
+    cfg: TrunkConfig
+
+    def setup(self):
+        self.q1 = Trunk(self.cfg, 1)
+        self.q2 = Trunk(self.cfg, 1)
+
+    def __call__(self, state, action, goal):
+        x = jnp.concatenate([state, action, goal], axis=-1)
+        return self.q1(x)[..., 0], self.q2(x)[..., 0]
+
+
 def critic_log_temperature(critic_params) -> jax.Array | None:
     """The critic's learned log-temperature (``cosine`` energy), None for the energies without one: the
     ``log_temperature`` argument of ``rlscale.losses.energy`` / ``pair_energy``, for every caller."""
@@ -414,9 +429,25 @@ def sample_action(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tuple[
     std = jnp.exp(log_std)
     noise = jax.random.normal(key, mean.shape, mean.dtype)
     pre_tanh = mean + std * noise
-    gaussian_log_prob = -0.5 * jnp.square(noise) - log_std - 0.5 * jnp.log(2 * jnp.pi)
-    log_prob = jnp.sum(gaussian_log_prob - _tanh_log_det(pre_tanh), axis=-1)
+    log_prob = _squashed_log_prob(noise, log_std, pre_tanh)
     return jnp.tanh(pre_tanh), log_prob
+
+
+def _squashed_log_prob(noise: jax.Array, log_std: jax.Array, pre_tanh: jax.Array) -> jax.Array:
+    """log-density of tanh(pre_tanh), pre_tanh = mean + std · noise: the Gaussian's, less the tanh's log-Jacobian."""
+    gaussian_log_prob = -0.5 * jnp.square(noise) - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    return jnp.sum(gaussian_log_prob - _tanh_log_det(pre_tanh), axis=-1)
+
+
+# Largest |action| whose atanh is taken: float32 tanh samples reach ±1 exactly, where atanh is infinite.
+_ACTION_BOUND = 1.0 - 1e-6
+
+
+def action_log_prob(mean: jax.Array, log_std: jax.Array, action: jax.Array) -> jax.Array:
+    """log π(action) of the tanh-Gaussian of :func:`sample_action` (with the tanh correction), for a given
+    action in (-1, 1)."""
+    pre_tanh = jnp.arctanh(jnp.clip(action, -_ACTION_BOUND, _ACTION_BOUND))
+    return _squashed_log_prob((pre_tanh - mean) * jnp.exp(-log_std), log_std, pre_tanh)
 
 
 def deterministic_action(mean: jax.Array) -> jax.Array:

@@ -1,8 +1,8 @@
-"""The CRL training loop.
+"""The training loop of every algorithm (``--algo``: CRL and the baselines of ``rlscale.algorithms``).
 
 ``Trainer.training_step(state, key)`` is one pure, jittable step: collect ``unroll_length`` steps in
 each of ``num_envs`` envs, insert them in the replay buffer, draw ``sgd_steps_per_collection``
-relabelled minibatches and ``lax.scan`` the SGD steps over them. ``Trainer.epoch`` scans training steps;
+relabelled minibatches (the algorithm's sampler) and ``lax.scan`` its SGD steps over them. ``Trainer.epoch`` scans training steps;
 the host loop (:func:`train`) runs epochs and, after each, evaluates, logs a metrics row and saves a
 checkpoint. Keys derive from the seed and the epoch index alone, so a resumed run draws the same
 randomness as an uninterrupted one.
@@ -31,10 +31,9 @@ from rlscale.envs.wrappers import EpisodeEnv, EpisodeState
 from rlscale import checkpoint as ckpt
 from rlscale import parallel
 from rlscale import run_dir as rd
-from rlscale.agent import Agent, Learner
-from rlscale.buffer import ReplayBuffer, init_buffer, insert, sample_minibatches
+from rlscale import algorithms
+from rlscale.buffer import ReplayBuffer, init_buffer, insert
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
-from rlscale.networks import block_norms
 from rlscale.rollout import make_unroll, summarize
 from rlscale.scores import BLOCK_NORMS_PREFIX
 
@@ -73,10 +72,10 @@ class Preempted(Exception):
 
 @struct.dataclass
 class TrainingState:
-    learner: Learner  # the run's own networks: they act, except in a collector run
+    learner: Any  # the algorithm's learner (rlscale.algorithms): its networks act, except in a collector run
     env_state: EpisodeState  # batched over num_envs
     buffer: ReplayBuffer
-    collector: Learner | None = None  # a collector run's acting agent (``TrainConfig.collector_depth``)
+    collector: Any | None = None  # a collector run's acting CRL agent (``TrainConfig.collector_depth``)
 
 
 def make_task(cfg: TrainConfig, name: str | None = None) -> envs.GoalTask:
@@ -104,16 +103,16 @@ class Trainer:
                 f"task {self.spec.name!r} (obs {self.spec.obs_size}, action {self.spec.action_size})"
             )
         self.env = EpisodeEnv(self.task, cfg.episode_length, cfg.fixed_goals_per_env)
-        self.agent = Agent.build(cfg, self.spec)
+        self.agent = algorithms.build(cfg, self.spec)
         self.eval_unroll = make_unroll(self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.agent.act)
         # A collector run (docs/method.md#collector-experiment): this agent acts, the run's own only learns.
-        self.collector_agent = None if cfg.collector_depth is None else Agent.build(cfg.collector_config(), self.spec)
+        self.collector_agent = None if cfg.collector_depth is None else algorithms.build(cfg.collector_config(), self.spec)
         self.collector_eval_unroll = None if self.collector_agent is None else make_unroll(
             self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.collector_agent.act)
 
     # --- pure functions ---
 
-    def collect(self, acting: Learner, env_state: EpisodeState, key: jax.Array, length: int):
+    def collect(self, acting, env_state: EpisodeState, key: jax.Array, length: int):
         """Unroll the stochastic actor of ``acting`` (the run's learner, or a collector run's collector)
         toward the commanded goals: ``(env_state, (obs, action, traj_id))``."""
         agent = self.agent if self.collector_agent is None else self.collector_agent
@@ -126,7 +125,7 @@ class Trainer:
 
         return jax.lax.scan(step, env_state, jax.random.split(key, length))
 
-    def init_env_and_buffer(self, learner: Learner, key: jax.Array, collector: Learner | None = None) -> TrainingState:
+    def init_env_and_buffer(self, learner, key: jax.Array, collector=None) -> TrainingState:
         """Fresh envs and a buffer prefilled with ``min_replay_size`` steps per env of the current actor
         (a collector run's: the collector's)."""
         reset_key, prefill_key = jax.random.split(key)
@@ -154,19 +153,10 @@ class Trainer:
         acting = state.learner if state.collector is None else state.collector
         env_state, data = self.collect(acting, state.env_state, collect_key, cfg.unroll_length)
         buffer = insert(state.buffer, *data)
-        batches, resampled_fraction = sample_minibatches(
-            buffer,
-            sample_key,
-            num_batches=cfg.sgd_steps_per_collection,
-            batch_size=cfg.batch_size,
-            window=cfg.resolved_window_length,
-            gamma=cfg.gamma,
-            state_size=self.spec.state_size,
-            goal_indices=self.spec.goal_indices,
-        )
+        batches, resampled_fraction = self.agent.sample_minibatches(buffer, sample_key, cfg.sgd_steps_per_collection)
         batches = parallel.constrain_minibatches(batches, self.mesh)
 
-        def sgd_steps(agent: Agent, learner: Learner, key: jax.Array):
+        def sgd_steps(agent, learner, key: jax.Array):
             def sgd(learner, inputs):
                 batch, step_key = inputs
                 return agent.sgd_step(learner, batch, step_key)
@@ -193,17 +183,11 @@ class Trainer:
         metrics["all_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
         return state, metrics
 
-    def block_norms(self, learner: Learner, buffer: ReplayBuffer, key: jax.Array) -> dict[str, jax.Array]:
-        """Mean activation norm of each residual block's output (``[num_blocks]`` per network: the actor and
-        the critic's two encoders) on one minibatch drawn from the buffer (docs/metrics.md#block-norms)."""
-        batches, _ = sample_minibatches(
-            buffer, key, num_batches=1, batch_size=self.cfg.batch_size, window=self.cfg.resolved_window_length,
-            gamma=self.cfg.gamma, state_size=self.spec.state_size, goal_indices=self.spec.goal_indices,
-        )
-        batch = jax.tree.map(lambda x: x[0], batches)
-        actor = block_norms(self.agent.actor, learner.actor_params, batch.state, batch.goal)
-        critic = block_norms(self.agent.critic, learner.critic_params, batch.state, batch.action, batch.goal)
-        return {"actor": actor["trunk"], "critic_sa": critic["sa_encoder"], "critic_g": critic["g_encoder"]}
+    def block_norms(self, learner, buffer: ReplayBuffer, key: jax.Array) -> dict[str, jax.Array]:
+        """Mean activation norm of each residual block's output (``[num_blocks]`` per network: CRL's actor and
+        critic encoders, a baseline's networks) on one minibatch drawn from the buffer (docs/metrics.md#block-norms)."""
+        batches, _ = self.agent.sample_minibatches(buffer, key, 1)
+        return self.agent.block_norms(learner, jax.tree.map(lambda x: x[0], batches))
 
     def evaluate(self, actor_params, key: jax.Array, collector_actor_params=None) -> dict:
         """Per-episode metrics of the run's actor; a collector run's collector is evaluated on the same
@@ -624,11 +608,12 @@ def _wandb_run(cfg: TrainConfig, run_path: Path):
 def _print_plan(console: Console, cfg: TrainConfig, p: Plan, trainer: Trainer, run_path: Path) -> None:
     from rlscale.networks import param_count
 
-    params = jax.eval_shape(trainer.agent.init, jax.random.PRNGKey(0))
+    learner = jax.eval_shape(trainer.agent.init, jax.random.PRNGKey(0))
+    algo = "" if cfg.algo == "crl" else f"{cfg.algo}, "
     console.print(
-        f"[bold]{run_path}[/]: {cfg.env} (eval {trainer.eval_task.spec.name}), actor depth {cfg.resolved_actor_depth}, "
+        f"[bold]{run_path}[/]: {algo}{cfg.env} (eval {trainer.eval_task.spec.name}), actor depth {cfg.resolved_actor_depth}, "
         f"critic depth {cfg.resolved_critic_depth}, width {cfg.width}, batch {cfg.batch_size}, seed {cfg.seed}; "
-        f"{param_count((params.actor_params, params.critic_params)):,} parameters"
+        f"{param_count(trainer.agent.trained_params(learner)):,} parameters"
         + ("" if cfg.collector_depth is None else
            f"; learns only from the data of a depth-{cfg.collector_depth} collector, which acts") + "\n"
         f"plan: {p.prefill_env_steps:,} prefill + {p.num_epochs} epochs × {p.training_steps_per_epoch} training steps × "
@@ -644,6 +629,10 @@ def _print_row(console: Console, row: dict, p: Plan, elapsed: float, epochs_done
         f"{prefix}epoch {row['epoch']:>4}/{p.num_epochs}  steps {row['training/env_steps']:>12,}  "
         f"env/s {row['training/sps']:>9,.0f}  sgd/s {row['training/sgd_sps']:>7,.1f}  "
         f"time@goal {row['eval/episode_success']:>7.1f}  success_any {row['eval/episode_success_any']:.2f}  "
-        f"critic {row['training/critic_loss']:.3f}  actor {row['training/actor_loss']:.3f}  "
-        f"α {row['training/alpha']:.3g}  ETA {eta / 60:.1f} min"
+        + "".join(f"{label} {row[key]:{spec}}  " for label, key, spec in _LOSS_COLUMNS if key in row)
+        + f"ETA {eta / 60:.1f} min"
     )
+
+
+# The training metrics a printed row shows, where the algorithm reports them (GCSL has no critic or α).
+_LOSS_COLUMNS = (("critic", "training/critic_loss", ".3f"), ("actor", "training/actor_loss", ".3f"), ("α", "training/alpha", ".3g"))

@@ -70,6 +70,9 @@ def trajectories_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str |
 
 def _critic(policy: LoadedPolicy) -> tuple[Critic, dict]:
     """The critic of ``policy``'s checkpoint (``LoadedPolicy`` holds only the actor) and its parameters."""
+    algo = policy.config.get("algo", "crl")  # configs saved before --algo are CRL's
+    if algo != "crl":
+        raise RenderError(f"critic maps and embeddings draw CRL's contrastive critic; {policy.run_dir} is a {algo} run")
     saved, _ = restore_raw(policy.run_dir, policy.step)
     critic = Critic(trunk_config(policy.config, "critic"), policy.config["repr_dim"], policy.config["energy"])
     return critic, jax.tree.map(jnp.asarray, saved["learner"]["critic_params"])

@@ -1,0 +1,283 @@
+"""The baselines of ``--algo`` (rlscale.algorithms; docs/method.md#baselines): their TD targets, target
+networks, TD3's smoothing and delay, HER relabelling, GCSL's likelihood, the per-algorithm defaults, and
+tiny end-to-end runs (slow) whose checkpoints load as policies and resume exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import TINY, without_timing
+from rlscale import algorithms
+from rlscale import checkpoint as ckpt
+from rlscale import run_dir as rd
+from rlscale.buffer import TDTransitions, relabel_td_window, success_reward
+from rlscale.config import ALGORITHMS, TrainConfig, config_for, plan
+from rlscale.envs.base import TaskSpec
+from rlscale.networks import action_log_prob, param_count, sample_action
+
+SPEC = TaskSpec("baseline_probe", 3, (0, 1), 2, 0.5, 20, "baseline_probe")
+OLD_BUFFER_RUN = Path(__file__).parent / "fixtures" / "crl_save_buffer_5a7fc95"
+
+
+def _cfg(algo: str, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "algo": algo, "width": 16, **overrides})
+
+
+# --- TD targets and target networks ---------------------------------------------------------------
+
+
+def test_td_target_takes_the_smaller_twin_and_the_entropy_term():
+    reward = jnp.array([0.0, 1.0])
+    q1, q2 = jnp.array([1.0, 3.0]), jnp.array([2.0, 1.0])
+    entropy_term = jnp.array([0.2, 0.4])  # α log π(a'|s', g)
+    target = algorithms.td_target(reward, q1, q2, 0.5, entropy_term)
+    np.testing.assert_allclose(target, [0.5 * (1.0 - 0.2), 1.0 + 0.5 * (1.0 - 0.4)], rtol=1e-6)
+    np.testing.assert_allclose(algorithms.td_target(reward, q1, q2, 0.5), [0.5, 1.5], rtol=1e-6)  # TD3: no entropy
+
+
+def test_td_windows_bootstrap_inside_an_episode_and_drop_its_last_step():
+    """Trajectory ids 0 0 0 | 1 1: a step's next state is the next stored step of its episode; the last step
+    of episode 0 (truncated: its next observation was overwritten by the reset) and the window's last step
+    have no known next state and are not usable, the others are (and bootstrap: goal tasks never terminate)."""
+    traj_id = jnp.array([0, 0, 0, 1, 1])
+    states = jnp.arange(5.0)[:, None] * jnp.array([[1.0, 0.0, 7.0]])  # x = row, y = 0
+    obs = jnp.concatenate([states, jnp.full((5, 2), 100.0)], axis=-1)  # commanded goal far away
+    action = jnp.zeros((5, 2))
+    batch, usable = relabel_td_window(jax.random.PRNGKey(0), obs, action, traj_id, 0.0, 3, (0, 1), 0.5)
+    assert usable.tolist() == [True, True, False, True, False]
+    np.testing.assert_array_equal(batch.next_state[jnp.array([0, 1, 3])], states[jnp.array([1, 2, 4])])
+    np.testing.assert_array_equal(batch.goal, jnp.full((5, 2), 100.0))  # relabel probability 0: commanded goals
+    np.testing.assert_array_equal(batch.reward, jnp.zeros(5))
+
+
+def test_polyak_moves_targets_a_fraction_tau():
+    target, online = {"w": jnp.zeros(3)}, {"w": jnp.full(3, 4.0)}
+    np.testing.assert_allclose(algorithms.polyak(target, online, 0.25)["w"], jnp.full(3, 1.0))
+
+
+def test_td3_target_smoothing_noise_is_clipped():
+    mean = jnp.zeros((1000, 2))
+    action = algorithms.smoothed_target_action(mean, jax.random.PRNGKey(0), noise=100.0, noise_clip=0.5)
+    assert float(jnp.max(jnp.abs(action))) == pytest.approx(0.5)
+    saturated = algorithms.smoothed_target_action(jnp.full((1000, 2), 10.0), jax.random.PRNGKey(1), 100.0, 0.5)
+    assert float(jnp.max(saturated)) <= 1.0 and float(jnp.min(saturated)) >= 0.5  # tanh(10) ≈ 1, then ±0.5, in [-1, 1]
+
+
+def _td_batch(rows: int = 8):
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    return TDTransitions(state=jax.random.normal(keys[0], (rows, 3)), action=jnp.tanh(jax.random.normal(keys[1], (rows, 2))),
+                         next_state=jax.random.normal(keys[2], (rows, 3)), goal=jax.random.normal(keys[3], (rows, 2)),
+                         reward=jnp.arange(rows) % 2 * 1.0)
+
+
+def _changed(a, b) -> bool:
+    return any(bool(jnp.any(x != y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _assert_close(a, b) -> None:
+    """Equal up to float32 rounding (the jitted step may fuse the Polyak update's multiply-adds)."""
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9)
+
+
+def test_td3_updates_the_actor_and_targets_every_policy_delay_critic_updates():
+    agent = algorithms.build(_cfg("td3_her", policy_delay=2), SPEC)
+    learner = agent.init(jax.random.PRNGKey(0))
+    step = jax.jit(agent.sgd_step)
+    batch = _td_batch()
+    first, metrics1 = step(learner, batch, jax.random.PRNGKey(1))
+    assert _changed(first.critic_params, learner.critic_params)
+    assert not _changed(first.actor_params, learner.actor_params) and float(metrics1["actor_updated"]) == 0.0
+    assert not _changed((first.target_actor_params, first.target_critic_params),
+                        (learner.target_actor_params, learner.target_critic_params))
+    second, metrics2 = step(first, batch, jax.random.PRNGKey(2))
+    assert _changed(second.actor_params, first.actor_params) and float(metrics2["actor_updated"]) == 1.0
+    # The targets moved τ of the way toward the online networks.
+    _assert_close(second.target_critic_params, algorithms.polyak(first.target_critic_params, second.critic_params, agent.tau))
+    _assert_close(second.target_actor_params, algorithms.polyak(first.target_actor_params, second.actor_params, agent.tau))
+    assert int(second.step) == 2
+
+
+def test_sac_step_moves_the_target_critic_by_polyak_and_tunes_alpha():
+    agent = algorithms.build(_cfg("sac"), SPEC)
+    learner = agent.init(jax.random.PRNGKey(0), initial_alpha=1.0)
+    new, metrics = jax.jit(agent.sgd_step)(learner, _td_batch(), jax.random.PRNGKey(1))
+    _assert_close(new.target_critic_params, algorithms.polyak(learner.target_critic_params, new.critic_params, agent.tau))
+    assert _changed(new.actor_params, learner.actor_params) and float(new.log_alpha) != 0.0
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+# --- HER relabelling ------------------------------------------------------------------------------
+
+
+def test_her_relabels_the_asked_fraction_with_future_goals_and_recomputes_the_reward():
+    """One trajectory along x (x = row, 1 apart, threshold 0.5): a relabelled goal is the x of a later step,
+    the reward is 1 exactly where that goal is the next state's (offset 1); commanded goals are far away."""
+    window = 4000
+    states = jnp.stack([jnp.arange(window, dtype=jnp.float32), jnp.zeros(window), jnp.zeros(window)], axis=-1)
+    obs = jnp.concatenate([states, jnp.full((window, 2), -100.0)], axis=-1)
+    batch, usable = relabel_td_window(jax.random.PRNGKey(0), obs, jnp.zeros((window, 2)), jnp.zeros(window, jnp.int32),
+                                      0.8, 3, (0, 1), 0.5)
+    relabelled = batch.goal[:, 0] >= 0
+    assert float(jnp.mean(relabelled)) == pytest.approx(0.8, abs=0.02)
+    rows = jnp.arange(window)
+    assert bool(jnp.all(jnp.where(relabelled[:-1], batch.goal[:-1, 0] > rows[:-1], True)))  # strictly later steps
+    expected = (relabelled & (batch.goal[:, 0] == rows + 1)).astype(jnp.float32)
+    np.testing.assert_array_equal(batch.reward[:-1], expected[:-1])  # the last row, without a next state, is unused
+    assert usable.tolist() == [True] * (window - 1) + [False]
+
+
+def test_success_reward_is_the_tasks_success_test_on_the_achieved_goal():
+    next_state = jnp.array([[0.0, 0.0, 9.0], [0.3, 0.4, 9.0]])  # the third coordinate is not part of the goal
+    np.testing.assert_array_equal(success_reward(next_state, jnp.zeros((2, 2)), (0, 1), 0.5), [1.0, 0.0])  # 0.5 is not < 0.5
+
+
+# --- GCSL ------------------------------------------------------------------------------------------
+
+
+def test_gcsl_log_likelihood_of_a_known_action():
+    """Mean 0, log-std 0, action tanh(0.5) per dim: log N(0.5; 0, 1) − log(1 − tanh²(0.5)), summed over 2 dims."""
+    action = jnp.full((1, 2), math.tanh(0.5))
+    expected = 2 * (-0.5 * 0.25 - 0.5 * math.log(2 * math.pi) - math.log(1 - math.tanh(0.5) ** 2))
+    got = action_log_prob(jnp.zeros((1, 2)), jnp.zeros((1, 2)), action)
+    np.testing.assert_allclose(got, [expected], rtol=1e-5)
+    mean, log_std = jnp.array([[0.3, -0.2]]), jnp.array([[-1.0, 0.5]])  # agrees with the sampler's own log π
+    sampled, log_prob = sample_action(mean, log_std, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(action_log_prob(mean, log_std, sampled), log_prob, rtol=1e-4)
+
+
+def test_gcsl_step_raises_the_likelihood_of_the_batch_actions():
+    agent = algorithms.build(_cfg("gcsl", actor_lr=1e-2), SPEC)
+    learner = agent.init(jax.random.PRNGKey(0))
+    batch = _td_batch()
+    before = jnp.mean(agent.log_likelihood(learner.actor_params, batch))
+    step = jax.jit(agent.sgd_step)
+    for i in range(5):
+        learner, metrics = step(learner, batch, jax.random.PRNGKey(i))
+    assert float(jnp.mean(agent.log_likelihood(learner.actor_params, batch))) > float(before)
+
+
+# --- configuration -----------------------------------------------------------------------------------
+
+
+def test_every_algorithm_has_a_learner():
+    assert tuple(algorithms.ALGORITHM_CLASSES) == ALGORITHMS
+
+
+def test_unknown_algo_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
+    from rlscale.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--algo", "ppo", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "rlscale train: error: unknown --algo 'ppo'; valid: crl, sac, sac_her, td3_her, gcsl"
+    assert not run.exists()
+    with pytest.raises(ValueError, match="unknown --algo 'ppo'; valid: crl"):
+        config_for("point_u_maze", algo="ppo")
+
+
+def test_algorithm_defaults_apply_only_to_options_not_given():
+    crl, sac = config_for("point_u_maze"), config_for("point_u_maze", algo="sac")
+    assert crl == config_for("point_u_maze", algo="crl") and crl.algo == "crl" and crl.actor_lr == 3e-4
+    assert (sac.actor_lr, sac.critic_lr, sac.batch_size, sac.relabel_probability) == (1e-4, 1e-4, 256, 0.0)
+    assert sac.sgd_steps_per_collection == 2 * crl.sgd_steps_per_collection  # twice the preset's
+    assert config_for("point_u_maze", algo="sac_her").relabel_probability == 0.8
+    given = config_for("point_u_maze", algo="td3_her", sgd_steps_per_collection=7, actor_lr=5e-4)
+    assert (given.sgd_steps_per_collection, given.actor_lr, given.critic_lr) == (7, 5e-4, 1e-4)
+    assert TrainConfig.from_dict({"env": "point_u_maze"}).algo == "crl"  # configs saved before --algo
+
+
+def test_collector_runs_are_crl_only():
+    with pytest.raises(ValueError, match="--collector-depth is a CRL experiment"):
+        plan(_cfg("sac", collector_depth=4))
+
+
+def test_run_names_say_the_algorithm_except_crl():
+    assert _cfg("crl").default_run_name() == "point_u_maze_d4_w16_b32_s0"
+    assert _cfg("td3_her").default_run_name() == "point_u_maze_td3_her_d4_w16_b32_s0"
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_sizes_and_flops_of_every_algorithm(algo):
+    """The closed-form parameter count equals the built networks' (online networks only), and the FLOPs of a
+    step are positive and grow with the batch."""
+    from rlscale.sizes import agent_param_count, flops_per_sgd_step, task_spec
+
+    cfg = _cfg(algo, width=32)
+    agent = algorithms.build(cfg, task_spec(cfg.env))
+    learner = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
+    assert agent_param_count(cfg) == param_count(agent.trained_params(learner))
+    small, large = flops_per_sgd_step(cfg), flops_per_sgd_step(_cfg(algo, width=32, batch_size=64))
+    assert 0 < small and large == 2 * small
+
+
+# --- end to end (slow) -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", [a for a in ALGORITHMS if a != "crl"])
+def test_a_tiny_run_of_each_baseline_trains_and_its_checkpoint_is_a_policy(tmp_path, algo):
+    from rlscale.policy import load, load_policy
+    from rlscale.train import train
+
+    run = train(_cfg(algo, run_dir=str(tmp_path / algo)))
+    rows = rd.read_metrics(run)
+    assert [r["training/env_steps"] for r in rows] == [160, 240, 320]
+    assert all(np.isfinite(r["training/actor_loss"]) for r in rows)
+    assert json.loads((run / rd.CONFIG_FILE).read_text())["config"]["algo"] == algo
+    policy, task = load_policy(run)
+    action = policy(jnp.zeros(load(run).obs_size))
+    assert task == "point_u_maze" and action.shape == (2,) and bool(jnp.all(jnp.abs(action) <= 1))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_of_a_sac_her_run_with_its_buffer_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    from test_train import Interrupted, _interrupt_second_checkpoint
+
+    from rlscale.train import train
+
+    reference = rd.read_metrics(train(_cfg("sac_her", save_buffer=True, run_dir=str(tmp_path / "reference"))))
+    with monkeypatch.context() as patch:
+        _interrupt_second_checkpoint(patch)
+        with pytest.raises(Interrupted):
+            train(_cfg("sac_her", save_buffer=True, run_dir=str(tmp_path / "interrupted")))
+    run = tmp_path / "interrupted"
+    assert ckpt.list_steps(run) == [160]
+    train(resume=run)
+    assert [without_timing(r) for r in rd.read_metrics(run)] == [without_timing(r) for r in reference]
+
+
+@pytest.mark.slow
+def test_a_crl_save_buffer_checkpoint_of_the_version_before_baselines_resumes_to_its_numbers(tmp_path):
+    """The fixture: a TINY CRL --save-buffer run of 5a7fc95 (before --algo and the baselines' buffer
+    sampler) cut back to its epoch-2 checkpoint, with the metrics of its uninterrupted run. Resumed here,
+    it trains epoch 3 to the same numbers: old checkpoints load, and CRL's numbers did not change."""
+    from rlscale.train import train
+
+    run = Path(shutil.copytree(OLD_BUFFER_RUN, tmp_path / "old"))
+    uninterrupted = [json.loads(line) for line in (run / "uninterrupted_metrics.jsonl").read_text().splitlines()]
+    train(resume=run)
+    rows = rd.read_metrics(run)
+    assert [without_timing(r) for r in rows] == [without_timing(r) for r in uninterrupted]
+
+
+@pytest.mark.slow  # 170 s on a shared CPU core
+def test_sac_her_learns_point_u_maze(tmp_path):
+    """SAC+HER with its defaults, depth 4, width 64, 211 k env steps on point_u_maze's CPU preset. Measured
+    (seed 0): success-any on point_u_maze_eval 0, 0.64, 0.33, 1.0 at the four evaluations (a random policy:
+    0.078); the threshold is half the best of the last two."""
+    from rlscale.train import train
+
+    cfg = config_for("point_u_maze", algo="sac_her", depth=4, width=64, total_env_steps=210_000, num_evals=4,
+                     seed=0, run_dir=str(tmp_path / "sac_her"), tensorboard=False)
+    assert (cfg.batch_size, cfg.sgd_steps_per_collection, cfg.actor_lr) == (256, 100, 1e-4)  # its defaults
+    rows = rd.read_metrics(train(cfg))
+    assert max(r["eval/episode_success_any"] for r in rows[-2:]) >= 0.5
