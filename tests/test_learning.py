@@ -24,6 +24,7 @@ def test_crl_learns_point_u_maze_on_cpu(fp32_learning):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a second 650 k-step run: out of CI's 40 minutes (the fresh-clone run of 88c86d3 took longer)
 def test_bfloat16_learns_like_float32(fp32_learning, tmp_path):
     """bf16 matrix products (fp32 parameters, LayerNorm statistics and losses) learn the same task as fp32."""
     rows, seconds = learn_point_u_maze(tmp_path / "bf16", dtype="bfloat16")
