@@ -25,7 +25,7 @@ from rlscale.sizes import agent_param_count
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any"]
 COLUMNS = [
-    "run_id", "run_name", "run_dir", "task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed",
+    "run_id", "run_name", "run_dir", "task", "algo", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed",
     "params", "env_steps", "total_env_steps", *SCORE_COLUMNS, "walltime_s", "status",
 ]
 

@@ -48,10 +48,11 @@ from rlscale.run_dir import CONFIG_FILE, atomic_output, find_run_dirs, is_comple
 from rlscale.scores import BLOCK_NORMS_PREFIX, LAST_EVALS, beats, t_halfwidth  # noqa: F401 (part of this module's API)
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
-CONFIG_COLUMNS = ["task", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
+CONFIG_COLUMNS = ["task", "algo", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
                   "norm", "residual", "episode_length"]
-# Knobs that may split a task's runs into separate lines (besides depth and seed).
-VARIANT_KNOBS = ["width", "batch_size", "activation", "norm", "residual", "actor_depth"]
+# Knobs that may split a task's runs into separate lines (besides depth and seed); the algorithm first, so
+# that a baselines sweep (configs/sweeps/paper_baselines.yaml) draws a line per algorithm, as the paper's Fig. 13.
+VARIANT_KNOBS = ["algo", "width", "batch_size", "activation", "norm", "residual", "actor_depth"]
 FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock", "stitching", "block_norms"]
 # The objective's options: a sweep comparing energies or InfoNCE variants (configs/sweeps/paper_quasimetric.yaml)
 # draws one line for each.

@@ -188,6 +188,7 @@ class TrainConfig:
         """The settings a scaling study varies, as one row of a results table."""
         return {
             "task": self.env,
+            "algo": self.algo,
             "depth": self.depth,
             "actor_depth": self.resolved_actor_depth,
             "critic_depth": self.resolved_critic_depth,

@@ -386,6 +386,20 @@ def test_score_vs_depth_draws_one_line_per_energy(tmp_path):
     assert set(analysis.variants(scores.drop(columns=["energy", "contrastive_loss"]))) == {""}
 
 
+def test_a_baselines_sweep_draws_one_line_per_algorithm(tmp_path, capsys):
+    """Two algorithms × two depths (configs/sweeps/paper_baselines.yaml's shape): each task's panel has a
+    line per algorithm, and rlscale plot writes the figure; a config saved before --algo existed is CRL's."""
+    sweep = synthetic_sweep(tmp_path, depths=(4, 8), seeds=2, tasks=("point_u_maze",))
+    synthetic_sweep(sweep, depths=(4, 8), seeds=2, tasks=("point_u_maze",), algo="sac_her")
+    scores = analysis.run_scores(analysis.load_sweep(sweep))
+    assert sorted(scores["algo"]) == ["crl"] * 4 + ["sac_her"] * 4
+    assert sorted(analysis.variants(scores).unique()) == ["algo=crl", "algo=sac_her"]
+    fig = analysis.fig_score_vs_depth(scores, reps=50)
+    assert sorted(fig.axes[0].get_legend_handles_labels()[1]) == ["algo=crl", "algo=sac_her"]
+    assert cli_main(["plot", str(sweep), "--out", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "score_vs_depth.pdf").is_file()
+
+
 @pytest.mark.parametrize("no_norm", [{"norm": "none"}, {"layer_norm": False}])  # today's config.json, an old one's
 def test_paper_results_and_reference_matching(tmp_path, no_norm):
     paper = analysis.paper_results()
