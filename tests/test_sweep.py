@@ -210,6 +210,7 @@ PAPER_COUNTS = {
     "paper_ablations": 4 * 4 * 3,
     "paper_hyperspherical": 2 * 4 * 3,
     "paper_collector": 2 * 2 * 3,
+    "paper_baselines": 3 * 5 * 5 * 3,
 }
 
 
