@@ -1,5 +1,5 @@
 """The learners the one trainer runs (``--algo``; docs/method.md#baselines): CRL (``rlscale.agent``) and the
-baselines SAC, SAC+HER, TD3+HER and GCSL, every network a trunk of ``rlscale.networks``.
+baselines SAC, SAC+HER, TD3+HER, GCSL and GCBC, every network a trunk of ``rlscale.networks``.
 
 ``build(cfg, spec)`` returns the algorithm's static part, a frozen dataclass with:
 
@@ -318,7 +318,8 @@ class GCSL:
         return {"actor": block_norms(self.actor, learner.actor_params, batch.state, batch.goal)["trunk"]}
 
 
-ALGORITHM_CLASSES = {"crl": Agent, "sac": SAC, "sac_her": SAC, "td3_her": TD3, "gcsl": GCSL}
+# GCBC is GCSL's loss and sampler on a fixed dataset (``--dataset``): only where the data comes from differs.
+ALGORITHM_CLASSES = {"crl": Agent, "sac": SAC, "sac_her": SAC, "td3_her": TD3, "gcsl": GCSL, "gcbc": GCSL}
 assert tuple(ALGORITHM_CLASSES) == ALGORITHMS, "config.ALGORITHMS and ALGORITHM_CLASSES list the same algorithms"
 
 

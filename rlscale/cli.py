@@ -20,6 +20,7 @@ commands:
   eval    evaluate checkpoints of a run, a checkpoint or a sweep (rlscale eval --help)
   sweep   launch or resume the runs of a sweep file (rlscale sweep --help; configs/sweeps/)
   plot    scaling figures, aggregates and depth fits of a sweep directory (rlscale plot --help)
+  record  write episodes of a checkpoint's policy to a dataset file for --dataset (rlscale record --help)
 """
 
 
@@ -217,7 +218,33 @@ def _plot(args: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int | None]] = {"train": _train, "envs": _envs, "eval": _eval, "sweep": _sweep, "plot": _plot}
+def _record(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rlscale record",
+        description="Roll out a checkpoint's policy on fresh episodes of its training task and write them to a new "
+                    "dataset file (docs/method.md#dataset-format), to train from with rlscale train --dataset FILE.",
+    )
+    parser.add_argument("path", metavar="RUN_DIR", help="a run directory (its latest checkpoint) or one checkpoint directory")
+    parser.add_argument("--episodes", type=int, required=True, help="how many episodes to record")
+    parser.add_argument("--out", required=True, help="the new .npz file (never overwritten)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="record the deterministic tanh(mean) actions (default: the stochastic policy's samples)")
+    parser.add_argument("--task", default=None, help="task to record on (default: the run's training task)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the resets and actions (default: the run's seed)")
+    known = parser.parse_args(args)
+    from rlscale import datasets
+    from rlscale.policy import load
+
+    held = datasets.record(load(known.path), known.episodes, known.out, task=known.task,
+                           deterministic=known.deterministic, seed=known.seed)
+    print(f"{known.out}: {held['episodes']} episodes, {held['steps']:,} steps of task {held['task']} from "
+          f"{held['source']} ({'deterministic' if held['deterministic'] else 'stochastic'} policy), {held['bytes']:,} bytes")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
+    "train": _train, "envs": _envs, "eval": _eval, "sweep": _sweep, "plot": _plot, "record": _record,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

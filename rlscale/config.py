@@ -54,7 +54,7 @@ class TrainConfig:
     """Contrastive RL (CRL), or a baseline (--algo), with residual MLP networks."""
 
     algo: str = "crl"
-    """Learning algorithm: crl, sac, sac_her, td3_her or gcsl (docs/method.md#baselines). The baselines change some defaults, shown below for the chosen --algo: sac and sac_her: lr 1e-4, batch 256, twice the task's SGD steps per collection, target entropy -1 per action dim, relabel probability 0 (sac) or 0.8 (sac_her); td3_her: lr 1e-4, batch 256, twice the SGD steps, relabel probability 0.8; gcsl: batch 256. Options the user sets win."""
+    """Learning algorithm: crl, sac, sac_her, td3_her, gcsl or gcbc (docs/method.md#baselines; gcbc needs --dataset). The baselines change some defaults, shown below for the chosen --algo: sac and sac_her: lr 1e-4, batch 256, twice the task's SGD steps per collection, target entropy -1 per action dim, relabel probability 0 (sac) or 0.8 (sac_her); td3_her: lr 1e-4, batch 256, twice the SGD steps, relabel probability 0.8; gcsl and gcbc: batch 256. Options the user sets win."""
 
     # --- task ---
     env: str = "point_u_maze"
@@ -115,6 +115,8 @@ class TrainConfig:
     """td3_her: the target policy smoothing noise is clipped to ±this."""
 
     # --- data ---
+    dataset: str | None = None
+    """Train from this dataset (`rlscale record`'s .npz) without collecting: offline CRL, or gcbc (docs/method.md#offline-training). The env-step clock runs as if collecting, so curves line up with online runs'."""
     batch_size: int = 512
     """Minibatch size of each SGD step (also the number of contrastive negatives + 1)."""
     num_envs: int = 512
@@ -204,6 +206,8 @@ class TrainConfig:
             else f"a{self.resolved_actor_depth}c{self.resolved_critic_depth}"
         )
         collector = "" if self.collector_depth is None else f"_col{self.collector_depth}"
+        if self.dataset is not None and self.algo == "crl":
+            collector = "_offline"  # offline CRL beside the online runs of the same options
         algo = "" if self.algo == "crl" else f"_{self.algo}"  # CRL runs keep their names
         return f"{self.env}{algo}_{depth}{collector}_w{self.width}_b{self.batch_size}_s{self.seed}"
 
@@ -260,6 +264,7 @@ def validate(cfg: TrainConfig) -> None:
     check_algorithm(cfg.algo)
     if cfg.collector_depth is not None and cfg.algo != "crl":
         raise ValueError(f"--collector-depth is a CRL experiment; it cannot be combined with --algo {cfg.algo}")
+    check_dataset_options(cfg)
     if cfg.env not in names():
         raise ValueError(f"unknown task {cfg.env!r}; valid tasks: {', '.join(names())}")
     if cfg.eval_env is not None and cfg.eval_env not in names():
@@ -366,7 +371,11 @@ def load_preset(task: str) -> dict[str, Any]:
 
 # --- per-algorithm defaults -------------------------------------------------------------------------
 
-ALGORITHMS = ("crl", "sac", "sac_her", "td3_her", "gcsl")
+ALGORITHMS = ("crl", "sac", "sac_her", "td3_her", "gcsl", "gcbc")
+# The algorithms with an actor only (goal-conditioned supervised learning: no critic, no TD).
+SUPERVISED_ALGORITHMS = ("gcsl", "gcbc")
+# The algorithms that train from a --dataset (gcbc only from one); gcsl on a fixed dataset is gcbc.
+DATASET_ALGORITHMS = ("crl", "gcbc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,12 +398,29 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "sac_her": {**_TD_DEFAULTS, "target_entropy_per_action_dim": -1.0, "relabel_probability": 0.8},
     "td3_her": {**_TD_DEFAULTS, "relabel_probability": 0.8},
     "gcsl": {"batch_size": 256},
+    "gcbc": {"batch_size": 256},
 }
 
 
 def check_algorithm(algo: Any) -> None:
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown --algo {algo!r}; valid: {', '.join(ALGORITHMS)}")
+
+
+def check_dataset_options(cfg: "TrainConfig") -> None:
+    """The options a --dataset run (learner-only: it never acts) can and must combine with; the file itself
+    is checked against the task by ``rlscale.datasets.check_fits``."""
+    if cfg.dataset is None:
+        if cfg.algo == "gcbc":
+            raise ValueError("--algo gcbc learns from a fixed dataset: give --dataset FILE.npz (made by rlscale record)")
+        return
+    if cfg.algo not in DATASET_ALGORITHMS:
+        hint = " (gcsl on a fixed dataset is gcbc)" if cfg.algo == "gcsl" else ""
+        raise ValueError(f"--dataset trains --algo {' or '.join(DATASET_ALGORITHMS)}, not {cfg.algo}{hint}")
+    if cfg.collector_depth is not None:
+        raise ValueError("--dataset and --collector-depth both say where the data comes from; give one")
+    if cfg.save_buffer:
+        raise ValueError("--save-buffer: a --dataset run's buffer is the dataset, reloaded on resume; there is nothing to save")
 
 
 def algorithm_defaults(algo: str, below: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,8 @@ def trunk_matmul_weights(in_size: int, out_size: int, depth: int, width: int) ->
 
 def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
     """Matmul FLOPs of one SGD step of ``cfg.algo`` (module docstring): ``total``, ``actor_loss`` and ``critic_loss``."""
+    from rlscale.config import SUPERVISED_ALGORITHMS
+
     s, g, a, w, batch = spec.state_size, spec.goal_size, spec.action_size, cfg.width, cfg.batch_size
     shift = 1 if cfg.norm == "hyperspherical" else 0  # its input units read the input and a constant
     sag = s + a + g + shift
@@ -63,7 +65,7 @@ def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
     if cfg.algo != "crl":
         p_q = trunk_matmul_weights(sag, 1, cfg.resolved_critic_depth, w)
         actor_training = 6 * p_a - 2 * sg * w
-        if cfg.algo == "gcsl":
+        if cfg.algo in SUPERVISED_ALGORITHMS:
             actor_loss, critic_loss = batch * actor_training, 0
         elif cfg.algo == "td3_her":
             actor_loss = batch * (actor_training + 4 * p_q) // cfg.policy_delay

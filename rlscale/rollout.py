@@ -34,9 +34,10 @@ def rollout(task: GoalTask, act: Callable, policy_params, reset_key: jax.Array, 
     ``act(policy_params, obs, key)`` returns actions; without ``act_key`` the key is ``None`` (the
     deterministic policy), with one each step gets its own key. A step counts while no earlier state of
     its episode has terminated (the robot fell). ``per_episode``: metrics as arrays of shape
-    ``[num_episodes]`` (module docstring). ``steps`` with ``trajectory=True``: ``(states, active)``, the
-    task states ``[length + 1, num_episodes, ...]`` from the reset on and whether each counts
-    ``[length + 1, num_episodes]``; else ``None``. Pure: jit it.
+    ``[num_episodes]`` (module docstring). ``steps`` with ``trajectory=True``: ``(states, active, actions)``,
+    the task states ``[length + 1, num_episodes, ...]`` from the reset on, whether each counts
+    ``[length + 1, num_episodes]`` and the action taken from each but the last ``[length, num_episodes, ...]``
+    (what ``rlscale record`` writes); else ``None``. Pure: jit it.
     """
     state = jax.vmap(task.reset)(jax.random.split(reset_key, num_episodes))
     metric_keys = [k for k in state.metrics if k != "dist" and not k.endswith(COUNT)]
@@ -52,7 +53,7 @@ def rollout(task: GoalTask, act: Callable, policy_params, reset_key: jax.Array, 
         final_dist = jnp.where(active, nxt.metrics["dist"], final_dist)
         counted = counted + live
         still = jnp.logical_and(active, jnp.logical_not(nxt.terminated))
-        return (nxt, still, sums, final_dist, counted), ((nxt, active) if trajectory else None)
+        return (nxt, still, sums, final_dist, counted), ((nxt, active, action) if trajectory else None)
 
     init = (state, jnp.ones(num_episodes, bool), {k: zeros for k in metric_keys}, state.metrics["dist"], zeros)
     step_keys = None if act_key is None else jax.random.split(act_key, length)
@@ -70,9 +71,9 @@ def rollout(task: GoalTask, act: Callable, policy_params, reset_key: jax.Array, 
     out["episode_length"] = counted
     if not trajectory:
         return out, None
-    states, active = steps
+    states, active, actions = steps
     states = jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), state, states)
-    return out, (states, jnp.concatenate([jnp.ones((1, num_episodes), bool), active]))
+    return out, (states, jnp.concatenate([jnp.ones((1, num_episodes), bool), active]), actions)
 
 
 def make_unroll(task: GoalTask, episode_length: int, num_episodes: int, act: Callable):

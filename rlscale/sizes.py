@@ -34,6 +34,7 @@ def task_spec(task: str) -> "TaskSpec | None":
 def agent_param_count(cfg: "TrainConfig") -> int | None:
     """Parameters the run trains: CRL's actor, two critic encoders and the cosine energy's temperature; a
     baseline's actor and (SAC, TD3) its two Q trunks, target copies not counted. None for an unregistered task."""
+    from rlscale.config import SUPERVISED_ALGORITHMS
     from rlscale.networks import trunk_param_count
 
     spec = task_spec(cfg.env)
@@ -41,7 +42,7 @@ def agent_param_count(cfg: "TrainConfig") -> int | None:
         return None
     shape = {"width": cfg.width, "norm": cfg.norm, "residual": cfg.residual}
     actor = trunk_param_count(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, **shape)
-    if cfg.algo == "gcsl":
+    if cfg.algo in SUPERVISED_ALGORITHMS:
         return actor
     if cfg.algo != "crl":  # the twin Q of SAC and TD3
         return actor + 2 * trunk_param_count(spec.obs_size + spec.action_size, 1, cfg.resolved_critic_depth, **shape)

@@ -32,6 +32,7 @@ from rlscale import checkpoint as ckpt
 from rlscale import parallel
 from rlscale import run_dir as rd
 from rlscale import algorithms
+from rlscale import datasets
 from rlscale.buffer import ReplayBuffer, init_buffer, insert
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
 from rlscale.rollout import make_unroll, summarize
@@ -104,6 +105,12 @@ class Trainer:
             )
         self.env = EpisodeEnv(self.task, cfg.episode_length, cfg.fixed_goals_per_env)
         self.agent = algorithms.build(cfg, self.spec)
+        # A dataset run (docs/method.md#offline-training) never acts: its buffer is the dataset, read once.
+        self.dataset = None
+        if cfg.dataset is not None:
+            self.dataset = datasets.read(cfg.dataset)
+            datasets.check_fits(self.dataset, cfg.dataset, self.spec, cfg.resolved_window_length, cfg.batch_size,
+                                1 if mesh is None else mesh.size)
         self.eval_unroll = make_unroll(self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.agent.act)
         # A collector run (docs/method.md#collector-experiment): this agent acts, the run's own only learns.
         self.collector_agent = None if cfg.collector_depth is None else algorithms.build(cfg.collector_config(), self.spec)
@@ -131,6 +138,9 @@ class Trainer:
         reset_key, prefill_key = jax.random.split(key)
         cfg = self.cfg
         env_state = jax.vmap(self.env.reset)(jax.random.split(reset_key, cfg.num_envs))
+        if self.dataset is not None:  # the envs are never stepped; they keep the state's structure
+            buffer = datasets.buffer_of(self.dataset, cfg.resolved_window_length, 1 if self.mesh is None else self.mesh.size)
+            return TrainingState(learner=learner, env_state=env_state, buffer=buffer, collector=collector)
         buffer = init_buffer(cfg.max_replay_size, cfg.num_envs, self.spec.obs_size, self.spec.action_size)
         acting = learner if collector is None else collector
         env_state, data = self.collect(acting, env_state, prefill_key, cfg.min_replay_size)
@@ -151,8 +161,11 @@ class Trainer:
         cfg = self.cfg
         collect_key, sample_key, sgd_key = jax.random.split(key, 3)
         acting = state.learner if state.collector is None else state.collector
-        env_state, data = self.collect(acting, state.env_state, collect_key, cfg.unroll_length)
-        buffer = insert(state.buffer, *data)
+        if self.dataset is None:
+            env_state, data = self.collect(acting, state.env_state, collect_key, cfg.unroll_length)
+            buffer = insert(state.buffer, *data)
+        else:  # learner only: the dataset is the buffer
+            env_state, buffer = state.env_state, state.buffer
         batches, resampled_fraction = self.agent.sample_minibatches(buffer, sample_key, cfg.sgd_steps_per_collection)
         batches = parallel.constrain_minibatches(batches, self.mesh)
 
@@ -411,13 +424,37 @@ def train_seeds(
     return paths
 
 
+def dataset_record(path: str) -> dict[str, Any]:
+    """The ``dataset`` entry of a dataset run's ``config.json``: where the file was and its SHA-256."""
+    return {"path": str(Path(path).resolve()), "sha256": datasets.sha256(path)}
+
+
+def _check_same_dataset(stored: dict[str, Any], run_path: Path) -> str | None:
+    """The dataset file a dataset run resumes from: the very file it started with (absolute path and SHA-256
+    in ``config.json``, so the resume may run from another folder)."""
+    saved = stored.get("dataset")
+    if saved is None:
+        return None
+    path = saved["path"]
+    if not Path(path).is_file():
+        raise datasets.DatasetError(f"{run_path} trains from dataset {path}, which no longer exists; restore it to resume")
+    now = datasets.sha256(path)
+    if now != saved["sha256"]:
+        raise datasets.DatasetError(
+            f"dataset {path} changed since {run_path} started (SHA-256 {saved['sha256'][:12]}… then, {now[:12]}… now): "
+            f"restore that file to resume, or start a new run"
+        )
+    return path
+
+
 def _stored_configs(paths: list[Path]) -> list[TrainConfig]:
     """The configs of runs to resume, from their ``config.json``, each with its run directory."""
     cfgs = []
     for path in paths:
         stored = rd.read_config(path)
+        dataset = _check_same_dataset(stored, path)
         cfg = TrainConfig.from_dict(stored["config"], source=str(path / rd.CONFIG_FILE))
-        cfgs.append(dataclasses.replace(cfg, run_dir=str(path)))
+        cfgs.append(dataclasses.replace(cfg, run_dir=str(path), dataset=dataset or cfg.dataset))
     check_same_but_seed(cfgs)
     return cfgs
 
@@ -432,6 +469,8 @@ def _create_run_dirs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
                 "environment": rd.environment_info()}
         if len(cfgs) > 1:
             info["trained_with_seeds"] = [other.seed for other in cfgs]
+        if c.dataset is not None:  # what the run learns from, so that a resume can tell the file changed
+            info["dataset"] = dataset_record(c.dataset)
         rd.write_atomic(path / rd.CONFIG_FILE, rd.dumps_json(info))
     return paths
 
@@ -580,9 +619,10 @@ def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, co
         refill_keys = _stack([jax.random.fold_in(m.keys["refill"], start_epoch) for m in members])
         collectors = None if trainer.collector_agent is None else _stack([s["collector"] for s, _ in restored])
         state = refill(_stack([s["learner"] for s, _ in restored]), refill_keys, collectors)
-        console.print(
-            f"[yellow]no buffer in the checkpoint: refilled it with {trainer.plan.prefill_env_steps:,} fresh env steps (not counted)"
-        )
+        if trainer.dataset is None:
+            console.print(
+                f"[yellow]no buffer in the checkpoint: refilled it with {trainer.plan.prefill_env_steps:,} fresh env steps (not counted)"
+            )
     console.print(
         f"resuming {', '.join(str(m.path) for m in members)} at epoch {start_epoch}/{trainer.plan.num_epochs} "
         f"from {', '.join(str(m.last_good) for m in members)}"
@@ -615,11 +655,20 @@ def _print_plan(console: Console, cfg: TrainConfig, p: Plan, trainer: Trainer, r
         f"critic depth {cfg.resolved_critic_depth}, width {cfg.width}, batch {cfg.batch_size}, seed {cfg.seed}; "
         f"{param_count(trainer.agent.trained_params(learner)):,} parameters"
         + ("" if cfg.collector_depth is None else
-           f"; learns only from the data of a depth-{cfg.collector_depth} collector, which acts") + "\n"
+           f"; learns only from the data of a depth-{cfg.collector_depth} collector, which acts")
+        + ("" if trainer.dataset is None else _dataset_line(cfg.dataset, trainer)) + "\n"
         f"plan: {p.prefill_env_steps:,} prefill + {p.num_epochs} epochs × {p.training_steps_per_epoch} training steps × "
         f"{p.env_steps_per_training_step:,} env steps = {p.total_env_steps:,} env steps (asked {cfg.total_env_steps:,}); "
         f"{p.sgd_steps_per_training_step} SGD steps per collection, {p.total_sgd_steps:,} in all"
     )
+
+
+def _dataset_line(path: str, trainer: Trainer) -> str:
+    held = datasets.info(trainer.dataset)
+    slot_length, num_slots = datasets.layout(held["steps"], trainer.cfg.resolved_window_length, held["longest_episode"],
+                                             1 if trainer.mesh is None else trainer.mesh.size)
+    return (f"; learns only from dataset {path} ({held['episodes']:,} episodes, {held['steps']:,} steps, "
+            f"{slot_length * num_slots:,} of them used), never acting: env steps count as a collecting run's would")
 
 
 def _print_row(console: Console, row: dict, p: Plan, elapsed: float, epochs_done_here: int, prefix: str = "") -> None:

@@ -30,7 +30,7 @@ def rollout(policy: LoadedPolicy, task: envs.GoalTask, episodes: int, key: jax.A
 
     @jax.jit
     def run(params, key):
-        return episodes_rollout(task, policy.act, params, key, episodes, length, trajectory=True)[1]
+        return episodes_rollout(task, policy.act, params, key, episodes, length, trajectory=True)[1][:2]
 
     return jax.device_get(run(policy.actor_params, key))
 

@@ -371,7 +371,7 @@ def test_the_rollout_with_its_states_is_the_rollout_that_evaluates():
     task, n, length = _Countdown(), 16, 6
     act = lambda params, obs, key: jnp.full((obs.shape[0], 1), params) if key is None else jax.random.normal(key, (obs.shape[0], 1))  # noqa: E731
     key = jax.random.PRNGKey(0)
-    per_episode, (states, active) = jax.jit(
+    per_episode, (states, active, actions) = jax.jit(
         lambda p, k: rollout(task, act, p, k, n, length, trajectory=True))(jnp.float32(0.5), key)
     lifetime = np.asarray(states.sim["lifetime"][0])
     assert len(set(lifetime)) > 3 and (lifetime < length).any() and (lifetime >= length).any()
@@ -383,6 +383,7 @@ def test_the_rollout_with_its_states_is_the_rollout_that_evaluates():
     np.testing.assert_array_equal(per_episode["episode_length"], live.sum(0))
     np.testing.assert_array_equal(per_episode["episode_success"], (live * metrics["success"][1:]).sum(0))
     np.testing.assert_array_equal(per_episode["episode_action"], 0.5 * live.sum(0))
+    np.testing.assert_array_equal(np.asarray(actions), np.full((length, n, 1), 0.5, np.float32))  # what was taken
     np.testing.assert_array_equal(per_episode["episode_dist"], np.minimum(lifetime, length))
     np.testing.assert_array_equal(per_episode["episode_success_any"], (per_episode["episode_success"] > 0))
     # Without trajectory: the same metrics and no states; make_unroll = rollout of the split key.
