@@ -44,7 +44,6 @@ def record(policy, num_episodes: int, out: str | os.PathLike, *, task: str | Non
     of its training task (or ``task``) and write them to ``out``; returns the file's info and its size."""
     from rlscale import checkpoint as ckpt
     from rlscale.policy import make_eval_task
-    from rlscale.rollout import rollout
 
     out = Path(out)
     if num_episodes < 1:
@@ -59,20 +58,10 @@ def record(policy, num_episodes: int, out: str | os.PathLike, *, task: str | Non
     length = policy.config["episode_length"]
     seed = policy.config["seed"] if seed is None else seed
     reset_key, act_key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EC0))
-
-    @jax.jit
-    def run(params):
-        _, (states, active, actions) = rollout(env, policy.act, params, reset_key, num_episodes, length,
-                                               None if deterministic else act_key, trajectory=True)
-        return states.obs[:-1], actions, active[:-1]  # the step taken from each state, while it counts
-
-    obs, actions, active = (np.asarray(x) for x in run(policy.actor_params))  # [T, N, ...]
-    episode = np.broadcast_to(np.arange(num_episodes, dtype=np.int32), active.shape)
-    keep = active.T.reshape(-1)  # episode-major order: all of episode 0, then episode 1, …
+    steps = episode_steps(env, policy.act, policy.actor_params, reset_key, num_episodes, length,
+                          None if deterministic else act_key)
     data = {
-        "observations": obs.transpose(1, 0, 2).reshape(-1, obs.shape[-1])[keep].astype(np.float32),
-        "actions": actions.transpose(1, 0, 2).reshape(-1, actions.shape[-1])[keep].astype(np.float32),
-        "trajectory_ids": episode.T.reshape(-1)[keep],
+        **steps,
         "task": np.array(env.spec.name),
         "format_version": np.array(FORMAT_VERSION),
         "source": np.array(str(ckpt.step_path(policy.run_dir, policy.step))),
@@ -81,6 +70,29 @@ def record(policy, num_episodes: int, out: str | os.PathLike, *, task: str | Non
     }
     _write_new(out, data)
     return {**info(read(out)), "bytes": out.stat().st_size}
+
+
+def episode_steps(env, act, params, reset_key: jax.Array, num_episodes: int, length: int,
+                  act_key: jax.Array | None) -> dict[str, np.ndarray]:
+    """The dataset arrays of ``num_episodes`` fresh episodes of ``act`` (``rlscale.rollout.rollout``; no
+    ``act_key``: the deterministic policy): each step's observation and action, episode after episode, up
+    to and including the step on which the robot fell."""
+    from rlscale.rollout import rollout
+
+    @jax.jit
+    def run(params):
+        _, (states, active, actions) = rollout(env, act, params, reset_key, num_episodes, length, act_key, trajectory=True)
+        # Step t is kept when the state it leads to counts (active[t + 1]): state t had not fallen.
+        return states.obs[:-1], actions, active[1:]
+
+    obs, actions, active = (np.asarray(x) for x in run(params))  # [T, N, ...]
+    keep = active.T.reshape(-1)  # episode-major order: all of episode 0, then episode 1, …
+    episode = np.broadcast_to(np.arange(num_episodes, dtype=np.int32), active.shape)
+    return {
+        "observations": obs.transpose(1, 0, 2).reshape(-1, obs.shape[-1])[keep].astype(np.float32),
+        "actions": actions.transpose(1, 0, 2).reshape(-1, actions.shape[-1])[keep].astype(np.float32),
+        "trajectory_ids": episode.T.reshape(-1)[keep],
+    }
 
 
 def _write_new(out: Path, data: dict[str, np.ndarray]) -> None:

@@ -41,3 +41,34 @@ def learn_point_u_maze(run_dir, **overrides):
     start = time.perf_counter()
     run = train(cfg)
     return rd.read_metrics(run), time.perf_counter() - start
+
+
+class Countdown:
+    """A task whose episode n ends (terminates) at step ``lifetime[n]`` (1 to 7, drawn at reset); success
+    at even steps, distance = steps taken."""
+
+    def __init__(self):
+        from rlscale.envs.base import TaskSpec
+
+        self.spec = TaskSpec(name="countdown", state_size=1, goal_indices=(0,), action_size=1,
+                             success_threshold=0.5, episode_length=10, eval_task="countdown")
+
+    def _state(self, t, lifetime, action_sum):
+        import jax.numpy as jnp
+
+        from rlscale.envs.base import TaskState
+
+        return TaskState(sim={"t": t, "lifetime": lifetime, "action_sum": action_sum},
+                         obs=jnp.stack([t.astype(jnp.float32), jnp.float32(0.0)]), goal=jnp.zeros(1),
+                         reward=jnp.float32(0.0), terminated=t >= lifetime,
+                         metrics={"success": (t % 2 == 0).astype(jnp.float32), "dist": t.astype(jnp.float32),
+                                  "action": action_sum})
+
+    def reset(self, key):
+        import jax
+        import jax.numpy as jnp
+
+        return self._state(jnp.int32(0), jax.random.randint(key, (), 1, 8), jnp.float32(0.0))
+
+    def step(self, state, action):
+        return self._state(state.sim["t"] + 1, state.sim["lifetime"], action[0])

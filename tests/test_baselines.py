@@ -178,7 +178,7 @@ def test_unknown_algo_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--algo", "ppo", "--run-dir", str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "rlscale train: error: unknown --algo 'ppo'; valid: crl, sac, sac_her, td3_her, gcsl"
+    assert err == "rlscale train: error: unknown --algo 'ppo'; valid: crl, sac, sac_her, td3_her, gcsl, gcbc"
     assert not run.exists()
     with pytest.raises(ValueError, match="unknown --algo 'ppo'; valid: crl"):
         config_for("point_u_maze", algo="ppo")
@@ -223,7 +223,7 @@ def test_sizes_and_flops_of_every_algorithm(algo):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", [a for a in ALGORITHMS if a != "crl"])
+@pytest.mark.parametrize("algo", [a for a in ALGORITHMS if a not in ("crl", "gcbc")])  # gcbc: tests/test_datasets.py
 def test_a_tiny_run_of_each_baseline_trains_and_its_checkpoint_is_a_policy(tmp_path, algo):
     from rlscale.policy import load, load_policy
     from rlscale.train import train

@@ -8,7 +8,7 @@ import sys
 import zlib
 
 import pytest
-from helpers import TINY
+from helpers import TINY, Countdown
 
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
@@ -328,37 +328,6 @@ def test_a_loaded_policy_acts_as_the_trainers_agent(trained):
                               np.asarray(policy.act(policy.actor_params, obs, jax.random.PRNGKey(1))))
 
 
-class _Countdown:
-    """A task whose episode n ends (terminates) at step ``lifetime[n]`` (1 to 7, drawn at reset); success
-    at even steps, distance = steps taken."""
-
-    def __init__(self):
-        from rlscale.envs.base import TaskSpec
-
-        self.spec = TaskSpec(name="countdown", state_size=1, goal_indices=(0,), action_size=1,
-                             success_threshold=0.5, episode_length=10, eval_task="countdown")
-
-    def _state(self, t, lifetime, action_sum):
-        import jax.numpy as jnp
-
-        from rlscale.envs.base import TaskState
-
-        return TaskState(sim={"t": t, "lifetime": lifetime, "action_sum": action_sum},
-                         obs=jnp.stack([t.astype(jnp.float32), jnp.float32(0.0)]), goal=jnp.zeros(1),
-                         reward=jnp.float32(0.0), terminated=t >= lifetime,
-                         metrics={"success": (t % 2 == 0).astype(jnp.float32), "dist": t.astype(jnp.float32),
-                                  "action": action_sum})
-
-    def reset(self, key):
-        import jax
-        import jax.numpy as jnp
-
-        return self._state(jnp.int32(0), jax.random.randint(key, (), 1, 8), jnp.float32(0.0))
-
-    def step(self, state, action):
-        return self._state(state.sim["t"] + 1, state.sim["lifetime"], action[0])
-
-
 def test_the_rollout_with_its_states_is_the_rollout_that_evaluates():
     """rlscale.rollout.rollout: its per-episode metrics are those of its trajectory's active steps (a step
     counts until and including the one that terminates), and make_unroll is it with the key split."""
@@ -368,7 +337,7 @@ def test_the_rollout_with_its_states_is_the_rollout_that_evaluates():
 
     from rlscale.rollout import make_unroll, rollout
 
-    task, n, length = _Countdown(), 16, 6
+    task, n, length = Countdown(), 16, 6
     act = lambda params, obs, key: jnp.full((obs.shape[0], 1), params) if key is None else jax.random.normal(key, (obs.shape[0], 1))  # noqa: E731
     key = jax.random.PRNGKey(0)
     per_episode, (states, active, actions) = jax.jit(
