@@ -24,7 +24,8 @@ def test_fifo_wraps_and_windows_are_in_time_order():
     assert int(buf.size) == 10
     # The last 10 steps (14..23) remain; every window is consecutive and inside them.
     for seed in range(20):
-        obs, action, _ = sample_windows(buf, jax.random.PRNGKey(seed), window=4)
+        obs, action, _, ends = sample_windows(buf, jax.random.PRNGKey(seed), window=4)
+        assert ends is None  # a buffer without episode ends (CRL's)
         times = np.asarray(obs[..., 0])
         assert times.min() >= 14 and times.max() <= 23
         np.testing.assert_array_equal(np.diff(times, axis=1), 1)
