@@ -18,9 +18,10 @@ from helpers import TINY, without_timing
 from rlscale import algorithms
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
-from rlscale.buffer import EpisodeEnds, TDTransitions, relabel_td_window, success_reward
+from rlscale.buffer import EpisodeEnds, TDTransitions, init_buffer, insert, relabel_td_window, success_reward
 from rlscale.config import ALGORITHMS, TrainConfig, config_for, plan
-from rlscale.envs.base import TaskSpec
+from rlscale.envs.base import GoalTask, TaskSpec, TaskState
+from rlscale.envs.wrappers import EpisodeEnv
 from rlscale.networks import action_log_prob, param_count, sample_action
 
 SPEC = TaskSpec("baseline_probe", 3, (0, 1), 2, 0.5, 20, "baseline_probe")
@@ -112,6 +113,59 @@ def test_her_goals_of_an_ended_episode_include_its_final_state():
         assert np.mean(goals[:, 0] == value) == pytest.approx(1 / 3, abs=0.1)
     # Row 1 reaches x = 2: reward 1 for that goal, 0 for 2.5 (distance 0.5 is not below the threshold).
     np.testing.assert_array_equal(rewards[:, 1], (goals[:, 1] == 2.0).astype(np.float32))
+
+
+class _Counter(GoalTask):
+    """x counts an episode's steps from a reset at 0; the goal x = 10 is never reached. With ``terminate_at``,
+    reaching it is terminal (as a fall is); else only the time limit ends an episode."""
+
+    def __init__(self, episode_length: int, terminate_at: float | None = None):
+        self.spec = TaskSpec("counter", 1, (0,), 1, 0.5, episode_length, "counter")
+        self.terminate_at = terminate_at
+
+    def reset(self, key):
+        return self._state(jnp.zeros(1))
+
+    def step(self, state, action):
+        return self._state(state.obs[:1] + 1.0)
+
+    def _state(self, x):
+        terminated = jnp.zeros((), bool) if self.terminate_at is None else x[0] >= self.terminate_at
+        return TaskState(sim=None, obs=jnp.concatenate([x, jnp.array([10.0])]), goal=jnp.array([10.0]), reward=jnp.zeros(()),
+                         terminated=terminated, metrics=self.success_metrics(jnp.abs(x[0] - 10.0)))
+
+
+@pytest.mark.parametrize("relabel_probability", [0.0, 0.8], ids=["sac", "sac_her"])
+@pytest.mark.parametrize("terminates", [False, True], ids=["time_limit", "terminates"])
+def test_td_minibatches_hold_every_episodes_last_transition_with_its_real_next_state(relabel_probability, terminates):
+    """Episodes x = 0, 1, 2 collected by EpisodeEnv as the trainer does (auto-reset to x = 0): ended by the
+    time limit (3 steps, a point maze's case) or by termination on reaching x = 3 (an ant's fall; time
+    limit 5). The step from x = 2 reaches x = 3, a state the buffer never stores as an observation: it is
+    in the minibatches with next state 3 (not the next episode's 0), terminal only when the task terminated;
+    every other step has next state x + 1 and bootstraps. HER's goals are states reached from the step on."""
+    task = _Counter(5, terminate_at=3.0) if terminates else _Counter(3)
+    env = EpisodeEnv(task)
+    num_envs, steps = 2, 12
+
+    def step(env_state, _):
+        nxt, info = env.step_batch(env_state, jnp.zeros((num_envs, 1)))
+        return nxt, (env_state.task.obs, jnp.zeros((num_envs, 1)), env_state.traj_id,
+                     EpisodeEnds.of_steps(info.done, info.terminated, info.next_state))
+
+    _, data = jax.lax.scan(step, jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs)), None, steps)
+    buffer = insert(init_buffer(steps, num_envs, 2, 1, final_state_size=1), *data)
+    assert buffer.obs[:, :, 0].max() == 2.0  # x = 3 is nowhere among the stored observations
+    agent = algorithms.build(_cfg("sac", relabel_probability=relabel_probability, batch_size=16, window_length=6), task.spec)
+    batches, _ = jax.jit(agent.sample_minibatches, static_argnums=2)(buffer, jax.random.PRNGKey(1), 8)
+    state, next_state = np.asarray(batches.state[..., 0]), np.asarray(batches.next_state[..., 0])
+    np.testing.assert_array_equal(next_state, state + 1)
+    assert (state == 2).any()  # the episodes' last transitions are drawn
+    np.testing.assert_array_equal(batches.terminated, terminates & (state == 2))
+    goal, reward = np.asarray(batches.goal[..., 0]), np.asarray(batches.reward)
+    relabelled = goal != 10.0
+    assert relabelled.any() == (relabel_probability > 0)
+    assert np.all(np.where(relabelled, (goal >= state + 1) & (goal <= 3), True))
+    np.testing.assert_array_equal(reward, (goal == next_state).astype(np.float32))
 
 
 def test_polyak_moves_targets_a_fraction_tau():
