@@ -361,8 +361,25 @@ def test_kill_and_resume_of_a_sac_her_run_with_its_buffer_equals_the_uninterrupt
             train(_cfg("sac_her", save_buffer=True, run_dir=str(tmp_path / "interrupted")))
     run = tmp_path / "interrupted"
     assert ckpt.list_steps(run) == [160]
+    old = _as_saved_before_episode_ends(Path(shutil.copytree(run, tmp_path / "old_format")), 160)
     train(resume=run)
     assert [without_timing(r) for r in rd.read_metrics(run)] == [without_timing(r) for r in reference]
+    # The same checkpoint in the format of the versions before the buffer kept episode ends also resumes (its
+    # stored episodes' last steps are left out, so its numbers are not the uninterrupted run's).
+    train(resume=old)
+    rows = rd.read_metrics(old)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["training/critic_loss"]) for r in rows)
+
+
+def _as_saved_before_episode_ends(run: Path, step: int) -> Path:
+    """Rewrite a --save-buffer checkpoint as versions before the buffer kept episode ends wrote it."""
+    state, meta = ckpt.restore_raw(run, step)
+    del state["buffer"]["ends"]
+    shutil.rmtree(ckpt.step_path(run, step))
+    writer = ckpt.CheckpointWriter(run)
+    writer.save(step, state, meta)
+    writer.close()
+    return run
 
 
 @pytest.mark.slow
