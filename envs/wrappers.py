@@ -10,6 +10,11 @@ parallel env's first start and goal for the whole run (only ``num_envs`` distinc
 
 Training steps all parallel envs with :meth:`EpisodeEnv.step_batch`, which draws fresh resets only on
 steps where some episode ended; :meth:`EpisodeEnv.step` is the single-env form (same results).
+
+The auto-reset replaces an ended episode's last observation by the next episode's first, so each step
+also reports the state part of the observation it reached before any reset (``StepInfo.next_state``)
+and whether that state is terminal (``StepInfo.terminated``: the task ended, not the time limit): what
+a TD learner needs to use an episode's last transition (``rlscale.buffer``).
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ class EpisodeState:
 class StepInfo:
     """What one step reports besides the next state (all per env)."""
 
-    done: jax.Array
-    truncated: jax.Array
+    done: jax.Array  # the episode ended (termination or truncation); the env continues from a fresh reset
+    truncated: jax.Array  # the time limit was reached (possibly together with termination)
+    terminated: jax.Array  # the task terminated (the robot fell): the next state is terminal, its value is 0
+    next_state: jax.Array  # the state part of the observation the step reached, before any auto-reset
     metrics: dict[str, jax.Array]
 
 
@@ -106,4 +113,6 @@ class EpisodeEnv:
             initial=state.initial,
         )
         truncated = state.steps + 1 >= self.episode_length
-        return new_state, StepInfo(done=done, truncated=truncated, metrics=nxt.metrics)
+        info = StepInfo(done=done, truncated=truncated, terminated=nxt.terminated,
+                        next_state=nxt.obs[: self.task.spec.state_size], metrics=nxt.metrics)
+        return new_state, info

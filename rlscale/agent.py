@@ -8,6 +8,7 @@ the critic, on the same minibatch.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,8 @@ class Learner:
 @dataclasses.dataclass(frozen=True)
 class Agent:
     """Static structure of the agent for one (config, task) pair."""
+
+    needs_next_state: ClassVar[bool] = False  # goals are future states of the window: no next state needed
 
     actor: Actor
     critic: Critic

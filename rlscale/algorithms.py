@@ -3,6 +3,8 @@ baselines SAC, SAC+HER, TD3+HER, GCSL and GCBC, every network a trunk of ``rlsca
 
 ``build(cfg, spec)`` returns the algorithm's static part, a frozen dataclass with:
 
+* ``needs_next_state``: whether its minibatches pair a step with its next state, so that the buffer
+  keeps what the auto-reset overwrites (``rlscale.buffer.EpisodeEnds``): the TD baselines do;
 * ``init(key, initial_alpha) -> learner``: a pytree holding ``actor_params`` (a ``networks.Actor``: it
   acts in training, in evaluation and from a checkpoint) and whatever else the algorithm trains;
 * ``act(actor_params, obs, key)``: the exploring action with a key, the deterministic tanh(mean) without;
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -36,13 +39,16 @@ def polyak(target, online, tau: float):
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
 
 
-def td_target(reward: jax.Array, next_q1: jax.Array, next_q2: jax.Array, gamma: float,
+def td_target(reward: jax.Array, terminated: jax.Array, next_q1: jax.Array, next_q2: jax.Array, gamma: float,
               next_entropy_term: jax.Array | float = 0.0) -> jax.Array:
-    """``r + γ (min(Q1', Q2') − α log π(a'|s', g))``, the clipped double-Q target (TD3: no entropy term).
+    """``r + γ (1 − terminated) (min(Q1', Q2') − α log π(a'|s', g))``, the clipped double-Q target (TD3: no
+    entropy term).
 
-    Always bootstrapped: goal tasks end only at the time limit, and the transitions whose next state the
-    buffer does not know (an episode's last step) never reach a minibatch (``rlscale.buffer``)."""
-    return jax.lax.stop_gradient(reward + gamma * (jnp.minimum(next_q1, next_q2) - next_entropy_term))
+    A terminal next state (the robot fell) has value 0, so its transition does not bootstrap; an episode
+    cut by the time limit bootstraps, as the state would have continued (``rlscale.buffer.EpisodeEnds``)."""
+    bootstrap = gamma * (jnp.minimum(next_q1, next_q2) - next_entropy_term)
+    # where, not a product: a terminal state's next-state values, whatever they are, never reach the target.
+    return jax.lax.stop_gradient(reward + jnp.where(terminated, 0.0, bootstrap))
 
 
 def smoothed_target_action(mean: jax.Array, key: jax.Array, noise: float, noise_clip: float) -> jax.Array:
@@ -60,6 +66,8 @@ def _adam_step(optimizer, grads, opt_state, params, trunk_cfg):
 @dataclasses.dataclass(frozen=True)
 class _TDAgent:
     """What SAC and TD3 share: the actor, the twin Q critic and the TD minibatches of ``rlscale.buffer``."""
+
+    needs_next_state: ClassVar[bool] = True
 
     actor: Actor
     critic: TwinQ
@@ -106,7 +114,9 @@ class _TDAgent:
         return self.critic.apply({"params": critic_params}, state, action, goal)
 
     def sample_minibatches(self, buffer: ReplayBuffer, key: jax.Array, num_batches: int) -> tuple[TDTransitions, jax.Array]:
-        """Minibatches of ``(s, a, s', g, r)`` (``rlscale.buffer.relabel_td_window``)."""
+        """Minibatches of ``(s, a, s', g, r, terminated)`` (``rlscale.buffer.relabel_td_window``)."""
+        if buffer.ends is None:
+            raise ValueError("the TD baselines need a replay buffer that keeps episode ends (init_buffer's final_state_size)")
         relabel = functools.partial(
             relabel_td_window, relabel_probability=self.relabel_probability, state_size=self.state_size,
             goal_indices=self.goal_indices, success_threshold=self.success_threshold,
@@ -171,7 +181,7 @@ class SAC(_TDAgent):
         mean, log_std = self.actor.apply({"params": learner.actor_params}, batch.next_state, batch.goal)
         next_action, next_log_prob = sample_action(mean, log_std, key)
         next_q1, next_q2 = self.q_values(learner.target_critic_params, batch.next_state, next_action, batch.goal)
-        return td_target(batch.reward, next_q1, next_q2, self.gamma, jnp.exp(learner.log_alpha) * next_log_prob)
+        return td_target(batch.reward, batch.terminated, next_q1, next_q2, self.gamma, jnp.exp(learner.log_alpha) * next_log_prob)
 
     def sgd_step(self, learner: SACLearner, batch: TDTransitions, key: jax.Array) -> tuple[SACLearner, dict]:
         target_key, actor_key = jax.random.split(key)
@@ -237,7 +247,7 @@ class TD3(_TDAgent):
         mean, _ = self.actor.apply({"params": learner.target_actor_params}, batch.next_state, batch.goal)
         next_action = smoothed_target_action(mean, key, self.target_noise, self.target_noise_clip)
         next_q1, next_q2 = self.q_values(learner.target_critic_params, batch.next_state, next_action, batch.goal)
-        return td_target(batch.reward, next_q1, next_q2, self.gamma)
+        return td_target(batch.reward, batch.terminated, next_q1, next_q2, self.gamma)
 
     def sgd_step(self, learner: TD3Learner, batch: TDTransitions, key: jax.Array) -> tuple[TD3Learner, dict]:
         critic_params, critic_opt, metrics = self._critic_step(learner, batch, self.target(learner, batch, key))
@@ -276,6 +286,8 @@ class GCSL:
     """Goal-conditioned supervised learning: maximise log π(a | s, g) of the agent's own actions, g a future
     state of the same trajectory (CRL's relabelling, ``rlscale.buffer.sample_minibatches``). GCBC is the
     same loss on a fixed dataset."""
+
+    needs_next_state: ClassVar[bool] = False
 
     actor: Actor
     actor_optimizer: optax.GradientTransformation

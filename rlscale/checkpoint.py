@@ -26,7 +26,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the requested structure."""
 
 
-def _manager(run_dir: str | os.PathLike, keep: int | None = None, read_only: bool = False) -> ocp.CheckpointManager:
+def _manager(run_dir: str | os.PathLike, keep: int | None = None, read_only: bool = False,
+             state_handler: bool = False) -> ocp.CheckpointManager:
+    """``state_handler``: the items' handlers registered up front, so that the state's metadata (the saved tree) can be read."""
     directory = Path(run_dir).absolute() / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep or None,
@@ -35,7 +37,15 @@ def _manager(run_dir: str | os.PathLike, keep: int | None = None, read_only: boo
         create=not read_only,
         read_only=read_only,
     )
-    return ocp.CheckpointManager(directory, options=options)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()} if state_handler else None
+    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+def _only_saved(tree: Any, saved: Any) -> Any:
+    """``tree`` (a state dict) without the dict keys that the checkpoint's saved tree lacks."""
+    if isinstance(tree, dict) and isinstance(saved, dict):
+        return {k: _only_saved(v, saved[k]) for k, v in tree.items() if k in saved}
+    return tree
 
 
 class CheckpointWriter:
@@ -92,11 +102,16 @@ def read_meta(run_dir: str | os.PathLike, step: int) -> dict[str, Any]:
 
 
 def restore(run_dir: str | os.PathLike, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
-    """Restore ``(state, meta)``; ``target`` is a state of the same structure (its values are unused)."""
+    """Restore ``(state, meta)``; ``target`` is a state of the same structure (its values are unused).
+
+    Only what the checkpoint holds is read: a field added to the state since it was written is left to
+    the target's type, whose restore fails on it unless it knows a value for older checkpoints (the replay
+    buffer's episode ends, ``rlscale.buffer``)."""
     meta = read_meta(run_dir, step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, serialization.to_state_dict(target))
-    manager = _manager(run_dir, read_only=True)
+    manager = _manager(run_dir, read_only=True, state_handler=True)
     try:
+        abstract = _only_saved(abstract, manager.item_metadata(step)["state"].tree)
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     except Exception as err:
         raise CheckpointError(f"checkpoint {step_path(run_dir, step)} cannot be restored: {_short(err)}") from None

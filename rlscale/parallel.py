@@ -51,17 +51,11 @@ def training_state_shardings(state: Any, mesh: Mesh, seed_axes: int = 0) -> Any:
     """Shardings of a ``TrainingState`` (``seed_axes`` leading seed axes, for ``--num-seeds``): learner
     replicated, env states split on their env axis, buffer arrays ``[capacity, num_envs, ...]`` split on
     their env axis, the buffer's counters replicated (a collector run's collector too: replicated)."""
-    buffer = state.buffer
+    per_step = jax.tree.map(lambda _: split_axis(mesh, seed_axes + 1), state.buffer)  # episode ends included
     return type(state)(
         learner=jax.tree.map(lambda _: replicated(mesh), state.learner),
         env_state=jax.tree.map(lambda _: split_axis(mesh, seed_axes), state.env_state),
-        buffer=buffer.replace(
-            obs=split_axis(mesh, seed_axes + 1),
-            action=split_axis(mesh, seed_axes + 1),
-            traj_id=split_axis(mesh, seed_axes + 1),
-            insert_pos=replicated(mesh),
-            size=replicated(mesh),
-        ),
+        buffer=per_step.replace(insert_pos=replicated(mesh), size=replicated(mesh)),
         collector=jax.tree.map(lambda _: replicated(mesh), state.collector),
     )
 

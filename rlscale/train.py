@@ -33,7 +33,7 @@ from rlscale import parallel
 from rlscale import run_dir as rd
 from rlscale import algorithms
 from rlscale import datasets
-from rlscale.buffer import ReplayBuffer, init_buffer, insert
+from rlscale.buffer import EpisodeEnds, ReplayBuffer, init_buffer, insert
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
 from rlscale.rollout import make_unroll, summarize
 from rlscale.scores import BLOCK_NORMS_PREFIX
@@ -121,14 +121,14 @@ class Trainer:
 
     def collect(self, acting, env_state: EpisodeState, key: jax.Array, length: int):
         """Unroll the stochastic actor of ``acting`` (the run's learner, or a collector run's collector)
-        toward the commanded goals: ``(env_state, (obs, action, traj_id))``."""
+        toward the commanded goals: ``(env_state, (obs, action, traj_id, episode ends))``, what ``insert`` takes."""
         agent = self.agent if self.collector_agent is None else self.collector_agent
 
         def step(env_state, step_key):
             obs = env_state.task.obs
             action = agent.act(acting.actor_params, obs, step_key)
-            nxt, _ = self.env.step_batch(env_state, action)
-            return nxt, (obs, action, env_state.traj_id)
+            nxt, info = self.env.step_batch(env_state, action)
+            return nxt, (obs, action, env_state.traj_id, EpisodeEnds.of_steps(info.done, info.terminated, info.next_state))
 
         return jax.lax.scan(step, env_state, jax.random.split(key, length))
 
@@ -141,7 +141,8 @@ class Trainer:
         if self.dataset is not None:  # the envs are never stepped; they keep the state's structure
             buffer = datasets.buffer_of(self.dataset, cfg.resolved_window_length, 1 if self.mesh is None else self.mesh.size)
             return TrainingState(learner=learner, env_state=env_state, buffer=buffer, collector=collector)
-        buffer = init_buffer(cfg.max_replay_size, cfg.num_envs, self.spec.obs_size, self.spec.action_size)
+        final_state_size = self.spec.state_size if self.agent.needs_next_state else None
+        buffer = init_buffer(cfg.max_replay_size, cfg.num_envs, self.spec.obs_size, self.spec.action_size, final_state_size)
         acting = learner if collector is None else collector
         env_state, data = self.collect(acting, env_state, prefill_key, cfg.min_replay_size)
         return TrainingState(learner=learner, env_state=env_state, buffer=insert(buffer, *data), collector=collector)

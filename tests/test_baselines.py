@@ -18,9 +18,10 @@ from helpers import TINY, without_timing
 from rlscale import algorithms
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
-from rlscale.buffer import TDTransitions, relabel_td_window, success_reward
+from rlscale.buffer import EpisodeEnds, TDTransitions, init_buffer, insert, relabel_td_window, success_reward
 from rlscale.config import ALGORITHMS, TrainConfig, config_for, plan
-from rlscale.envs.base import TaskSpec
+from rlscale.envs.base import GoalTask, TaskSpec, TaskState
+from rlscale.envs.wrappers import EpisodeEnv
 from rlscale.networks import action_log_prob, param_count, sample_action
 
 SPEC = TaskSpec("baseline_probe", 3, (0, 1), 2, 0.5, 20, "baseline_probe")
@@ -34,28 +35,137 @@ def _cfg(algo: str, **overrides) -> TrainConfig:
 # --- TD targets and target networks ---------------------------------------------------------------
 
 
-def test_td_target_takes_the_smaller_twin_and_the_entropy_term():
-    reward = jnp.array([0.0, 1.0])
-    q1, q2 = jnp.array([1.0, 3.0]), jnp.array([2.0, 1.0])
-    entropy_term = jnp.array([0.2, 0.4])  # α log π(a'|s', g)
-    target = algorithms.td_target(reward, q1, q2, 0.5, entropy_term)
-    np.testing.assert_allclose(target, [0.5 * (1.0 - 0.2), 1.0 + 0.5 * (1.0 - 0.4)], rtol=1e-6)
-    np.testing.assert_allclose(algorithms.td_target(reward, q1, q2, 0.5), [0.5, 1.5], rtol=1e-6)  # TD3: no entropy
+def test_td_target_takes_the_smaller_twin_and_the_entropy_term_and_stops_at_a_terminal_state():
+    """Rows: a step inside an episode, a step cut by the time limit (truncated: it bootstraps, the state
+    would have gone on), a step into a terminal state (the robot fell: the target is its reward alone)."""
+    reward = jnp.array([0.0, 1.0, 1.0])
+    terminated = jnp.array([False, False, True])
+    q1, q2 = jnp.array([1.0, 3.0, 5.0]), jnp.array([2.0, 1.0, 4.0])
+    entropy_term = jnp.array([0.2, 0.4, 0.1])  # α log π(a'|s', g)
+    target = algorithms.td_target(reward, terminated, q1, q2, 0.5, entropy_term)
+    np.testing.assert_allclose(target, [0.5 * (1.0 - 0.2), 1.0 + 0.5 * (1.0 - 0.4), 1.0], rtol=1e-6)
+    np.testing.assert_allclose(algorithms.td_target(reward, terminated, q1, q2, 0.5), [0.5, 1.5, 1.0], rtol=1e-6)  # TD3
+    # Whatever the critic says of a terminal state, even inf or nan, never reaches its target.
+    assert float(algorithms.td_target(jnp.array(1.0), jnp.array(True), jnp.array(jnp.inf), jnp.array(jnp.nan), 0.5)) == 1.0
 
 
-def test_td_windows_bootstrap_inside_an_episode_and_drop_its_last_step():
-    """Trajectory ids 0 0 0 | 1 1: a step's next state is the next stored step of its episode; the last step
-    of episode 0 (truncated: its next observation was overwritten by the reset) and the window's last step
-    have no known next state and are not usable, the others are (and bootstrap: goal tasks never terminate)."""
-    traj_id = jnp.array([0, 0, 0, 1, 1])
-    states = jnp.arange(5.0)[:, None] * jnp.array([[1.0, 0.0, 7.0]])  # x = row, y = 0
-    obs = jnp.concatenate([states, jnp.full((5, 2), 100.0)], axis=-1)  # commanded goal far away
-    action = jnp.zeros((5, 2))
-    batch, usable = relabel_td_window(jax.random.PRNGKey(0), obs, action, traj_id, 0.0, 3, (0, 1), 0.5)
+def _window_ends(final_valid, terminated, final_state):
+    return EpisodeEnds(jnp.asarray(terminated), jnp.asarray(final_valid), jnp.asarray(final_state, jnp.float32))
+
+
+def _no_ends(window: int, state_size: int = 3) -> EpisodeEnds:
+    """A window with no episode end known (a buffer saved before it kept them, or no episode ends in it)."""
+    return _window_ends(np.zeros(window, bool), np.zeros(window, bool), np.zeros((window, state_size)))
+
+
+# Trajectory ids 0 0 0 | 1 1 along a window; the state's x is the row, except that episode 0's real last
+# state, which the auto-reset overwrote, is x = 2.5 (row 3 is episode 1's first state). Every commanded
+# goal is (2.5, 0), reached (threshold 0.5) only by that final state.
+TD_WINDOW_TRAJ = jnp.array([0, 0, 0, 1, 1])
+TD_WINDOW_STATES = jnp.arange(5.0)[:, None] * jnp.array([[1.0, 0.0, 0.0]]) + jnp.array([0.0, 0.0, 7.0])
+TD_WINDOW_FINAL = np.zeros((5, 3), np.float32)
+TD_WINDOW_FINAL[2] = [2.5, 0.0, 7.0]
+
+
+def _td_window(ends: EpisodeEnds, relabel_probability: float = 0.0, key: int = 0):
+    obs = jnp.concatenate([TD_WINDOW_STATES, jnp.tile(jnp.array([[2.5, 0.0]]), (5, 1))], axis=-1)
+    return relabel_td_window(jax.random.PRNGKey(key), obs, jnp.zeros((5, 2)), TD_WINDOW_TRAJ, ends,
+                             relabel_probability, 3, (0, 1), 0.5)
+
+
+@pytest.mark.parametrize("terminated", [False, True], ids=["truncated", "terminated"])
+def test_td_windows_use_an_episodes_last_step_with_its_kept_final_state(terminated):
+    """A step's next state is the next stored step of its episode; episode 0's last step (row 2) takes its
+    kept pre-reset final state, not row 3 (the next episode's first state), with its termination flag.
+    The window's last step (row 4, its episode goes on) has no known next state and is not usable."""
+    ends = _window_ends([False, False, True, False, False], [False, False, terminated, False, False], TD_WINDOW_FINAL)
+    batch, usable = _td_window(ends)
+    assert usable.tolist() == [True, True, True, True, False]
+    np.testing.assert_array_equal(batch.next_state[:4], np.stack([TD_WINDOW_STATES[1], TD_WINDOW_STATES[2],
+                                                                   TD_WINDOW_FINAL[2], TD_WINDOW_STATES[4]]))
+    assert batch.terminated.tolist() == [False, False, terminated, False, False]
+    np.testing.assert_array_equal(batch.goal, jnp.tile(jnp.array([[2.5, 0.0]]), (5, 1)))  # relabel probability 0
+    assert batch.reward[:4].tolist() == [0.0, 0.0, 1.0, 0.0]  # only the final state reaches (2.5, 0)
+
+
+def test_td_windows_without_kept_final_states_drop_an_episodes_last_step():
+    """Rows saved before the buffer kept episode ends (none known): an episode's last step is left out, as it was."""
+    batch, usable = _td_window(_no_ends(5))
     assert usable.tolist() == [True, True, False, True, False]
-    np.testing.assert_array_equal(batch.next_state[jnp.array([0, 1, 3])], states[jnp.array([1, 2, 4])])
-    np.testing.assert_array_equal(batch.goal, jnp.full((5, 2), 100.0))  # relabel probability 0: commanded goals
-    np.testing.assert_array_equal(batch.reward, jnp.zeros(5))
+    np.testing.assert_array_equal(batch.next_state[jnp.array([0, 1, 3])], TD_WINDOW_STATES[jnp.array([1, 2, 4])])
+    assert not bool(jnp.any(batch.terminated))
+
+
+def test_her_goals_of_an_ended_episode_include_its_final_state():
+    """Episode 0 reaches states x = 1, 2 and the final 2.5 after rows 0, 1, 2: HER ("future") draws row i's
+    goal uniformly among the states reached from row i on, so row 2's only goal is the final state's, row
+    1's is x = 2 or 2.5 and row 0's x = 1, 2 or 2.5, each equally likely; rewards follow the goal drawn."""
+    ends = _window_ends([False, False, True, False, False], [False] * 5, TD_WINDOW_FINAL)
+    goals, rewards = [], []
+    for key in range(300):
+        batch, _ = _td_window(ends, relabel_probability=1.0, key=key)
+        goals.append(np.asarray(batch.goal[:3, 0]))
+        rewards.append(np.asarray(batch.reward[:3]))
+    goals, rewards = np.array(goals), np.array(rewards)
+    assert np.all(goals[:, 2] == 2.5) and np.all(rewards[:, 2] == 1.0)
+    assert set(goals[:, 1]) == {2.0, 2.5} and set(goals[:, 0]) == {1.0, 2.0, 2.5}
+    for value in (1.0, 2.0, 2.5):
+        assert np.mean(goals[:, 0] == value) == pytest.approx(1 / 3, abs=0.1)
+    # Row 1 reaches x = 2: reward 1 for that goal, 0 for 2.5 (distance 0.5 is not below the threshold).
+    np.testing.assert_array_equal(rewards[:, 1], (goals[:, 1] == 2.0).astype(np.float32))
+
+
+class _Counter(GoalTask):
+    """x counts an episode's steps from a reset at 0; the goal x = 10 is never reached. With ``terminate_at``,
+    reaching it is terminal (as a fall is); else only the time limit ends an episode."""
+
+    def __init__(self, episode_length: int, terminate_at: float | None = None):
+        self.spec = TaskSpec("counter", 1, (0,), 1, 0.5, episode_length, "counter")
+        self.terminate_at = terminate_at
+
+    def reset(self, key):
+        return self._state(jnp.zeros(1))
+
+    def step(self, state, action):
+        return self._state(state.obs[:1] + 1.0)
+
+    def _state(self, x):
+        terminated = jnp.zeros((), bool) if self.terminate_at is None else x[0] >= self.terminate_at
+        return TaskState(sim=None, obs=jnp.concatenate([x, jnp.array([10.0])]), goal=jnp.array([10.0]), reward=jnp.zeros(()),
+                         terminated=terminated, metrics=self.success_metrics(jnp.abs(x[0] - 10.0)))
+
+
+@pytest.mark.parametrize("relabel_probability", [0.0, 0.8], ids=["sac", "sac_her"])
+@pytest.mark.parametrize("terminates", [False, True], ids=["time_limit", "terminates"])
+def test_td_minibatches_hold_every_episodes_last_transition_with_its_real_next_state(relabel_probability, terminates):
+    """Episodes x = 0, 1, 2 collected by EpisodeEnv as the trainer does (auto-reset to x = 0): ended by the
+    time limit (3 steps, a point maze's case) or by termination on reaching x = 3 (an ant's fall; time
+    limit 5). The step from x = 2 reaches x = 3, a state the buffer never stores as an observation: it is
+    in the minibatches with next state 3 (not the next episode's 0), terminal only when the task terminated;
+    every other step has next state x + 1 and bootstraps. HER's goals are states reached from the step on."""
+    task = _Counter(5, terminate_at=3.0) if terminates else _Counter(3)
+    env = EpisodeEnv(task)
+    num_envs, steps = 2, 12
+
+    def step(env_state, _):
+        nxt, info = env.step_batch(env_state, jnp.zeros((num_envs, 1)))
+        return nxt, (env_state.task.obs, jnp.zeros((num_envs, 1)), env_state.traj_id,
+                     EpisodeEnds.of_steps(info.done, info.terminated, info.next_state))
+
+    _, data = jax.lax.scan(step, jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs)), None, steps)
+    buffer = insert(init_buffer(steps, num_envs, 2, 1, final_state_size=1), *data)
+    assert buffer.obs[:, :, 0].max() == 2.0  # x = 3 is nowhere among the stored observations
+    agent = algorithms.build(_cfg("sac", relabel_probability=relabel_probability, batch_size=16, window_length=6), task.spec)
+    batches, _ = jax.jit(agent.sample_minibatches, static_argnums=2)(buffer, jax.random.PRNGKey(1), 8)
+    state, next_state = np.asarray(batches.state[..., 0]), np.asarray(batches.next_state[..., 0])
+    np.testing.assert_array_equal(next_state, state + 1)
+    assert (state == 2).any()  # the episodes' last transitions are drawn
+    np.testing.assert_array_equal(batches.terminated, terminates & (state == 2))
+    goal, reward = np.asarray(batches.goal[..., 0]), np.asarray(batches.reward)
+    relabelled = goal != 10.0
+    assert relabelled.any() == (relabel_probability > 0)
+    assert np.all(np.where(relabelled, (goal >= state + 1) & (goal <= 3), True))
+    np.testing.assert_array_equal(reward, (goal == next_state).astype(np.float32))
 
 
 def test_polyak_moves_targets_a_fraction_tau():
@@ -75,7 +185,7 @@ def _td_batch(rows: int = 8):
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
     return TDTransitions(state=jax.random.normal(keys[0], (rows, 3)), action=jnp.tanh(jax.random.normal(keys[1], (rows, 2))),
                          next_state=jax.random.normal(keys[2], (rows, 3)), goal=jax.random.normal(keys[3], (rows, 2)),
-                         reward=jnp.arange(rows) % 2 * 1.0)
+                         reward=jnp.arange(rows) % 2 * 1.0, terminated=jnp.arange(rows) % 3 == 0)
 
 
 def _changed(a, b) -> bool:
@@ -125,7 +235,7 @@ def test_her_relabels_the_asked_fraction_with_future_goals_and_recomputes_the_re
     states = jnp.stack([jnp.arange(window, dtype=jnp.float32), jnp.zeros(window), jnp.zeros(window)], axis=-1)
     obs = jnp.concatenate([states, jnp.full((window, 2), -100.0)], axis=-1)
     batch, usable = relabel_td_window(jax.random.PRNGKey(0), obs, jnp.zeros((window, 2)), jnp.zeros(window, jnp.int32),
-                                      0.8, 3, (0, 1), 0.5)
+                                      _no_ends(window), 0.8, 3, (0, 1), 0.5)
     relabelled = batch.goal[:, 0] >= 0
     assert float(jnp.mean(relabelled)) == pytest.approx(0.8, abs=0.02)
     rows = jnp.arange(window)
@@ -251,8 +361,25 @@ def test_kill_and_resume_of_a_sac_her_run_with_its_buffer_equals_the_uninterrupt
             train(_cfg("sac_her", save_buffer=True, run_dir=str(tmp_path / "interrupted")))
     run = tmp_path / "interrupted"
     assert ckpt.list_steps(run) == [160]
+    old = _as_saved_before_episode_ends(Path(shutil.copytree(run, tmp_path / "old_format")), 160)
     train(resume=run)
     assert [without_timing(r) for r in rd.read_metrics(run)] == [without_timing(r) for r in reference]
+    # The same checkpoint in the format of the versions before the buffer kept episode ends also resumes (its
+    # stored episodes' last steps are left out, so its numbers are not the uninterrupted run's).
+    train(resume=old)
+    rows = rd.read_metrics(old)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["training/critic_loss"]) for r in rows)
+
+
+def _as_saved_before_episode_ends(run: Path, step: int) -> Path:
+    """Rewrite a --save-buffer checkpoint as versions before the buffer kept episode ends wrote it."""
+    state, meta = ckpt.restore_raw(run, step)
+    del state["buffer"]["ends"]
+    shutil.rmtree(ckpt.step_path(run, step))
+    writer = ckpt.CheckpointWriter(run)
+    writer.save(step, state, meta)
+    writer.close()
+    return run
 
 
 @pytest.mark.slow

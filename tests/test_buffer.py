@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rlscale.buffer import future_offsets, init_buffer, insert, relabel_window, sample_minibatches, sample_windows
+from flax import serialization
+
+from rlscale import checkpoint as ckpt
+from rlscale.buffer import EpisodeEnds, future_offsets, init_buffer, insert, relabel_window, sample_minibatches, sample_windows
 
 
 def _chunk(start, steps, num_envs, traj=None):
@@ -24,7 +27,8 @@ def test_fifo_wraps_and_windows_are_in_time_order():
     assert int(buf.size) == 10
     # The last 10 steps (14..23) remain; every window is consecutive and inside them.
     for seed in range(20):
-        obs, action, _ = sample_windows(buf, jax.random.PRNGKey(seed), window=4)
+        obs, action, _, ends = sample_windows(buf, jax.random.PRNGKey(seed), window=4)
+        assert ends is None  # a buffer without episode ends (CRL's)
         times = np.asarray(obs[..., 0])
         assert times.min() >= 14 and times.max() <= 23
         np.testing.assert_array_equal(np.diff(times, axis=1), 1)
@@ -87,3 +91,60 @@ def test_minibatch_count_is_exact_and_goals_always_in_the_future():
     # 8 rounds draw 640 steps, 544 to 576 of them usable, so 16 to 48 of the 592 rows are repeats.
     assert 16 / 592 <= float(resampled_fraction) <= 48 / 592
     assert np.all(batches.goal[..., 0] > batches.state[..., 0])
+
+
+def _td_buffer():
+    """A buffer that keeps episode ends (a TD baseline's): 2 envs, 3-step episodes; env 1's end by termination."""
+    buf = init_buffer(capacity=6, num_envs=2, obs_size=3, action_size=1, final_state_size=2)
+    traj = np.repeat(np.arange(2), 3)[:, None].repeat(2, 1).astype(np.int32)
+    obs, action, traj_id = _chunk(0, 6, 2, traj)
+    done = np.repeat([[False, False, True]], 2, 0).reshape(6, 1).repeat(2, 1)
+    terminated = done & np.array([False, True])
+    return insert(buf, obs, action, traj_id, EpisodeEnds.of_steps(jnp.asarray(done), jnp.asarray(terminated), obs[..., :2] + 0.5))
+
+
+def test_insert_keeps_final_states_only_where_an_episode_ended():
+    buf = _td_buffer()
+    final_rows = np.array([False, False, True, False, False, True])
+    np.testing.assert_array_equal(buf.ends.final_valid, final_rows[:, None].repeat(2, 1))
+    np.testing.assert_array_equal(buf.ends.terminated, final_rows[:, None] & np.array([False, True]))
+    expected = np.where(final_rows[:, None, None], np.asarray(buf.obs[..., :2]) + 0.5, 0.0)
+    np.testing.assert_array_equal(buf.ends.final_state, expected)
+    with pytest.raises(ValueError, match="this buffer keeps episode ends"):
+        insert(buf, *_chunk(6, 1, 2))
+    crl = insert(init_buffer(capacity=6, num_envs=2, obs_size=3, action_size=1), *_chunk(0, 6, 2), buf.ends)
+    assert crl.ends is None  # a buffer that keeps none drops them
+
+
+def _save(run_dir, tree):
+    writer = ckpt.CheckpointWriter(run_dir)
+    writer.save(1, tree, {})
+    writer.close()
+
+
+def test_a_td_buffer_saved_before_it_kept_episode_ends_restores_with_none_known(tmp_path):
+    """A --save-buffer checkpoint of an earlier version holds no episode ends: the buffer restores with no
+    step terminal and no final state kept (so its episodes' last steps stay out of TD minibatches, as
+    they did); one saved with them gets them back, and a buffer that keeps none (CRL's) restores as it was."""
+    buf = _td_buffer()
+    old_format = {k: v for k, v in serialization.to_state_dict(buf).items() if k != "ends"}
+    _save(tmp_path / "old", {"buffer": old_format})
+    restored = ckpt.restore(tmp_path / "old", 1, {"buffer": jax.eval_shape(_td_buffer)})[0]["buffer"]
+    for name in ("obs", "action", "traj_id", "insert_pos", "size"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(buf, name))
+    assert not restored.ends.final_valid.any() and not restored.ends.terminated.any()
+    assert restored.ends.final_state.shape == (6, 2, 2) and not restored.ends.final_state.any()
+
+    _save(tmp_path / "new", {"buffer": buf})
+    restored = ckpt.restore(tmp_path / "new", 1, {"buffer": jax.eval_shape(_td_buffer)})[0]["buffer"]
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(buf), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    crl = insert(init_buffer(capacity=6, num_envs=2, obs_size=3, action_size=1), *_chunk(0, 6, 2))
+    _save(tmp_path / "crl", {"buffer": crl})
+    restored = ckpt.restore(tmp_path / "crl", 1, {"buffer": jax.eval_shape(lambda: crl)})[0]["buffer"]
+    assert restored.ends is None
+    np.testing.assert_array_equal(restored.obs, crl.obs)
+    # Reading only what a checkpoint holds lets nothing else go missing unnoticed.
+    with pytest.raises(ckpt.CheckpointError, match="does not fit this config"):
+        ckpt.restore(tmp_path / "crl", 1, {"buffer": jax.eval_shape(lambda: crl), "rng": jax.random.PRNGKey(0)})

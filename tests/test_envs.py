@@ -169,7 +169,8 @@ def test_batch_step_equals_vmapped_single_env_step(fixed_goals):
         action = jax.random.uniform(jax.random.PRNGKey(t), (3, 2), minval=-1, maxval=1)
         batched, info_b = step_batch(batched, action)
         per_env, info_v = step_vmapped(per_env, action)
-        np.testing.assert_array_equal(info_b.done, info_v.done)
+        for a, b in zip(jax.tree.leaves(info_b), jax.tree.leaves(info_v), strict=True):  # pre-reset next states included
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         dones.append(np.asarray(info_b.done))
         for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(per_env)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
