@@ -31,6 +31,8 @@ from rlscale.envs.base import TaskSpec
 
 FORMAT_VERSION = 1
 ARRAY_KEYS = ("observations", "actions", "trajectory_ids")
+# Episodes rolled out at once by record (the rollout holds every task state of them: humanoid's are large).
+EPISODES_PER_ROLLOUT = 256
 INFO_KEYS = ("task", "format_version", "source", "deterministic", "episode_length")
 
 
@@ -57,9 +59,14 @@ def record(policy, num_episodes: int, out: str | os.PathLike, *, task: str | Non
     env = make_eval_task(policy, task or policy.task)
     length = policy.config["episode_length"]
     seed = policy.config["seed"] if seed is None else seed
-    reset_key, act_key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EC0))
-    steps = episode_steps(env, policy.act, policy.actor_params, reset_key, num_episodes, length,
-                          None if deterministic else act_key)
+    chunks = []
+    for first in range(0, num_episodes, EPISODES_PER_ROLLOUT):  # bounded memory: the rollout keeps every state
+        count = min(EPISODES_PER_ROLLOUT, num_episodes - first)
+        reset_key, act_key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), first))
+        chunk = episode_steps(env, policy.act, policy.actor_params, reset_key, count, length,
+                              None if deterministic else act_key)
+        chunks.append({**chunk, "trajectory_ids": chunk["trajectory_ids"] + first})
+    steps = {k: np.concatenate([c[k] for c in chunks]) for k in ARRAY_KEYS}
     data = {
         **steps,
         "task": np.array(env.spec.name),

@@ -34,6 +34,7 @@ def runs(tmp_path_factory):
     }
 
 
+@pytest.mark.slow  # its fixture trains collector runs: 90 s
 def test_the_learner_never_touches_the_data(runs):
     """The buffer of a collector run is the buffer of the collector trained alone with the same seed,
     whatever the learner: the learner's parameters never reach the environment."""

@@ -165,6 +165,7 @@ def test_pca_finds_the_known_directions():
     assert explained == pytest.approx([0.9, 0.1], abs=0.01)
 
 
+@pytest.mark.slow  # trains a two-depth sweep: 90 s
 def test_critic_maps_of_a_sweep_share_one_colour_scale(trained, tmp_path, capsys):
     """A sweep of two depths: one critic-map panel per depth, both on the colour scale of all their values."""
     import numpy as np

@@ -257,6 +257,7 @@ SHIPPED_SWEEP_IDS = {
     "paper_ablations": (48, "6b08c9bc7e"),
     "paper_actor_vs_critic": (81, "7d19daf9b8"),
     "paper_baselines": (225, "36470c9abd"),  # new with --algo (issue 12)
+    "paper_baselines_gcbc": (45, "6367c2707c"),  # new with --dataset (issue 12)
     "paper_batch_size": (60, "8a168b70a6"),
     "paper_depth": (250, "953880d390"),
     "paper_depth_1024": (24, "390a340c01"),

@@ -211,6 +211,7 @@ PAPER_COUNTS = {
     "paper_hyperspherical": 2 * 4 * 3,
     "paper_collector": 2 * 2 * 3,
     "paper_baselines": 3 * 5 * 5 * 3,
+    "paper_baselines_gcbc": 3 * 5 * 3,
 }
 
 
