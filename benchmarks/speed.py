@@ -11,21 +11,35 @@ Modes (all at the same depth, width, batch):
 * ``fast_u<N>`` (``--unrolls``) — the fast mode at other scan unroll factors (SGD step only), to choose
   the default from data.
 
-Per (depth, mode) it measures, each in a fresh subprocess (so peak memory and compile caches do not
-mix): SGD steps/s (a jitted ``lax.scan`` of K ``Agent.sgd_step`` on one humanoid-sized minibatch),
+``--modes`` picks among baseline and fast (default both). ``--algos`` (default ``crl``) adds an
+algorithm axis: CRL against the baselines (``rlscale.algorithms``: sac, sac_her, td3_her, gcsl; gcbc's
+SGD step only, as it trains from a dataset). Every algorithm runs at the SAME settings given here (width,
+batch, K, envs, unroll length, SGD steps per collection, replay sizes), not at its training defaults
+(``config_for``'s algorithm defaults would double the TD baselines' SGD steps and set batch 256), so the
+per-step costs compare at equal work; the algorithm defaults that remain (learning rates, target entropy,
+relabel probability) change values, not the cost of a step. With several algorithms every row is
+also divided by the reference algorithm's row of the same depth and mode (``algo_ratios``): CRL when it
+is among ``--algos``, else the first of them.
+
+Per (depth, algorithm, mode) it measures, each in a fresh subprocess (so peak memory and compile caches
+do not mix): SGD steps/s (a jitted ``lax.scan`` of K ``sgd_step`` of the algorithm on one humanoid-sized
+minibatch of its type: ``Transitions`` or, for the TD baselines, ``TDTransitions``),
 whole-loop env steps/s (``Trainer.training_step`` at the paper's 1:40 update-to-data ratio, or a
 proportionally scaled-down one), compile seconds of both programs, peak device memory (GPU) or peak
-process RSS (CPU), and MFU against the device's measured matmul peak. Baseline and fast runs of one
-depth run back to back (``--pairs`` repeats the pair; medians are reported).
+process RSS (CPU), and MFU against the device's measured matmul peak. The runs of one depth (each
+algorithm's modes in turn) run back to back (``--pairs`` repeats them, interleaved; medians are reported).
 
     python benchmarks/speed.py                                  # all depths, paper UTD, humanoid (GPU)
     python benchmarks/speed.py --depths 4 16 --env point_u_maze --num-envs 64 --unroll-length 31 \\
         --sgd-steps-per-collection 50 --episode-length 50 --min-replay-size 50
     python benchmarks/speed.py --depths 16 64 --unrolls 1 2 4 --skip-loop   # choose the scan unroll
     python benchmarks/speed.py --depths 4 --num-seeds-check                 # 4 vmapped seeds vs 1
+    python benchmarks/speed.py --depths 4 64 --modes fast --algos crl sac_her --env point_u_maze \\
+        --num-envs 64 --unroll-length 31 --sgd-steps-per-collection 50 --episode-length 100 \\
+        --min-replay-size 100 --batch-size 256                              # SAC+HER ÷ CRL per depth
 
 Writes ``benchmarks/results/speed_<backend>.json`` (``--out``) and prints a markdown table
-(``--markdown PATH`` also writes it).
+(``--markdown PATH`` also writes it; with several algorithms it has an algo column and their ratios).
 """
 
 from __future__ import annotations
@@ -45,8 +59,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
+from rlscale.config import ALGORITHMS  # noqa: E402 (after the path set-up above)
+
 RESULT_PREFIX = "SPEED_JSON "  # marks the one result line a child prints among any log output
 DEPTHS = [4, 16, 64, 256, 1024]
+MODES = ("baseline", "fast")  # --modes; fast_other comes with --also-other-dtype, fast_u<N> with --unrolls
+# The algorithms whose minibatches are TD transitions (s, a, s', g, r, terminated); the others' are (s, a, g).
+TD_ALGORITHMS = ("sac", "sac_her", "td3_her")
 
 
 # --- configuration of one mode ------------------------------------------------------------------
@@ -108,26 +127,42 @@ def budgeted_repeats(repeats: int, budget_seconds: float, call_seconds: float) -
     return max(1, min(repeats, int(budget_seconds // max(call_seconds, 1e-9))))
 
 
-def measure_sgd(args, depth: int, knobs: dict) -> dict:
-    """SGD steps/s of a jitted lax.scan of K sgd_steps on a fixed minibatch (dispatch amortised over K)."""
+def random_minibatch(algo: str, batch_size: int, spec, key):
+    """A random minibatch of ``algo``'s type: ``TDTransitions`` (random next state, rewards in {0, 1},
+    nothing terminal) for the TD baselines, ``Transitions`` for the others."""
+    import jax
+    import jax.numpy as jnp
+
+    from rlscale.buffer import TDTransitions, Transitions
+
+    k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+    state = jax.random.normal(k1, (batch_size, spec.state_size))
+    action = jax.random.uniform(k2, (batch_size, spec.action_size), minval=-1, maxval=1)
+    goal = jax.random.normal(k3, (batch_size, spec.goal_size))
+    if algo not in TD_ALGORITHMS:
+        return Transitions(state=state, action=action, goal=goal)
+    return TDTransitions(
+        state=state, action=action, next_state=jax.random.normal(k4, (batch_size, spec.state_size)), goal=goal,
+        reward=jax.random.bernoulli(k5, 0.5, (batch_size,)).astype(jnp.float32),
+        terminated=jnp.zeros((batch_size,), bool),
+    )
+
+
+def measure_sgd(args, depth: int, knobs: dict, algo: str = "crl") -> dict:
+    """SGD steps/s of a jitted lax.scan of K sgd_steps of ``algo`` on a fixed minibatch (dispatch amortised
+    over K). The config is TrainConfig's defaults plus the settings given, for every algorithm alike."""
     import jax
 
     from benchmarks.network import SPEC
-    from rlscale.agent import Agent
-    from rlscale.buffer import Transitions
+    from rlscale import algorithms
     from rlscale.config import TrainConfig
     from rlscale.flops import cost_analysis_flops, sgd_step_flops
 
     actor_depth = actor_depth_for(depth)
-    cfg = TrainConfig(depth=depth, actor_depth=actor_depth, width=args.width, batch_size=args.batch_size, **knobs)
-    agent = Agent.build(cfg, SPEC)
+    cfg = TrainConfig(algo=algo, depth=depth, actor_depth=actor_depth, width=args.width, batch_size=args.batch_size, **knobs)
+    agent = algorithms.build(cfg, SPEC)
     learner = jax.jit(agent.init)(jax.random.PRNGKey(0))
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
-    batch = Transitions(
-        state=jax.random.normal(k1, (args.batch_size, SPEC.state_size)),
-        action=jax.random.uniform(k2, (args.batch_size, SPEC.action_size), minval=-1, maxval=1),
-        goal=jax.random.normal(k3, (args.batch_size, SPEC.goal_size)),
-    )
+    batch = random_minibatch(algo, args.batch_size, SPEC, jax.random.PRNGKey(1))
     steps = args.sgd_steps_per_call
 
     def k_steps(learner, batch, key):
@@ -166,11 +201,16 @@ def measure_sgd(args, depth: int, knobs: dict) -> dict:
     }
 
 
-def loop_config(args, depth: int, knobs: dict):
+def loop_config(args, depth: int, knobs: dict, algo: str = "crl"):
+    """The whole loop's config. Batch size, SGD steps per collection and the other loop settings are given
+    explicitly, so config_for's algorithm defaults (which change only options not given) leave them as
+    they are for every algorithm; what they still set (learning rates, target entropy, relabel
+    probability) does not change the cost of a step."""
     from rlscale.config import config_for
 
     return config_for(
         args.env,
+        algo=algo,
         depth=depth,
         actor_depth=actor_depth_for(depth),
         width=args.width,
@@ -185,13 +225,13 @@ def loop_config(args, depth: int, knobs: dict):
     )
 
 
-def measure_loop(args, depth: int, knobs: dict) -> dict:
+def measure_loop(args, depth: int, knobs: dict, algo: str = "crl") -> dict:
     """Env steps/s of the whole training step: collect, insert, sample, scan the SGD steps."""
     import jax
 
     from rlscale.train import Trainer
 
-    cfg = loop_config(args, depth, knobs)
+    cfg = loop_config(args, depth, knobs, algo)
     trainer = Trainer(cfg)
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
     jax.block_until_ready(state)
@@ -221,7 +261,7 @@ def measure_seeds(args) -> dict:
     from rlscale.train import Trainer
 
     depth, seeds = 4, 4
-    trainer = Trainer(loop_config(args, depth, mode_knobs("fast", args.fast_unroll, args.fast_remat, args.fast_dtype)))
+    trainer = Trainer(loop_config(args, depth, mode_knobs("fast", args.fast_unroll, args.fast_remat, args.fast_dtype), "crl"))
     one = jax.jit(trainer.init)(jax.random.PRNGKey(0))
     many = jax.jit(jax.vmap(trainer.init))(jax.random.split(jax.random.PRNGKey(0), seeds))
     step_one = jax.jit(trainer.training_step, donate_argnums=0).lower(one, jax.random.PRNGKey(1)).compile()
@@ -282,12 +322,13 @@ def child_main(args) -> None:
             result = measure_seeds(args)
         else:
             knobs = mode_knobs(args.mode, args.unroll, args.fast_remat, args.fast_dtype)
-            result = {"depth": args.depth, "actor_depth": actor_depth_for(args.depth), "mode": args.mode, **knobs}
-            result.update(measure_sgd(args, args.depth, knobs))
+            result = {"depth": args.depth, "actor_depth": actor_depth_for(args.depth), "algo": args.algo,
+                      "mode": args.mode, **knobs}
+            result.update(measure_sgd(args, args.depth, knobs, args.algo))
             if args.skip_loop_here:
                 result["loop_skipped"] = args.skip_loop_here
             else:
-                result.update(measure_loop(args, args.depth, knobs))
+                result.update(measure_loop(args, args.depth, knobs, args.algo))
             result.update(_memory())
         result["backend"] = jax.default_backend()
     except Exception as exc:  # reported to the parent as a skipped row, never a crash of the whole run
@@ -362,18 +403,44 @@ def add_mfu(row: dict, peak: dict) -> None:
         row["xla_over_analytic_flops"] = row["flops_per_sgd_step_xla"] / row["flops_per_sgd_step_analytic"]
 
 
+def _algo(row: dict) -> str:
+    return row.get("algo", "crl")
+
+
 def ratios(rows: list[dict]) -> list[dict]:
-    """fast/baseline (and fast_other/baseline) per depth: > 1 means faster for speeds, slower for compile."""
+    """fast/baseline (and fast_other/baseline) per (depth, algo): > 1 means faster for speeds, slower for compile."""
     out = []
     for depth in sorted({r["depth"] for r in rows}):
-        base = next((r for r in rows if r["depth"] == depth and r["mode"] == "baseline" and "skipped" not in r), None)
-        if base is None:
-            continue
-        for other in [r for r in rows if r["depth"] == depth and r["mode"] != "baseline" and "skipped" not in r]:
-            entry = {"depth": depth, "mode": other["mode"], "vs": "baseline"}
-            for key in ("sgd_steps_per_second", "env_steps_per_second", "sgd_compile_seconds", "loop_compile_seconds"):
-                if base.get(key) and other.get(key):
-                    entry[key] = other[key] / base[key]
+        for algo in dict.fromkeys(_algo(r) for r in rows if r["depth"] == depth):
+            same = [r for r in rows if r["depth"] == depth and _algo(r) == algo and "skipped" not in r]
+            base = next((r for r in same if r["mode"] == "baseline"), None)
+            if base is None:
+                continue
+            for other in [r for r in same if r["mode"] != "baseline"]:
+                entry = {"depth": depth, "algo": algo, "mode": other["mode"], "vs": "baseline"}
+                for key in ("sgd_steps_per_second", "env_steps_per_second", "sgd_compile_seconds", "loop_compile_seconds"):
+                    if base.get(key) and other.get(key):
+                        entry[key] = other[key] / base[key]
+                out.append(entry)
+    return out
+
+
+def reference_algo(algos: list[str]) -> str:
+    """The algorithm the others are divided by: CRL when it was measured, else the first of --algos."""
+    return "crl" if "crl" in algos else algos[0]
+
+
+def algo_ratios(rows: list[dict], reference: str) -> list[dict]:
+    """Each other algorithm ÷ ``reference`` per (depth, mode): > 1 means that algorithm is faster."""
+    out = []
+    for ref in [r for r in rows if _algo(r) == reference and "skipped" not in r]:
+        for other in rows:
+            if other["depth"] != ref["depth"] or other["mode"] != ref["mode"] or _algo(other) == reference or "skipped" in other:
+                continue
+            entry = {"depth": ref["depth"], "mode": ref["mode"], "algo": _algo(other), "vs": reference}
+            for key in ("sgd_steps_per_second", "env_steps_per_second"):
+                if ref.get(key) and other.get(key):
+                    entry[key] = other[key] / ref[key]
             out.append(entry)
     return out
 
@@ -383,34 +450,57 @@ def fmt(value, spec: str, missing: str = "—") -> str:
 
 
 def markdown(payload: dict) -> str:
-    lines = [
-        "| depth | mode | SGD steps/s | env steps/s (loop) | compile SGD / loop (s) | peak mem | MFU | fast ÷ baseline: SGD, env, compile SGD |",
-        "|---:|---|---:|---:|---:|---:|---:|---|",
-    ]
-    ratio_of = {(r["depth"], r["mode"]): r for r in payload["ratios"]}
-    for row in payload["results"]:
+    rows = payload["results"]
+    several = len({_algo(r) for r in rows}) > 1  # an algo column and the ÷ reference ratios
+    with_base = any(r["mode"] == "baseline" for r in rows)  # the fast ÷ baseline column
+    reference = payload.get("algo_reference", "crl")
+    header = ["depth", *(["algo"] if several else []), "mode", "SGD steps/s", "env steps/s (loop)",
+              "compile SGD / loop (s)", "peak mem", "MFU"]
+    align = ["---:", *(["---"] if several else []), "---", "---:", "---:", "---:", "---:", "---:"]
+    if with_base:
+        header.append("fast ÷ baseline: SGD, env, compile SGD")
+        align.append("---")
+    if several:
+        header.append(f"÷ {reference}: SGD, env")
+        align.append("---")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    ratio_of = {(r["depth"], r.get("algo", "crl"), r["mode"]): r for r in payload["ratios"]}
+    algo_ratio_of = {(r["depth"], r["algo"], r["mode"]): r for r in payload.get("algo_ratios", [])}
+
+    def ratio_text(r, keys):
+        return "" if r is None else ", ".join(fmt(r.get(k), ".2f") + ("×" if r.get(k) is not None else "") for k in keys)
+
+    for row in rows:
         depth = f"{row['depth']}" + (f" (actor {row['actor_depth']})" if row.get("actor_depth", row["depth"]) != row["depth"] else "")
         mode = row["mode"] + (f" u{row['scan_unroll']}" if row.get("scan_blocks") and row["mode"] != "baseline" else "")
         mode += f" remat {row.get('remat_policy', '')}" if row.get("remat") else ""
         mode += f" {row['dtype']}" if row["mode"] != "baseline" and row.get("dtype") else ""
+        first = f"| {depth} | " + (f"{_algo(row)} | " if several else "") + f"{mode} |"
         if "skipped" in row:
-            lines.append(f"| {depth} | {mode} | skipped: {row['skipped']} | | | | | |")
+            lines.append(f"{first} skipped: {row['skipped']} |" + " |" * (len(header) - (4 if several else 3)))
             continue
         if row.get("peak_device_bytes") is not None:
             mem = f"{row['peak_device_bytes'] / 2**30:.2f} GiB dev"
         else:
             mem = f"{row['peak_process_rss_kib'] / 2**20:.2f} GiB RSS"
         compile_s = f"{row['sgd_compile_seconds']:.1f} / {fmt(row.get('loop_compile_seconds'), '.1f')}"
-        r = ratio_of.get((row["depth"], row["mode"]))
-        ratio = "" if r is None else ", ".join(
-            fmt(r.get(k), ".2f") + ("×" if r.get(k) is not None else "")
-            for k in ("sgd_steps_per_second", "env_steps_per_second", "sgd_compile_seconds")
-        )
+        ratio = ratio_text(ratio_of.get((row["depth"], _algo(row), row["mode"])),
+                           ("sgd_steps_per_second", "env_steps_per_second", "sgd_compile_seconds"))
         env_sps = fmt(row.get("env_steps_per_second"), ",.0f") if "loop_skipped" not in row else "skipped"
         mfu = fmt(row.get("mfu") * 100 if row.get("mfu") is not None else None, ".1f") + " %"
-        lines.append(
-            f"| {depth} | {mode} | {row['sgd_steps_per_second']:.3g} | {env_sps} | {compile_s} | {mem} | {mfu} | {ratio} |"
-        )
+        cells = [f"{row['sgd_steps_per_second']:.3g}", env_sps, compile_s, mem, mfu]
+        if with_base:
+            cells.append(ratio)
+        if several:
+            cells.append(ratio_text(algo_ratio_of.get((row["depth"], _algo(row), row["mode"])),
+                                    ("sgd_steps_per_second", "env_steps_per_second")))
+        lines.append(f"{first} " + " | ".join(cells) + " |")
+    if several:
+        lines.append(f"\nalgo ÷ {reference} (same depth and mode, measured in this run): "
+                     + "; ".join(f"depth {r['depth']} {r['mode']} {r['algo']}: SGD steps/s "
+                                 f"{fmt(r.get('sgd_steps_per_second'), '.2f')}×, env steps/s "
+                                 f"{fmt(r.get('env_steps_per_second'), '.2f')}×"
+                                 for r in payload.get("algo_ratios", [])))
     if payload.get("num_seeds_check"):
         s = payload["num_seeds_check"]
         if "skipped" in s:
@@ -423,27 +513,31 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan_runs(args) -> list[tuple[int, str, int, str | None, str | None]]:
-    """(depth, mode, unroll, skip_reason, loop_skip_reason) in run order: the modes of a depth back to back."""
+def plan_runs(args) -> list[tuple[int, str, str, int, str | None, str | None]]:
+    """(depth, algo, mode, unroll, skip_reason, loop_skip_reason) in run order: per depth, each algorithm's
+    modes in turn, all back to back."""
     runs = []
     for depth in args.depths:
-        loop_skip = None
-        if args.skip_loop:
-            loop_skip = "--skip-loop"
-        elif args.max_loop_depth is not None and depth > args.max_loop_depth:
-            loop_skip = f"depth {depth} > --max-loop-depth {args.max_loop_depth}"
-        modes = [("baseline", 1), ("fast", args.fast_unroll)]
-        if args.also_other_dtype:
-            modes.append(("fast_other", args.fast_unroll))
-        for mode, unroll in modes:
-            skip = None
-            if mode == "baseline" and depth > args.max_baseline_depth:
-                skip = f"depth {depth} > --max-baseline-depth {args.max_baseline_depth} (unrolled compile too slow here)"
-            runs.append((depth, mode, unroll, skip, loop_skip))
-        if args.unrolls and (not args.unroll_depths or depth in args.unroll_depths):
-            for unroll in args.unrolls:
-                if unroll != args.fast_unroll:
-                    runs.append((depth, f"fast_u{unroll}", unroll, None, "unroll sweep: SGD step only"))
+        for algo in args.algos:
+            loop_skip = None
+            if args.skip_loop:
+                loop_skip = "--skip-loop"
+            elif args.max_loop_depth is not None and depth > args.max_loop_depth:
+                loop_skip = f"depth {depth} > --max-loop-depth {args.max_loop_depth}"
+            elif algo == "gcbc":
+                loop_skip = "gcbc trains from a --dataset: no collection loop"
+            modes = [(mode, 1 if mode == "baseline" else args.fast_unroll) for mode in MODES if mode in args.modes]
+            if args.also_other_dtype:
+                modes.append(("fast_other", args.fast_unroll))
+            for mode, unroll in modes:
+                skip = None
+                if mode == "baseline" and depth > args.max_baseline_depth:
+                    skip = f"depth {depth} > --max-baseline-depth {args.max_baseline_depth} (unrolled compile too slow here)"
+                runs.append((depth, algo, mode, unroll, skip, loop_skip))
+            if args.unrolls and (not args.unroll_depths or depth in args.unroll_depths):
+                for unroll in args.unrolls:
+                    if unroll != args.fast_unroll:
+                        runs.append((depth, algo, f"fast_u{unroll}", unroll, None, "unroll sweep: SGD step only"))
     return runs
 
 
@@ -478,15 +572,16 @@ def parent_main(args) -> None:
 
     rows: list[dict] = []
     runs = plan_runs(args)
+    several = len(args.algos) > 1
     for depth in args.depths:
         depth_runs = [r for r in runs if r[0] == depth]
-        repeats: dict[str, list[dict]] = {mode: [] for _, mode, _, _, _ in depth_runs}
+        repeats: dict[tuple[str, str], list[dict]] = {(algo, mode): [] for _, algo, mode, _, _, _ in depth_runs}
         for pair in range(args.pairs):
-            for _, mode, unroll, skip, loop_skip in depth_runs:
+            for _, algo, mode, unroll, skip, loop_skip in depth_runs:
                 if skip:
-                    repeats[mode].append({"skipped": skip})
+                    repeats[algo, mode].append({"skipped": skip})
                     continue
-                extra = ["--one", "config", "--depth", str(depth), "--mode", "baseline" if mode == "baseline" else
+                extra = ["--one", "config", "--depth", str(depth), "--algo", algo, "--mode", "baseline" if mode == "baseline" else
                          ("fast_other" if mode == "fast_other" else "fast"), "--unroll", str(unroll)]
                 if loop_skip:
                     extra.append(f"--skip-loop-here={loop_skip}")  # "=": the reason may start with "--"
@@ -496,12 +591,14 @@ def parent_main(args) -> None:
                     f"{fmt(row.get('env_steps_per_second'), ',.0f')} env steps/s, "
                     f"compile {row['sgd_compile_seconds']:.1f} / {fmt(row.get('loop_compile_seconds'), '.1f')} s"
                 )
-                print(f"depth {depth:5d} {mode:10s} pair {pair + 1}/{args.pairs}: {summary}", flush=True)
-                repeats[mode].append(row)
-        for _, mode, unroll, _, _ in depth_runs:
-            row = median_rows(repeats[mode])
+                label = f"{algo:8s} {mode:10s}" if several else f"{mode:10s}"
+                print(f"depth {depth:5d} {label} pair {pair + 1}/{args.pairs}: {summary}", flush=True)
+                repeats[algo, mode].append(row)
+        for _, algo, mode, unroll, _, _ in depth_runs:
+            row = median_rows(repeats[algo, mode])
             row.setdefault("depth", depth)
             row.setdefault("actor_depth", actor_depth_for(depth))
+            row["algo"] = algo
             row["mode"] = mode
             rows.append(row)
 
@@ -523,7 +620,7 @@ def parent_main(args) -> None:
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": time.time() - started,
         "machine": info,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("one", "depth", "mode", "unroll", "skip_loop_here")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("one", "depth", "algo", "mode", "unroll", "skip_loop_here")},
         "modes": {
             "baseline": "scan_blocks=False, dtype=float32, remat=False (the paper's implementation)",
             "fast": f"scan_blocks=True, dtype={args.fast_dtype}, scan_unroll={args.fast_unroll}, remat={args.fast_remat}",
@@ -535,6 +632,12 @@ def parent_main(args) -> None:
         "ratios": ratios(rows),
         "num_seeds_check": seeds,
     }
+    if several:
+        reference = reference_algo(args.algos)
+        payload["algo_reference"] = reference
+        payload["algo_ratios"] = algo_ratios(rows, reference)
+        payload["algo_settings"] = ("every algorithm at the same width, batch, K, envs, unroll length, SGD steps per "
+                                    "collection and replay sizes (not its training defaults)")
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"speed_{backend}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(payload, indent=2) + "\n")
@@ -555,13 +658,16 @@ def parse_args(argv=None):
     add("--fast-unroll", type=int, default=1, help="scan unroll factor of the fast mode")
     add("--fast-remat", choices=("dots", "full", "off"), default="dots", help="remat policy of the fast mode (off: none)")
     add("--fast-dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="auto: bfloat16 on a GPU, else float32")
+    add("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes to measure (fast_other: --also-other-dtype)")
+    add("--algos", nargs="+", choices=ALGORITHMS, default=["crl"],
+        help="algorithms, all at the settings given here; with several, each ÷ crl (else ÷ the first) per depth and mode")
     add("--also-other-dtype", action="store_true", help="also measure the fast mode with the other dtype")
     add("--unrolls", type=int, nargs="*", default=[], help="also measure the fast SGD step at these scan unrolls")
     add("--unroll-depths", type=int, nargs="*", default=[], help="depths of the --unrolls sweep (default: all)")
     add("--sgd-steps-per-call", type=int, default=10, help="K: SGD steps scanned in one timed call")
     add("--sgd-repeats", type=int, default=5, help="timed calls of the K-step program (median)")
     add("--loop-repeats", type=int, default=3, help="timed training steps (median)")
-    add("--pairs", type=int, default=1, help="repeat each depth's baseline/fast pair this often (medians)")
+    add("--pairs", type=int, default=1, help="repeat each depth's runs (all algos and modes) this often, interleaved (medians)")
     add("--max-baseline-depth", type=int, default=1024, help="skip baseline rows deeper than this")
     add("--max-loop-depth", type=int, default=None, help="skip the whole-loop measurement deeper than this")
     add("--skip-loop", action="store_true", help="SGD step only")
@@ -584,6 +690,7 @@ def parse_args(argv=None):
     add("--one", choices=("config", "peak", "seeds"), help=argparse.SUPPRESS)
     add("--depth", type=int, help=argparse.SUPPRESS)
     add("--mode", choices=("baseline", "fast", "fast_other"), help=argparse.SUPPRESS)
+    add("--algo", choices=ALGORITHMS, default="crl", help=argparse.SUPPRESS)
     add("--unroll", type=int, default=1, help=argparse.SUPPRESS)
     add("--skip-loop-here", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
