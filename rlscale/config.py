@@ -65,6 +65,8 @@ class TrainConfig:
     """Steps per episode, in training and evaluation."""
     backend: str | None = None
     """Brax backend for Brax tasks (spring, positional, generalized, mjx); default: the task's."""
+    stitch_max_goal_distance: int | None = None
+    """Stitching tasks (`*_stitch`): training goals at most this many cells from the start along the maze's shortest path; default: the task's (3). A sweep axis for the stitching study (docs/tasks.md#stitching-mazes)."""
     fixed_goals_per_env: bool = False
     """Paper-code behaviour: every parallel env replays its first start and goal after auto-reset."""
 
@@ -265,6 +267,12 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.collector_depth is not None and cfg.algo != "crl":
         raise ValueError(f"--collector-depth is a CRL experiment; it cannot be combined with --algo {cfg.algo}")
     check_dataset_options(cfg)
+    if cfg.stitch_max_goal_distance is not None:
+        if not cfg.env.endswith("_stitch"):
+            raise ValueError(f"--stitch-max-goal-distance is an option of the stitching tasks (*_stitch), not of {cfg.env!r}")
+        from rlscale.envs.stitching import check_distance
+
+        check_distance("--stitch-max-goal-distance", cfg.stitch_max_goal_distance)
     if cfg.env not in names():
         raise ValueError(f"unknown task {cfg.env!r}; valid tasks: {', '.join(names())}")
     if cfg.eval_env is not None and cfg.eval_env not in names():

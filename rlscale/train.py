@@ -83,6 +83,8 @@ def make_task(cfg: TrainConfig, name: str | None = None) -> envs.GoalTask:
     overrides: dict[str, Any] = {"episode_length": cfg.episode_length}
     if cfg.backend is not None:
         overrides["backend"] = cfg.backend
+    if cfg.stitch_max_goal_distance is not None and (name or cfg.env) == cfg.env:  # the training task's option
+        overrides["max_goal_distance"] = cfg.stitch_max_goal_distance
     return envs.make(name or cfg.env, **overrides)
 
 

@@ -174,6 +174,30 @@ def test_training_logs_the_per_distance_numbers(tmp_path):
         row[f"eval/episode_success_d{d}"] * c for c, d in zip(counts, (4, 5, 6)) if c) / 16)
 
 
+def test_k_is_a_run_option_and_a_sweep_axis(tmp_path):
+    """--stitch-max-goal-distance reaches the training task only (the eval task keeps its far goals), gives each
+    k its own run id in a sweep, and is refused where it means nothing."""
+    from helpers import TINY
+
+    from rlscale.config import TrainConfig, plan
+    from rlscale.launch import sweepfile
+    from rlscale.train import Trainer
+
+    trainer = Trainer(TrainConfig(**{**TINY, "env": "point_u_maze_stitch", "stitch_max_goal_distance": 1}))
+    assert trainer.task.sampler.max_goal_distance == 1 and trainer.eval_task.spec.name == "point_u_maze_stitch_eval"
+    default = Trainer(TrainConfig(**{**TINY, "env": "point_u_maze_stitch"}))
+    assert default.task.sampler.max_goal_distance == 3
+    (tmp_path / "k.yaml").write_text("name: k\nbase: {env: point_u_maze_stitch}\ngrid: {stitch_max_goal_distance: [null, 1, 2, 3]}\n")
+    (tmp_path / "plain.yaml").write_text("name: plain\nbase: {env: point_u_maze_stitch}\n")
+    ids = [run.id for run in sweepfile.expand(sweepfile.load(tmp_path / "k.yaml"))]
+    (plain,) = [run.id for run in sweepfile.expand(sweepfile.load(tmp_path / "plain.yaml"))]
+    assert len(set(ids)) == 4 and ids[0] == plain  # the default keeps the runs of sweeps without the axis
+    with pytest.raises(ValueError, match="--stitch-max-goal-distance is an option of the stitching tasks .* 'point_u_maze'"):
+        plan(TrainConfig(**{**TINY, "stitch_max_goal_distance": 2}))
+    with pytest.raises(ValueError, match="--stitch-max-goal-distance must be an integer number of cells, at least 1; got 0"):
+        plan(TrainConfig(**{**TINY, "env": "point_u_maze_stitch", "stitch_max_goal_distance": 0}))
+
+
 # --- the ant twin (Brax builds and compiles slowly on a CPU: slow tier; its sampler is the point twin's) ---
 
 
