@@ -297,10 +297,11 @@ def test_unknown_algo_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
 def test_algorithm_defaults_apply_only_to_options_not_given():
     crl, sac = config_for("point_u_maze"), config_for("point_u_maze", algo="sac")
     assert crl == config_for("point_u_maze", algo="crl") and crl.algo == "crl" and crl.actor_lr == 3e-4
-    assert (sac.actor_lr, sac.critic_lr, sac.batch_size, sac.relabel_probability) == (1e-4, 1e-4, 256, 0.0)
+    assert (sac.actor_lr, sac.critic_lr, sac.batch_size, sac.relabel_probability) == (1e-3, 1e-3, 256, 0.0)
+    assert config_for("point_u_maze", algo="td3_her").actor_lr == 1e-4  # TD3 was not tuned
     assert sac.sgd_steps_per_collection == 2 * crl.sgd_steps_per_collection  # twice the preset's
     assert config_for("point_u_maze", algo="sac_her").relabel_probability == 0.8
-    given = config_for("point_u_maze", algo="td3_her", sgd_steps_per_collection=7, actor_lr=5e-4)
+    given = config_for("point_u_maze", algo="td3_her", sgd_steps_per_collection=7, actor_lr=5e-4)  # critic_lr: 1e-4
     assert (given.sgd_steps_per_collection, given.actor_lr, given.critic_lr) == (7, 5e-4, 1e-4)
     assert TrainConfig.from_dict({"env": "point_u_maze"}).algo == "crl"  # configs saved before --algo
 
@@ -405,7 +406,7 @@ def test_sac_her_learns_point_u_maze(tmp_path):
 
     cfg = config_for("point_u_maze", algo="sac_her", depth=4, width=64, total_env_steps=210_000, num_evals=4,
                      seed=0, run_dir=str(tmp_path / "sac_her"), tensorboard=False)
-    assert (cfg.batch_size, cfg.sgd_steps_per_collection, cfg.actor_lr) == (256, 100, 1e-4)  # its defaults
+    assert (cfg.batch_size, cfg.sgd_steps_per_collection, cfg.actor_lr) == (256, 100, 1e-3)  # its defaults
     rows = rd.read_metrics(train(cfg))
     assert max(r["eval/episode_success_any"] for r in rows[-2:]) >= 0.5
 

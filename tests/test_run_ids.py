@@ -256,7 +256,7 @@ def test_ambiguous_or_unreadable_directories_are_refused_before_anything_runs(ro
 SHIPPED_SWEEP_IDS = {
     "paper_ablations": (48, "6b08c9bc7e"),
     "paper_actor_vs_critic": (81, "7d19daf9b8"),
-    "paper_baselines": (225, "36470c9abd"),  # new with --algo (issue 12)
+    "paper_baselines": (225, "b0ab3a1d2e"),  # new with --algo (issue 12); SAC runs renamed by the tuned lr 1e-3 (36470c9abd before)
     "paper_baselines_gcbc": (45, "6367c2707c"),  # new with --dataset (issue 12)
     "paper_batch_size": (60, "8a168b70a6"),
     "paper_depth": (250, "953880d390"),
