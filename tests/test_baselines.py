@@ -397,18 +397,18 @@ def test_a_crl_save_buffer_checkpoint_of_the_version_before_baselines_resumes_to
     assert [without_timing(r) for r in rows] == [without_timing(r) for r in uninterrupted]
 
 
-@pytest.mark.slow  # 170 s on a shared CPU core
+@pytest.mark.slow  # 65 s on a 2-core CPU
 def test_sac_her_learns_point_u_maze(tmp_path):
-    """SAC+HER with its defaults, depth 4, width 64, 211 k env steps on point_u_maze's CPU preset. Measured
-    (seed 0): success-any on point_u_maze_eval 0, 0.64, 0.33, 1.0 at the four evaluations (a random policy:
-    0.078); the threshold is half the best of the last two."""
+    """SAC+HER with its defaults (lr 1e-3 from the tuning), depth 4, width 64, 112 k env steps (2 evaluations)
+    on point_u_maze's CPU preset. Measured (seed 0): success-any on point_u_maze_eval 0.66 then 1.00 (a random
+    policy: 0.078); with the earlier default lr 1e-4 it needed 211 k steps to reach 1.0 once."""
     from rlscale.train import train
 
-    cfg = config_for("point_u_maze", algo="sac_her", depth=4, width=64, total_env_steps=210_000, num_evals=4,
+    cfg = config_for("point_u_maze", algo="sac_her", depth=4, width=64, total_env_steps=110_000, num_evals=2,
                      seed=0, run_dir=str(tmp_path / "sac_her"), tensorboard=False)
     assert (cfg.batch_size, cfg.sgd_steps_per_collection, cfg.actor_lr) == (256, 100, 1e-3)  # its defaults
     rows = rd.read_metrics(train(cfg))
-    assert max(r["eval/episode_success_any"] for r in rows[-2:]) >= 0.5
+    assert rows[-1]["eval/episode_success_any"] >= 0.5
 
 
 @pytest.mark.slow  # 95 s on a 2-core CPU
