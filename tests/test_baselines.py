@@ -350,6 +350,33 @@ def test_a_tiny_run_of_each_baseline_trains_and_its_checkpoint_is_a_policy(tmp_p
 
 
 @pytest.mark.slow
+def test_a_sac_her_checkpoint_evaluates_and_loads_in_a_fresh_process(tmp_path):
+    """`rlscale eval` in a new interpreter reproduces the last logged evaluation of a SAC+HER run, and
+    `load_policy` there gives the same action as in this process."""
+    import subprocess
+    import sys
+
+    from rlscale.policy import load_policy
+    from rlscale.train import train
+
+    run = train(_cfg("sac_her", run_dir=str(tmp_path / "sac_her")))
+    episodes = str(TINY["num_eval_envs"])
+    subprocess.run([sys.executable, "-m", "rlscale.cli", "eval", str(run), "--episodes", episodes], check=True,
+                   capture_output=True)
+    (entry,) = json.loads((run / "eval" / "point_u_maze_eval" / "000000000320.json").read_text())
+    logged = rd.read_metrics(run)[-1]
+    for key in ("eval/episode_success", "eval/episode_success_any", "eval/episode_dist"):
+        assert entry[key] == logged[key]
+    obs = [0.5, -1.0, 0.0, 0.0, 4.0, 8.0]
+    script = (f"from rlscale.policy import load_policy; import jax.numpy as jnp; p, t = load_policy({str(run)!r}); "
+              f"print(t, *[float(x) for x in p(jnp.asarray({obs}))])")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split()
+    policy, _ = load_policy(run)
+    assert out[0] == "point_u_maze"
+    np.testing.assert_allclose([float(x) for x in out[1:]], np.asarray(policy(jnp.asarray(obs))), rtol=1e-6)
+
+
+@pytest.mark.slow
 def test_kill_and_resume_of_a_sac_her_run_with_its_buffer_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     from test_train import Interrupted, _interrupt_second_checkpoint
 
