@@ -109,10 +109,11 @@ class Trainer:
         self.agent = algorithms.build(cfg, self.spec)
         # A dataset run (docs/method.md#offline-training) never acts: its buffer is the dataset, read once.
         self.dataset = None
+        self.num_devices = 1 if mesh is None else mesh.size  # a dataset's buffer slots split evenly over them
         if cfg.dataset is not None:
             self.dataset = datasets.read(cfg.dataset)
             datasets.check_fits(self.dataset, cfg.dataset, self.spec, cfg.resolved_window_length, cfg.batch_size,
-                                1 if mesh is None else mesh.size)
+                                self.num_devices)
         self.eval_unroll = make_unroll(self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.agent.act)
         # A collector run (docs/method.md#collector-experiment): this agent acts, the run's own only learns.
         self.collector_agent = None if cfg.collector_depth is None else algorithms.build(cfg.collector_config(), self.spec)
@@ -141,7 +142,7 @@ class Trainer:
         cfg = self.cfg
         env_state = jax.vmap(self.env.reset)(jax.random.split(reset_key, cfg.num_envs))
         if self.dataset is not None:  # the envs are never stepped; they keep the state's structure
-            buffer = datasets.buffer_of(self.dataset, cfg.resolved_window_length, 1 if self.mesh is None else self.mesh.size)
+            buffer = datasets.buffer_of(self.dataset, cfg.resolved_window_length, self.num_devices)
             return TrainingState(learner=learner, env_state=env_state, buffer=buffer, collector=collector)
         final_state_size = self.spec.state_size if self.agent.needs_next_state else None
         buffer = init_buffer(cfg.max_replay_size, cfg.num_envs, self.spec.obs_size, self.spec.action_size, final_state_size)
@@ -669,7 +670,7 @@ def _print_plan(console: Console, cfg: TrainConfig, p: Plan, trainer: Trainer, r
 def _dataset_line(path: str, trainer: Trainer) -> str:
     held = datasets.info(trainer.dataset)
     slot_length, num_slots = datasets.layout(held["steps"], trainer.cfg.resolved_window_length, held["longest_episode"],
-                                             1 if trainer.mesh is None else trainer.mesh.size)
+                                             trainer.num_devices)
     return (f"; learns only from dataset {path} ({held['episodes']:,} episodes, {held['steps']:,} steps, "
             f"{slot_length * num_slots:,} of them used), never acting: env steps count as a collecting run's would")
 
