@@ -49,11 +49,14 @@ from rlscale.scores import BLOCK_NORMS_PREFIX, LAST_EVALS, beats, t_halfwidth  #
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
 CONFIG_COLUMNS = ["task", "algo", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
-                  "norm", "residual", "episode_length"]
+                  "norm", "residual", "episode_length", "collector_depth"]
 # Knobs that may split a task's runs into separate lines (besides depth and seed); the algorithm first, so
 # that a baselines sweep (configs/sweeps/paper_baselines.yaml) draws a line per algorithm, as the paper's Fig. 13.
-VARIANT_KNOBS = ["algo", "width", "batch_size", "activation", "norm", "residual", "actor_depth"]
-FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock", "stitching", "block_norms"]
+VARIANT_KNOBS = ["algo", "width", "batch_size", "activation", "norm", "residual", "actor_depth", "collector_depth"]
+# A run that collects its own data has no separate collector (docs/method.md#collector-experiment).
+OWN_COLLECTOR = "self"
+FIGURES = ["score_vs_depth", "learning_curves", "batch_depth", "width_depth", "actor_critic", "wallclock", "stitching",
+           "block_norms", "collector"]
 # The objective's options: a sweep comparing energies or InfoNCE variants (configs/sweeps/paper_quasimetric.yaml)
 # draws one line for each.
 OBJECTIVE_KNOBS = ["energy", "contrastive_loss"]
@@ -95,6 +98,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
             "norm": cfg.norm,
             "residual": cfg.residual,
             "episode_length": cfg.episode_length,
+            "collector_depth": OWN_COLLECTOR if cfg.collector_depth is None else cfg.collector_depth,
             **{knob: getattr(cfg, knob) for knob in OBJECTIVE_KNOBS},
             "params": agent_param_count(cfg),
             "flops_per_sgd_step": flops_per_sgd_step(cfg),
@@ -557,6 +561,21 @@ def fig_width_depth(scores: pd.DataFrame):
     return fig
 
 
+def _grouped_bars(ax, table: pd.DataFrame, group: str, series: str, label) -> None:
+    """Bars of ``table``'s ``mean`` with its 95 % ``halfwidth`` as error bars: a bar group per integer value of
+    ``group`` (the x ticks), a bar per value of ``series`` in each (``label(value)`` in the legend)."""
+    groups, members = sorted(table[group].unique()), sorted(table[series].unique())
+    width = 0.8 / len(members)
+    for k, value in enumerate(members):
+        at = table[table[series] == value].set_index(group).reindex(groups)
+        hw = np.where(np.isfinite(at["halfwidth"]), at["halfwidth"], 0.0)
+        ax.bar(np.arange(len(groups)) + (k - (len(members) - 1) / 2) * width, at["mean"], width, yerr=hw,
+               capsize=3, label=label(value))
+    ax.set_xticks(range(len(groups)), [str(int(g)) for g in groups])
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="x-small", title="mean ± 95 % CI", title_fontsize="x-small")
+
+
 def fig_stitching(evals: pd.DataFrame):
     """Score per goal distance (the stitching mazes' far goals), one panel per task (and variant), one bar
     group per depth, a bar per distance: mean over seeds with 95 % Student-t intervals."""
@@ -567,19 +586,10 @@ def fig_stitching(evals: pd.DataFrame):
     fig, axes = _panels(len(panels))
     for ax, (task, variant) in zip(axes, panels):
         g = table[(table["task"] == task) & (table["variant"] == variant)]
-        depths, dists = sorted(g["critic_depth"].unique()), sorted(g["goal_distance"].unique())
-        width = 0.8 / len(dists)
-        for k, d in enumerate(dists):
-            at = g[g["goal_distance"] == d].set_index("critic_depth").reindex(depths)
-            hw = np.where(np.isfinite(at["halfwidth"]), at["halfwidth"], 0.0)
-            ax.bar(np.arange(len(depths)) + (k - (len(dists) - 1) / 2) * width, at["mean"], width, yerr=hw,
-                   capsize=3, label=f"goal {d} cells away")
-        ax.set_xticks(range(len(depths)), [str(int(d)) for d in depths])
+        _grouped_bars(ax, g, "critic_depth", "goal_distance", lambda d: f"goal {d} cells away")
         ax.set_xlabel("depth (critic)")
         ax.set_ylabel("time at goal / episode")
         ax.set_title(f"{task} {variant}".strip() + ": far goals")
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize="x-small", title="mean ± 95 % CI", title_fontsize="x-small")
     fig.tight_layout()
     return fig
 
@@ -626,6 +636,34 @@ def fig_block_norms(evals: pd.DataFrame):
     return fig
 
 
+def collector_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """The collector experiment's table (docs/method.md#collector-experiment): per task, collector depth and
+    learner (critic) depth, the seeds' mean score with its 95 % Student-t half-width, over the learner runs
+    only (runs that collect their own data are left out)."""
+    learners = scores[scores["collector_depth"] != OWN_COLLECTOR]
+    rows = [{"task": task, "collector_depth": int(collector), "critic_depth": int(depth), "mean": g["score"].mean(),
+             "halfwidth": t_halfwidth(g["score"]), "num_seeds": len(g)}
+            for (task, collector, depth), g in learners.groupby(["task", "collector_depth", "critic_depth"])]
+    return pd.DataFrame(rows, columns=["task", "collector_depth", "critic_depth", "mean", "halfwidth", "num_seeds"])
+
+
+def fig_collector(scores: pd.DataFrame):
+    """The collector experiment (the paper's Fig. 8): one panel per task, one bar group per collector depth,
+    a bar per learner depth, mean over seeds with 95 % Student-t intervals."""
+    table = collector_table(scores)
+    if table.empty:
+        return "no collector runs (--collector-depth)"
+    tasks = sorted(table["task"].unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        _grouped_bars(ax, table[table["task"] == task], "collector_depth", "critic_depth", lambda d: f"learner depth {d}")
+        ax.set_xlabel("collector depth (acts and fills the buffer)")
+        ax.set_ylabel("learner's time at goal / episode")
+        ax.set_title(f"{task}: collector × learner depth")
+    fig.tight_layout()
+    return fig
+
+
 def figures(evals: pd.DataFrame, reference: bool = False, reps: int = 2000) -> dict[str, Any]:
     """Every figure name -> a matplotlib Figure, or a str saying why it was skipped."""
     scores = run_scores(evals)
@@ -638,6 +676,7 @@ def figures(evals: pd.DataFrame, reference: bool = False, reps: int = 2000) -> d
         "wallclock": fig_wallclock(evals),
         "stitching": fig_stitching(evals),
         "block_norms": fig_block_norms(evals),
+        "collector": fig_collector(scores),
     }
 
 
@@ -661,7 +700,8 @@ def save_csv(table: pd.DataFrame, path: Path) -> Path:
 
 def plot_sweep(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, reference: bool = False,
                reps: int = 2000, echo=print) -> dict[str, Any]:
-    """Everything ``rlscale plot`` does: tables (runs.csv, aggregate.csv, fits.csv) and figures under
+    """Everything ``rlscale plot`` does: tables (runs.csv, aggregate.csv, fits.csv; collector.csv for a
+    collector sweep) and figures under
     ``out_dir`` (default ``SWEEP_DIR/plots``). Reads everything before writing anything."""
     evals = load_sweep(sweep_dir)
     scores = run_scores(evals)
@@ -674,6 +714,11 @@ def plot_sweep(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     echo(f"{len(scores)} runs, {len(evals)} evaluations, {scores['task'].nunique()} task(s)"
          + (f"; {incomplete} run(s) unfinished (scored on the evaluations so far)" if incomplete else ""))
     written = [save_csv(scores, out / "runs.csv"), save_csv(agg, out / "aggregate.csv"), save_csv(fit, out / "fits.csv")]
+    collector = collector_table(scores)
+    if not collector.empty:
+        written.append(save_csv(collector, out / "collector.csv"))
+        echo("collector experiment (learners' scores, mean ± 95 % Student-t half-width over seeds):")
+        echo(collector.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     skipped = {}
     for name, fig in figs.items():
         if isinstance(fig, str):

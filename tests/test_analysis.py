@@ -305,6 +305,38 @@ def test_stitching_figure_bars_are_seed_means_of_the_last_five_evals_per_goal_di
     assert (sweep / "plots" / "stitching.png").is_file() and "skipped stitching" not in capsys.readouterr().out
 
 
+def test_collector_figure_and_table_split_the_learners_by_collector_depth(tmp_path, capsys):
+    """A collector 2 x 2: per (collector, learner) depth the seeds' mean of the last 5 of 6 evaluations with
+    95 % t half-widths; a run collecting its own data is neither in the table nor in the bars, and the
+    learners of one depth are two variants (one per collector) in every other figure and table."""
+    sweep = tmp_path / "sweep"
+    level = {(4, 4): 2.0, (4, 16): 4.0, (16, 4): 6.0, (16, 16): 10.0}  # (collector, learner) -> time at goal
+    for (collector, learner), base in level.items():
+        for seed in range(3):
+            make_run(sweep, [99.0] + [base + seed] * 5, depth=learner, seed=seed, collector_depth=collector)
+    make_run(sweep, [20.0] * 6, depth=4)  # collects its own data
+    evals = analysis.load_sweep(sweep)
+    table = analysis.collector_table(analysis.run_scores(evals)).set_index(["collector_depth", "critic_depth"])
+    assert len(table) == 4 and (table["num_seeds"] == 3).all()
+    for key, base in level.items():
+        values = [(base + s) / EPISODE for s in range(3)]
+        assert table.loc[key, "mean"] == pytest.approx(np.mean(values))
+        assert table.loc[key, "halfwidth"] == pytest.approx(analysis.t_halfwidth(values))
+    scores = analysis.run_scores(evals)
+    assert set(analysis.variants(scores)) == {"collector_depth=4", "collector_depth=16", "collector_depth=self"}
+    (ax,) = analysis.fig_collector(scores).axes
+    heights = [p.get_height() for p in ax.patches]  # a bar series per learner depth, a bar per collector in it
+    assert heights == pytest.approx([table.loc[(c, d), "mean"] for d in (4, 16) for c in (4, 16)])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "16"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["learner depth 4", "learner depth 16"]
+    plain = scores[scores["collector_depth"] == analysis.OWN_COLLECTOR]
+    assert analysis.fig_collector(plain) == "no collector runs (--collector-depth)"
+    assert cli_main(["plot", str(sweep), "--reps", "20"]) == 0
+    out = capsys.readouterr().out
+    assert (sweep / "plots" / "collector.png").is_file() and "skipped collector" not in out
+    assert "collector experiment" in out and (sweep / "plots" / "collector.csv").read_text().count("\n") == 5
+
+
 def test_plot_of_a_directory_without_runs_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli_main(["plot", str(tmp_path / "empty")]) == 2
