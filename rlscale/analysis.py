@@ -573,7 +573,10 @@ def _grouped_bars(ax, table: pd.DataFrame, group: str, series: str, label) -> No
                capsize=3, label=label(value))
     ax.set_xticks(range(len(groups)), [str(int(g)) for g in groups])
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize="x-small", title="mean ± 95 % CI", title_fontsize="x-small")
+    top = np.nanmax((table["mean"] + table["halfwidth"].where(np.isfinite(table["halfwidth"]), 0.0)).to_numpy(float))
+    if np.isfinite(top) and top > 0:
+        ax.set_ylim(top=1.4 * top)  # headroom above the bars for the legend
+    ax.legend(fontsize="x-small", title="mean ± 95 % CI", title_fontsize="x-small", loc="upper right", ncols=2)
 
 
 def fig_stitching(evals: pd.DataFrame):
@@ -628,6 +631,7 @@ def fig_block_norms(evals: pd.DataFrame):
             ax.plot(line["block"], line["norm"], marker="o" if len(line) < 20 else None, markersize=3,
                     label=f"depth {depth} ({line['num_seeds'].min()} seeds)")
         ax.set_xlabel("residual block (0 = first)")
+        ax.xaxis.get_major_locator().set_params(integer=True)  # block indices are whole numbers
         ax.set_ylabel("mean ‖block output‖")
         ax.set_title(f"{task} {variant}".strip() + f": {BLOCK_NORM_NETWORKS.get(network, network)}", fontsize="small")
         ax.grid(alpha=0.3)

@@ -119,7 +119,10 @@ def _pictures(args: argparse.Namespace, policies: list[LoadedPolicy]) -> None:
     key = jax.random.PRNGKey(args.seed if args.seed is not None else first.config["seed"])
     for out in filter(None, wanted):
         out.parent.mkdir(parents=True, exist_ok=True)
-    panels = [(f"depth {d}: {p.run_dir.name}", p) for d, p in by_depth.items()]
+    # Short titles (a run's name is wider than its panel); which run each panel shows is printed instead.
+    panels = [(f"depth {d}, seed {p.config['seed']}", p) for d, p in by_depth.items()]
+    for title, p in panels:
+        print(f"panel {title}: {p.run_dir}")
     if args.trajectories:
         print(f"wrote {visualize.trajectories_figure(panels, args.task, args.num_trajectories, key, args.trajectories)}")
     if args.critic_map:

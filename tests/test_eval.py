@@ -130,10 +130,13 @@ def test_pictures_of_a_point_maze_run(trained, tmp_path, capsys):
     width, height = figure_size(maze("u_maze_eval"))
     assert _png_size(traj) == (round(width * 100), round(height * 100))
     assert _png_size(critic)[1] == round(height * 100)
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("panel ")] == [
+        f"panel depth 4, seed 0: {run}"]
     # A sweep directory: one panel per depth (both runs have depth 4: one panel).
     assert main(["eval", str(sweep), "--episodes", "2", "--trajectories", str(tmp_path / "sweep.png")]) == 0
     assert _png_size(tmp_path / "sweep.png") == (round(width * 100), round(height * 100))
-    capsys.readouterr()
+    panel_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("panel ")]
+    assert panel_lines == [f"panel depth 4, seed 0: {sweep / 'run_s0'}"]  # the title, and the run it shows
     # Viewer and video need a Brax task: a clear one-line error, and nothing written.
     assert main(["eval", str(run), "--render", str(tmp_path / "out.html")]) == 2
     assert "--render needs a Brax task" in capsys.readouterr().err
