@@ -224,9 +224,11 @@ def test_plot_writes_supported_figures_and_reports_skipped(tmp_path, capsys):
     assert "skipped width_depth: one width only" in text
     assert "skipped actor_critic: actor depth always equals critic depth" in text
     assert "skipped stitching: no per-goal-distance metrics (no stitching runs)" in text
+    assert "skipped collector: no collector runs (--collector-depth)" in text
     assert not (out / "width_depth.png").exists()
     for table in ("runs.csv", "aggregate.csv", "fits.csv"):
         assert (out / table).is_file()
+    assert not (out / "collector.csv").exists()
     assert not list(out.glob(".*tmp"))
 
 
