@@ -50,6 +50,7 @@ def test_the_learner_never_touches_the_data(runs):
     assert twelve["learner"]["actor_params"]["trunk"]["blocks"]["unit_0"]["Dense_0"]["kernel"].shape[0] == 3
 
 
+@pytest.mark.slow  # shares the 90 s fixture above; the fast tier keeps the bad-depth test below
 def test_a_learner_run_directory_evaluates_and_logs_both_agents(runs, capsys):
     run = runs["learner4"]
     logged = rd.read_metrics(run)[-1]
