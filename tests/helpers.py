@@ -2,6 +2,8 @@
 
 import time
 
+import numpy as np
+
 # A run small enough to train three epochs in seconds on a CPU.
 TINY = dict(
     env="point_u_maze",
@@ -24,6 +26,21 @@ TIMING_KEYS = ("training/sps", "training/sgd_sps", "time/epoch_seconds", "time/e
 
 def without_timing(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
+def assert_rows_close(rows, reference, rtol=1e-4, batch_size=TINY["batch_size"]):
+    """Metrics rows equal to ``reference`` but for timings and float rounding: the same keys, values to
+    ``rtol``. Rounding differs between programs (vmapped, sharded, fused) and between CPUs (XLA emits
+    other instructions with and without AVX2), so numbers stored on one machine match another's only so."""
+    assert len(rows) == len(reference)
+    for row, ref in zip(rows, reference):
+        row, ref = without_timing(row), without_timing(ref)
+        assert row.keys() == ref.keys()
+        for key in ref:
+            # An argmax hit rate: a near-tie of two logits whose last bits differ can flip one sample;
+            # allow two samples of a minibatch.
+            atol = 2 / batch_size if key.endswith("categorical_accuracy") else 1e-5
+            np.testing.assert_allclose(row[key], ref[key], rtol=rtol, atol=atol, err_msg=key)
 
 
 def learn_point_u_maze(run_dir, **overrides):

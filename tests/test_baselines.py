@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import TINY, without_timing
+from helpers import TINY, assert_rows_close, without_timing
 from rlscale import algorithms
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
@@ -414,14 +414,16 @@ def _as_saved_before_episode_ends(run: Path, step: int) -> Path:
 def test_a_crl_save_buffer_checkpoint_of_the_version_before_baselines_resumes_to_its_numbers(tmp_path):
     """The fixture: a TINY CRL --save-buffer run of 5a7fc95 (before --algo and the baselines' buffer
     sampler) cut back to its epoch-2 checkpoint, with the metrics of its uninterrupted run. Resumed here,
-    it trains epoch 3 to the same numbers: old checkpoints load, and CRL's numbers did not change."""
+    it trains epoch 3 to the same numbers (to 1e-5): old checkpoints load, and CRL's numbers did not change."""
     from rlscale.train import train
 
     run = Path(shutil.copytree(OLD_BUFFER_RUN, tmp_path / "old"))
     uninterrupted = [json.loads(line) for line in (run / "uninterrupted_metrics.jsonl").read_text().splitlines()]
     train(resume=run)
     rows = rd.read_metrics(run)
-    assert [without_timing(r) for r in rows] == [without_timing(r) for r in uninterrupted]
+    # To float rounding: the fixture's numbers were computed on another CPU (this one without AVX2 differs
+    # in the last bits), which a change of CRL's numbers would exceed by far.
+    assert_rows_close(rows, uninterrupted, rtol=1e-5)
 
 
 @pytest.mark.slow  # 65 s on a 2-core CPU

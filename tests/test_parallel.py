@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
-from helpers import TINY, without_timing
+from helpers import TINY, assert_rows_close
 
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
@@ -18,18 +17,6 @@ from rlscale.config import TrainConfig
 from rlscale.train import CACHE_DIR_NAME, enable_compilation_cache, resume_paths, train, train_seeds
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _assert_rows_close(rows, reference, rtol=1e-4):
-    assert len(rows) == len(reference)
-    for row, ref in zip(rows, reference):
-        row, ref = without_timing(row), without_timing(ref)
-        assert row.keys() == ref.keys()
-        for key in ref:
-            # An argmax hit rate: a near-tie of two logits, whose last bits differ between a vmapped or
-            # sharded program and a single one, can flip one sample; allow two samples of a minibatch.
-            atol = 2 / TINY["batch_size"] if key.endswith("categorical_accuracy") else 1e-5
-            np.testing.assert_allclose(row[key], ref[key], rtol=rtol, atol=atol, err_msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +36,7 @@ def test_vmapped_seeds_match_seeds_trained_alone(seed_group):
         stored = rd.read_config(path)
         assert stored["config"]["seed"] == seed and stored["trained_with_seeds"] == [3, 4]
         assert ckpt.list_steps(path) == [160, 240, 320]
-        _assert_rows_close(rd.read_metrics(path), rd.read_metrics(reference))
+        assert_rows_close(rd.read_metrics(path), rd.read_metrics(reference))
     # Independent keys: the two seeds did not learn the same thing.
     a, b = (rd.read_metrics(p)[-1]["training/actor_loss"] for p in group)
     assert abs(a - b) > 1e-3
@@ -77,7 +64,7 @@ def test_group_resumes_from_the_last_checkpoint_common_to_its_seeds(seed_group, 
     for path, reference in zip(paths, alone):
         rows = rd.read_metrics(path)
         assert [r["epoch"] for r in rows] == [1, 2, 3]
-        _assert_rows_close(rows, rd.read_metrics(reference))
+        assert_rows_close(rows, rd.read_metrics(reference))
 
 
 @pytest.mark.slow
@@ -129,7 +116,7 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     assert result["params_moved"] > 1e-5
     assert result["relative_gap"] < 1e-4 and result["loss_gap"] < 1e-5
     # A run trained on 4 devices logs what the same run on one device logs.
-    _assert_rows_close(result["rows"]["4"], result["rows"]["1"], rtol=1e-4)
+    assert_rows_close(result["rows"]["4"], result["rows"]["1"], rtol=1e-4)
     assert result["indivisible_error"].startswith("--num-envs 6 does not split over 4 devices")
 
 
