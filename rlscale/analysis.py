@@ -564,16 +564,16 @@ def fig_width_depth(scores: pd.DataFrame):
 def _grouped_bars(ax, table: pd.DataFrame, group: str, series: str, label) -> None:
     """Bars of ``table``'s ``mean`` with its 95 % ``halfwidth`` as error bars: a bar group per integer value of
     ``group`` (the x ticks), a bar per value of ``series`` in each (``label(value)`` in the legend)."""
+    table = table.assign(halfwidth=table["halfwidth"].where(np.isfinite(table["halfwidth"]), 0.0))  # one seed: no bar
     groups, members = sorted(table[group].unique()), sorted(table[series].unique())
     width = 0.8 / len(members)
     for k, value in enumerate(members):
         at = table[table[series] == value].set_index(group).reindex(groups)
-        hw = np.where(np.isfinite(at["halfwidth"]), at["halfwidth"], 0.0)
-        ax.bar(np.arange(len(groups)) + (k - (len(members) - 1) / 2) * width, at["mean"], width, yerr=hw,
-               capsize=3, label=label(value))
+        ax.bar(np.arange(len(groups)) + (k - (len(members) - 1) / 2) * width, at["mean"], width,
+               yerr=at["halfwidth"].fillna(0.0), capsize=3, label=label(value))
     ax.set_xticks(range(len(groups)), [str(int(g)) for g in groups])
     ax.grid(alpha=0.3, axis="y")
-    top = np.nanmax((table["mean"] + table["halfwidth"].where(np.isfinite(table["halfwidth"]), 0.0)).to_numpy(float))
+    top = np.nanmax((table["mean"] + table["halfwidth"]).to_numpy(float))
     if np.isfinite(top) and top > 0:
         ax.set_ylim(top=1.4 * top)  # headroom above the bars for the legend
     ax.legend(fontsize="x-small", title="mean ± 95 % CI", title_fontsize="x-small", loc="upper right", ncols=2)
