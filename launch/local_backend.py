@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 
+from rlscale import seed_groups
 from rlscale.launch import runs
 
 
@@ -42,10 +43,18 @@ def detect_gpus(environ: dict[str, str] | None = None) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^GPU (\d+):", out, flags=re.M)]
 
 
-def slots(gpus: list[str], workers: int | None, runs_per_gpu: int = 1) -> list[dict[str, str]]:
-    """Environment of each worker slot: one GPU each, round-robin; CPU-only: no change, 1 slot by default."""
+def slots(gpus: list[str], workers: int | None, runs_per_gpu: int = 1, cores: int | None = None,
+          environ: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """Environment of each worker slot: one GPU each, round-robin. CPU-only (1 slot by default): each slot's
+    share of the ``cores`` for its process's seed groups (``$RLSCALE_SEED_THREADS``, rlscale.seed_groups),
+    so that the workers together start one thread per core; a value the user exported is kept."""
+    environ = os.environ if environ is None else environ
     if not gpus:
-        return [{} for _ in range(workers or 1)]
+        count = workers or 1
+        if seed_groups.SEED_THREADS_ENV in environ:
+            return [{} for _ in range(count)]
+        share = max(1, (cores or seed_groups.usable_cores()) // count)
+        return [{seed_groups.SEED_THREADS_ENV: str(share)} for _ in range(count)]
     count = workers or len(gpus) * runs_per_gpu
     owners = [gpus[i % len(gpus)] for i in range(count)]
     envs = []

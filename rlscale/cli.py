@@ -85,6 +85,7 @@ def _host_options(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--compilation-cache-dir", default=None)
     parser.add_argument("--no-compilation-cache", action="store_true")
     parser.add_argument("--num-devices", type=int, default=None)
+    parser.add_argument("--seed-threads", type=int, default=None)
     # Used by the sweep launcher to pack runs: explicit seeds and run directories (one per seed).
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--run-dirs", nargs="+", default=None)
@@ -99,6 +100,8 @@ process options (not part of the run's config):
                               or $JAX_COMPILATION_CACHE_DIR when set)
   --no-compilation-cache      do not use a persistent compilation cache
   --num-devices N             split envs and minibatches over the first N devices (default: all visible)
+  --seed-threads N            run the seeds as N groups at once, one host thread each (default: one per
+                              CPU core, or $RLSCALE_SEED_THREADS; 1 on a GPU); changes speed, not the run
   --seeds S1 S2 … --run-dirs D1 D2 …
                               train these seeds together, seed Si in run directory Di (sweep packing)
   --resume DIR [DIR …]        resume a run, a --num-seeds group directory, or runs trained together
@@ -139,7 +142,7 @@ def _train(args: list[str]) -> None:
                 f"its seed*/config.json); unexpected: {' '.join(extra) or '--num-seeds/--seeds/--run-dirs'}"
             )
         paths = [p for path in known.resume for p in resume_paths(path)]
-        train_seeds(resume=paths, compilation_cache=cache, num_devices=host.num_devices)
+        train_seeds(resume=paths, compilation_cache=cache, num_devices=host.num_devices, seed_threads=host.seed_threads)
         return
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--env", default=TrainConfig.env)
@@ -162,7 +165,7 @@ def _train(args: list[str]) -> None:
         description=(
             "Train contrastive RL, or a baseline (--algo). Defaults are the paper's, then the task's preset in "
             "configs/tasks/, then the algorithm's (shown as the defaults below for the chosen --env and --algo). Resume a run with: rlscale train --resume RUN_DIR. "
-            "Process options --num-seeds, --compilation-cache-dir, --no-compilation-cache are listed above."
+            "Process options --num-seeds, --seed-threads, --compilation-cache-dir, --no-compilation-cache are listed above."
         ),
     )
     if (host.seeds is None) != (host.run_dirs is None) or (host.seeds and len(host.seeds) != len(host.run_dirs)):
@@ -170,7 +173,7 @@ def _train(args: list[str]) -> None:
     if host.seeds and host.num_seeds != 1:
         raise CliError("give either --num-seeds or --seeds/--run-dirs, not both")
     train_seeds(cfg, host.num_seeds, compilation_cache=cache, num_devices=host.num_devices,
-                seeds=host.seeds, run_dirs=host.run_dirs)
+                seeds=host.seeds, run_dirs=host.run_dirs, seed_threads=host.seed_threads)
 
 
 def _eval(args: list[str]) -> int:

@@ -37,6 +37,7 @@ from rlscale.buffer import EpisodeEnds, ReplayBuffer, init_buffer, insert
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
 from rlscale.rollout import make_unroll, summarize
 from rlscale.scores import BLOCK_NORMS_PREFIX
+from rlscale.seed_groups import SeedGroups, check_seed_threads, default_seed_threads
 
 
 # --- the run's RNG scheme: every random draw of a run derives from its seed through these keys; `rlscale
@@ -357,15 +358,22 @@ def train_seeds(
     num_devices: int | None = None,
     seeds: list[int] | None = None,
     run_dirs: list[str] | None = None,
+    seed_threads: int | None = None,
 ) -> list[Path]:
-    """Train (or resume) seeds of one configuration in one process: one compiled program ``vmap``-ed over
-    the seeds, with independent keys; each seed writes its own run directory (config, metrics,
-    checkpoints), exactly as a run of its own would. Returns the run directories.
+    """Train (or resume) seeds of one configuration in one process: the seeds in ``seed_threads`` groups
+    (default: one per CPU core, :mod:`rlscale.seed_groups`), each group one compiled program ``vmap``-ed over
+    its seeds and run on its own host thread, with independent keys; each seed writes its own run directory
+    (config, metrics, checkpoints), exactly as a run of its own would. Returns the run directories.
 
     With several devices (``num_devices``, default all visible) envs and minibatches are split across
     them (:mod:`rlscale.parallel`)."""
     console = console or Console(soft_wrap=True)
     mesh = parallel.make_mesh(num_devices)
+    if seed_threads is None:
+        seed_threads = default_seed_threads(single_device=mesh is None)
+    elif check_seed_threads(seed_threads) > 1 and mesh is not None:
+        raise ValueError(f"--seed-threads {seed_threads} with data parallelism over {mesh.size} devices: "
+                         f"pass --num-devices 1, or leave --seed-threads out")
     if resume is not None:
         cfgs = _stored_configs([Path(p) for p in resume])
         trainer = Trainer(cfgs[0], mesh)
@@ -393,18 +401,22 @@ def train_seeds(
         m.writer = ckpt.CheckpointWriter(m.path, m.cfg.keep_checkpoints)
 
     grouped = len(members) > 1
+    groups = SeedGroups(len(members), min(seed_threads, len(members)))
     _print_plan(console, members[0].cfg, run_plan, trainer, paths[0].parent if grouped else paths[0])
     if grouped:
-        console.print(f"{len(members)} seeds ({', '.join(str(m.cfg.seed) for m in members)}) in one vmapped program")
+        where = ("one vmapped program" if len(groups) == 1 else
+                 f"{len(groups)} vmapped programs of {'/'.join(map(str, groups.sizes))} seeds, one host thread each")
+        console.print(f"{len(members)} seeds ({', '.join(str(m.cfg.seed) for m in members)}) in {where}")
     try:
         if start_epoch >= run_plan.num_epochs:
             console.print(f"[green]{', '.join(map(str, paths))}: already complete ({run_plan.num_epochs} epochs)")
             return paths
-        state, epoch_fn, eval_fn, norms_fn, compile_seconds = _compile(trainer, state, members, console)
+        states, programs, compile_seconds = _compile(trainer, groups.split(state), members, groups, console)
+        del state
         sigterm = threading.Event()
         with _sigterm_sets(sigterm):
             for epoch_index in range(start_epoch, run_plan.num_epochs):
-                state, result = _train_and_evaluate_epoch(epoch_fn, eval_fn, norms_fn, state, members, epoch_index)
+                states, result = _train_and_evaluate_epoch(programs, states, members, groups, epoch_index)
                 checkpoint_now = (
                     result.done % members[0].cfg.checkpoint_every == 0 or result.done == run_plan.num_epochs or sigterm.is_set()
                 )
@@ -413,12 +425,13 @@ def train_seeds(
                     row = _metrics_row(result, i, run_plan, len(members), m.walltime, compile_seconds)
                     _log_epoch(console, m, row, run_plan, time.perf_counter() - t_start, result.done - start_epoch, grouped)
                     if checkpoint_now:
-                        _save_epoch(trainer, m, _seed_slice(state, i), result.done)
+                        _save_epoch(trainer, m, groups.seed(states, i), result.done)
                 if sigterm.is_set() and result.done < run_plan.num_epochs:
                     where = ", ".join(str(m.last_good) for m in members)
                     console.print(f"[yellow]SIGTERM: stopped after epoch {result.done} with checkpoint {where}; resume with --resume")
                     raise Preempted(where)
     finally:
+        groups.close()
         for m in members:
             if m.writer is not None:
                 m.writer.close()
@@ -479,36 +492,58 @@ def _create_run_dirs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
     return paths
 
 
-def _compile(trainer: Trainer, state: TrainingState, members: list[_SeedRun], console: Console):
-    """``(state, epoch_fn, eval_fn, norms_fn, compile_seconds)``: the epoch, the evaluation and the block
-    norms over the seed axis, compiled ahead of the loop; with a mesh, the state placed on it."""
+@dataclasses.dataclass
+class _GroupPrograms:
+    """The compiled programs of one seed-group size: the epoch, the evaluation and the block norms."""
+
+    epoch: Any
+    evaluate: Any
+    block_norms: Any
+
+
+def _compile(trainer: Trainer, states: list[TrainingState], members: list[_SeedRun], groups: SeedGroups, console: Console):
+    """``(states, programs, compile_seconds)``: each group's programs (one compile per distinct group size,
+    the sizes compiled concurrently), compiled ahead of the loop; with a mesh, the state placed on it."""
     mesh = trainer.mesh
     sharded = {}
     if mesh is not None:
-        shardings = parallel.training_state_shardings(state, mesh, seed_axes=1)
-        state = jax.device_put(state, shardings)
+        shardings = parallel.training_state_shardings(states[0], mesh, seed_axes=1)
+        states = [jax.device_put(states[0], shardings)]
         sharded = {"out_shardings": (shardings, parallel.replicated(mesh))}
         console.print(f"data parallel over {mesh.size} devices: {mesh.devices.tolist()}")
+    keys = groups.split({name: _stack([m.keys[name] for m in members]) for name in ("train", "eval")})
+    first_of_size = {size: g for g, size in reversed(list(enumerate(groups.sizes)))}
+
+    def compile_group(g: int, state: TrainingState, group_keys: dict) -> _GroupPrograms:
+        size = groups.sizes[g]
+        epoch = jax.jit(_over_seeds(trainer.epoch, size), donate_argnums=0, **sharded)
+        evaluate = jax.jit(_over_seeds(trainer.evaluate, size))
+        norms = jax.jit(_over_seeds(trainer.block_norms, size))
+        return _GroupPrograms(
+            epoch=epoch.lower(state, group_keys["train"]).compile(),
+            evaluate=evaluate.lower(state.learner.actor_params, group_keys["eval"], _collector_actor(state)).compile(),
+            block_norms=norms.lower(state.learner, state.buffer, group_keys["eval"]).compile(),
+        )
+
     start = time.perf_counter()
-    epoch = jax.jit(_over_seeds(trainer.epoch, len(members)), donate_argnums=0, **sharded)
-    epoch_fn = epoch.lower(state, _stack([m.keys["train"] for m in members])).compile()
-    evaluate = jax.jit(_over_seeds(trainer.evaluate, len(members)))
-    eval_fn = evaluate.lower(state.learner.actor_params, _stack([m.keys["eval"] for m in members]),
-                             _collector_actor(state)).compile()
-    norms = jax.jit(_over_seeds(trainer.block_norms, len(members)))
-    norms_fn = norms.lower(state.learner, state.buffer, _stack([m.keys["eval"] for m in members])).compile()
+    compiled = groups.run(lambda g, state, group_keys: compile_group(g, state, group_keys) if first_of_size[groups.sizes[g]] == g else None,
+                          states, keys)
+    programs = [compiled[first_of_size[size]] for size in groups.sizes]
     compile_seconds = time.perf_counter() - start
     console.print(f"compiled the epoch and evaluation in {compile_seconds:.1f} s")
-    return state, epoch_fn, eval_fn, norms_fn, compile_seconds
+    return states, programs, compile_seconds
 
 
-def _train_and_evaluate_epoch(epoch_fn, eval_fn, norms_fn, state: TrainingState, members: list[_SeedRun], epoch_index: int):
-    """``(state, result)`` after epoch ``epoch_index`` (0-based) of every seed and the evaluation of its
-    actor; a seed whose loss or parameters went non-finite stops the run before anything is written."""
+def _train_and_evaluate_epoch(programs: list[_GroupPrograms], states: list[TrainingState], members: list[_SeedRun],
+                              groups: SeedGroups, epoch_index: int):
+    """``(states, result)`` after epoch ``epoch_index`` (0-based) of every seed and the evaluation of its
+    actor, the seed groups concurrently; a seed whose loss or parameters went non-finite stops the run
+    before anything is written."""
     t0 = time.perf_counter()
-    epoch_keys = _stack([jax.random.fold_in(m.keys["train"], epoch_index) for m in members])
-    state, train_metrics = epoch_fn(state, epoch_keys)
-    train_metrics = jax.device_get(train_metrics)
+    epoch_keys = groups.split(_stack([jax.random.fold_in(m.keys["train"], epoch_index) for m in members]))
+    trained = groups.run(lambda g, state, keys: programs[g].epoch(state, keys), states, epoch_keys)
+    states = [state for state, _ in trained]
+    train_metrics = groups.concat([jax.device_get(metrics) for _, metrics in trained])
     t1 = time.perf_counter()
     finite = train_metrics.pop("all_finite")
     for m, seed_finite in zip(members, finite):
@@ -517,13 +552,19 @@ def _train_and_evaluate_epoch(epoch_fn, eval_fn, norms_fn, state: TrainingState,
                 f"non-finite loss or parameters in epoch {epoch_index + 1}; nothing was saved for it; "
                 f"last good checkpoint: {m.last_good or 'none'}" + (f" (seed {m.cfg.seed}, {m.path})" if len(members) > 1 else "")
             )
-    eval_keys = _stack([eval_key(m.cfg.seed, epoch_index) for m in members])
-    per_episode = jax.device_get(eval_fn(state.learner.actor_params, eval_keys, _collector_actor(state)))
+    eval_keys = groups.split(_stack([eval_key(m.cfg.seed, epoch_index) for m in members]))
     # Its own stream (not the evaluation's, which `rlscale eval` reproduces).
-    norms_keys = _stack([jax.random.fold_in(eval_key(m.cfg.seed, epoch_index), 1) for m in members])
-    norms = jax.device_get(norms_fn(state.learner, state.buffer, norms_keys))
+    norms_keys = groups.split(_stack([jax.random.fold_in(eval_key(m.cfg.seed, epoch_index), 1) for m in members]))
+
+    def evaluate(g: int, state: TrainingState, keys, n_keys):
+        per_episode = programs[g].evaluate(state.learner.actor_params, keys, _collector_actor(state))
+        return per_episode, programs[g].block_norms(state.learner, state.buffer, n_keys)
+
+    evaluated = groups.run(evaluate, states, eval_keys, norms_keys)
+    per_episode = groups.concat([jax.device_get(p) for p, _ in evaluated])
+    norms = groups.concat([jax.device_get(n) for _, n in evaluated])
     t2 = time.perf_counter()
-    return state, _EpochResult(epoch_index + 1, train_metrics, per_episode, norms, train_seconds=t1 - t0, eval_seconds=t2 - t1)
+    return states, _EpochResult(epoch_index + 1, train_metrics, per_episode, norms, train_seconds=t1 - t0, eval_seconds=t2 - t1)
 
 
 def _collector_actor(state: TrainingState):

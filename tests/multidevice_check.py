@@ -69,9 +69,9 @@ _epoch = train_module._train_and_evaluate_epoch
 
 
 def _capturing_epoch(*args, **kwargs):
-    state, result = _epoch(*args, **kwargs)
-    trained_states.append(state)
-    return state, result
+    states, result = _epoch(*args, **kwargs)
+    trained_states.append(states[0])  # one seed group: data parallelism takes the devices
+    return states, result
 
 
 train_module._train_and_evaluate_epoch = _capturing_epoch

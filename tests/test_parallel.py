@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jax
 import pytest
-from helpers import TINY, assert_rows_close
+from helpers import TINY, assert_rows_close, without_timing
 
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def seed_group(tmp_path_factory):
-    """Seeds 3 and 4 trained together (one vmapped program) and the same seeds trained alone."""
+    """Seeds 3 and 4 trained together (one vmapped program, one thread) and the same seeds trained alone."""
     root = tmp_path_factory.mktemp("seeds")
-    group = train_seeds(TrainConfig(**{**TINY, "seed": 3, "save_buffer": True, "run_dir": str(root / "group")}), 2)
+    group = train_seeds(TrainConfig(**{**TINY, "seed": 3, "save_buffer": True, "run_dir": str(root / "group")}), 2, seed_threads=1)
     alone = [train(TrainConfig(**{**TINY, "seed": s, "save_buffer": True, "run_dir": str(root / f"alone{s}")})) for s in (3, 4)]
     return root, group, alone
 
@@ -43,6 +43,37 @@ def test_vmapped_seeds_match_seeds_trained_alone(seed_group):
     # `rlscale eval` treats the group directory as a sweep: one row per seed.
     assert main(["eval", str(root / "group"), "--episodes", "4"]) == 0
     assert all((p / "eval").is_dir() for p in group)
+
+
+@pytest.mark.slow
+def test_seed_groups_on_threads_equal_their_programs_run_alone(seed_group, tmp_path, capsys):
+    """Three seeds on two threads: seeds 3 and 4 form one vmapped group (the very program of the one-thread
+    group of 3 and 4), seed 5 runs alone in the other (the program of a run of its own): each seed's
+    numbers are those programs' numbers, digit for digit, whatever ran beside them."""
+    root, group, _ = seed_group
+    cfg = TrainConfig(**{**TINY, "seed": 3, "save_buffer": True, "run_dir": str(tmp_path / "threads")})
+    paths = train_seeds(cfg, 3, seed_threads=2)
+    assert "3 seeds (3, 4, 5) in 2 vmapped programs of 2/1 seeds, one host thread each" in capsys.readouterr().out
+    alone5 = train(TrainConfig(**{**TINY, "seed": 5, "save_buffer": True, "run_dir": str(tmp_path / "alone5")}))
+    for path, reference in zip(paths, [*group, alone5]):
+        assert [without_timing(r) for r in rd.read_metrics(path)] == [without_timing(r) for r in rd.read_metrics(reference)]
+        assert ckpt.list_steps(path) == [160, 240, 320]
+
+
+@pytest.mark.slow
+def test_a_group_trained_on_one_thread_resumes_on_two(tmp_path):
+    cfg = TrainConfig(**{**TINY, "seed": 3, "save_buffer": True, "run_dir": str(tmp_path / "g")})
+    paths = train_seeds(cfg, 2, seed_threads=1)
+    before = [rd.read_metrics(p) for p in paths]
+    for path in paths:  # back to the second checkpoint
+        ckpt_dir = ckpt.step_path(path, 320)
+        for f in sorted(ckpt_dir.rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+        ckpt_dir.rmdir()
+    assert main(["train", "--resume", str(tmp_path / "g"), "--seed-threads", "2"]) == 0
+    for path, rows in zip(paths, before):
+        assert [r["epoch"] for r in rd.read_metrics(path)] == [1, 2, 3]
+        assert_rows_close(rd.read_metrics(path), rows)
 
 
 @pytest.mark.slow
@@ -80,6 +111,17 @@ def test_bad_seed_groups_are_refused_and_write_nothing(tmp_path, capsys):
     assert "seed1 already exists" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["seed1"]
     assert (tmp_path / "g" / "seed1" / "keep.txt").read_text() == "mine"
+    # Seed threads: a positive integer, from the flag or the launcher's variable; refused before any file.
+    for flag in ("0", "-1"):
+        assert main(["train", "--env", "point_u_maze", "--num-seeds", "2", "--seed-threads", flag, "--run-dir", str(tmp_path / "t")]) == 2
+        assert f"--seed-threads must be a positive integer (host threads, one seed group each), got {flag}" in capsys.readouterr().err
+    os.environ["RLSCALE_SEED_THREADS"] = "two"
+    try:
+        assert main(["train", "--env", "point_u_maze", "--num-seeds", "2", "--run-dir", str(tmp_path / "t")]) == 2
+    finally:
+        del os.environ["RLSCALE_SEED_THREADS"]
+    assert "$RLSCALE_SEED_THREADS must be a positive integer, got 'two'" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
     # Runs that differ in more than the seed cannot share one program.
     a = train(TrainConfig(**{**TINY, "total_env_steps": 160, "num_evals": 1, "run_dir": str(tmp_path / "a")}))
     b = train(TrainConfig(**{**TINY, "total_env_steps": 160, "num_evals": 1, "seed": 1, "width": 16, "run_dir": str(tmp_path / "b")}))

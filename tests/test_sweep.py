@@ -291,8 +291,12 @@ def test_gpu_detection_and_slots():
     assert local_backend.detect_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
     assert local_backend.detect_gpus({"CUDA_VISIBLE_DEVICES": "0,-1,1"}) == ["0"]
     assert local_backend.detect_gpus({"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "0"}) == []
-    assert local_backend.slots([], None) == [{}]
-    assert local_backend.slots([], 3) == [{}, {}, {}]
+    # CPU: each worker's share of the cores for its process's seed groups, at least one; a user's value is kept.
+    assert local_backend.slots([], None, cores=2, environ={}) == [{"RLSCALE_SEED_THREADS": "2"}]
+    assert local_backend.slots([], 2, cores=2, environ={}) == [{"RLSCALE_SEED_THREADS": "1"}] * 2
+    assert local_backend.slots([], 3, cores=2, environ={}) == [{"RLSCALE_SEED_THREADS": "1"}] * 3
+    assert local_backend.slots([], 2, cores=16, environ={}) == [{"RLSCALE_SEED_THREADS": "8"}] * 2
+    assert local_backend.slots([], 3, cores=16, environ={"RLSCALE_SEED_THREADS": "1"}) == [{}, {}, {}]
     assert local_backend.slots(["0", "1"], None) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     shared = local_backend.slots(["0", "1"], None, runs_per_gpu=2)
     assert [s["CUDA_VISIBLE_DEVICES"] for s in shared] == ["0", "1", "0", "1"]
