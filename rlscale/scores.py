@@ -84,3 +84,31 @@ def t_halfwidth(values: Sequence[float]) -> float:
 def beats(mean_a: float, halfwidth_a: float, mean_b: float, halfwidth_b: float) -> bool:
     """Whether setting a beats setting b: its mean exceeds b's by more than the two 95 % half-widths summed."""
     return bool(mean_a - mean_b > halfwidth_a + halfwidth_b)
+
+
+def welch(deep: Sequence[float], shallow: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """The depth-effect test (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-rule): the two-sided
+    ``confidence`` Welch interval of mean(deep) − mean(shallow), seeds independent, variances unequal.
+
+    Returns ``diff``, ``low``, ``high``, ``df`` (Welch–Satterthwaite), ``p`` (two-sided), ``n_deep``,
+    ``n_shallow`` and ``holds``: the interval lies above zero. With fewer than 2 seeds on a side, or no
+    spread on both, the interval is infinite (or degenerate at the difference) and ``p`` is None."""
+    from scipy.stats import t
+
+    a, b = [float(v) for v in deep], [float(v) for v in shallow]
+    out: dict[str, Any] = {"n_deep": len(a), "n_shallow": len(b)}
+    if not a or not b:
+        return {**out, "diff": None, "low": None, "high": None, "df": None, "p": None, "holds": False}
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    diff = mean_a - mean_b
+    if len(a) < 2 or len(b) < 2:
+        return {**out, "diff": diff, "low": -math.inf, "high": math.inf, "df": None, "p": None, "holds": False}
+    var_a = sum((v - mean_a) ** 2 for v in a) / (len(a) - 1) / len(a)
+    var_b = sum((v - mean_b) ** 2 for v in b) / (len(b) - 1) / len(b)
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        return {**out, "diff": diff, "low": diff, "high": diff, "df": None, "p": None, "holds": diff > 0}
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = float(t.ppf(0.5 + confidence / 2, df)) * se
+    p = float(2 * t.sf(abs(diff) / se, df))
+    return {**out, "diff": diff, "low": diff - half, "high": diff + half, "df": df, "p": p, "holds": diff - half > 0}
