@@ -277,8 +277,11 @@ def _summarize(sweep, run_list, specs, checked, sweep_dir: Path, show: bool) -> 
     if show:
         print(summary.format_table(table))
     print(f"summary: {path}")
-    print(summary.plot(table, sweep_dir / "summary.png", sweep.name))
-    print(summary.format_depth_effect(summary.depth_effect(table)))
+    print(summary.plot(table, sweep_dir / "summary.png", sweep.name, sweep.reference_study))
+    print(summary.format_depth_effect(summary.depth_effect(table), " of your runs"))
+    study = summary.study_verdict(sweep.reference_study)
+    if study:
+        print(study)
     return table
 
 

@@ -1,5 +1,7 @@
-"""The sweep's summary: ``<sweep dir>/summary.csv`` (one row per run, rebuilt from the run directories)
-and, when matplotlib is installed, ``summary.png`` (score against depth, one line per task).
+"""The sweep's summary: ``<sweep dir>/summary.csv`` (one row per run, rebuilt from the run directories),
+the depth-effect test's verdict (``rlscale.scores.depth_effect``) and, with the analysis extras (pandas),
+``summary.png`` (``rlscale.analysis.fig_depth_summary``: learning curves and score against depth, beside
+the sweep's ``reference_study``).
 
 Scores are ``rlscale.scores``' (docs/metrics.md#per-run-the-score), the numbers ``rlscale plot`` shows:
 ``score`` is the mean normalised time at goal (time at goal / episode length) over the run's last 5
@@ -13,14 +15,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 from rlscale.launch import runs
 from rlscale.launch.sweepfile import Run, Sweep
 from rlscale.run_dir import atomic_output, write_atomic
-from rlscale.scores import LAST_EVALS, beats, score_of_metrics, t_halfwidth
+from rlscale.scores import score_of_metrics
+from rlscale.scores import depth_effect as scores_depth_effect
 from rlscale.sizes import agent_param_count
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any"]
@@ -106,85 +108,63 @@ def plot_lines(done: list[dict[str, Any]], column: str = "score") -> dict[str, d
     return lines
 
 
-# The figure's two panels: the run score, and success-any (did an episode reach its goal at all), which
-# shows learning before a policy holds its goals (docs/metrics.md).
-PLOT_PANELS = (
-    ("score", f"score: time at goal / episode length\n(mean of last {LAST_EVALS} evals)"),
-    ("success_any", f"success-any: fraction of episodes\nreaching the goal (mean of last {LAST_EVALS} evals)"),
-)
-
-
-def plot(table: list[dict[str, Any]], path: Path, title: str) -> str:
-    """Write the PNG; returns a one-line message saying what was done."""
+def plot(table: list[dict[str, Any]], path: Path, title: str, study: str | None = None) -> str:
+    """Write the PNG (``rlscale.analysis.fig_depth_summary``: learning curves per depth, score against
+    depth, and the shipped ``study``'s curves and verdict when the sweep names one); returns a one-line
+    message saying what was done."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no plot (pip install matplotlib)"
+        from rlscale import analysis
+    except ImportError as err:
+        return f"no plot: {err.name} is not installed (pip install 'rlscale[notebook]')"
     done = [r for r in table if r["status"] == "done" and r["score"] is not None]
     if not done:
         return "no finished run yet: no plot"
-    all_depths = sorted({int(r["critic_depth"]) for r in done})
-    fig, axes = plt.subplots(1, len(PLOT_PANELS), figsize=(12, 4.5))
-    for ax, (column, ylabel) in zip(axes, PLOT_PANELS):
-        for label, by_depth in sorted(plot_lines(done, column).items()):
-            depths = sorted(by_depth)
-            means = [statistics.fmean(by_depth[d]) for d in depths]
-            # The protocol's 95 % Student-t intervals (none drawn for a single seed: its interval is unbounded).
-            errors = [t_halfwidth(by_depth[d]) if len(by_depth[d]) > 1 else 0.0 for d in depths]
-            seeds = sorted({len(v) for v in by_depth.values()})
-            ax.errorbar(depths, means, yerr=errors, marker="o", capsize=3,
-                        label=f"{label} ({'/'.join(map(str, seeds))} seeds)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(all_depths, [str(d) for d in all_depths])
-        ax.set_xlabel("depth (critic; log2 scale)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
-    fig.suptitle(f"{title}: mean over seeds, bars: 95 % Student-t interval of the mean", fontsize="medium")
-    fig.tight_layout()
+    from rlscale.configs import load_study
+
+    fig = analysis.fig_depth_summary(analysis.load_runs([Path(r["run_dir"]) for r in done], title),
+                                     study=load_study(study) if study else None, title=title)
     try:
         with atomic_output(path) as tmp:
             fig.savefig(tmp, dpi=120, format="png")
     finally:
-        plt.close(fig)
-    return f"plot: {path}"
+        analysis._plt().close(fig)
+    return f"plot: {path}" + (f" (beside the study {study})" if study else "")
+
+
+def study_verdict(study: str | None) -> str | None:
+    """The shipped study's verdict line, printed after the sweep's own."""
+    if not study:
+        return None
+    from rlscale.configs import load_study
+
+    data = load_study(study)
+    return f"{data['label']}: {data['verdict']}"
 
 
 def depth_effect(table: list[dict[str, Any]], shallow: int = 4) -> list[dict[str, Any]]:
-    """The depth-effect rule (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-rule) on the finished
-    runs, per line of :func:`plot_lines`: for every deeper depth D, mean(D) − mean(shallow) against
-    hw(D) + hw(shallow), the 95 % Student-t half-widths over seeds, and whether D beats ``shallow``."""
+    """The depth-effect test (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-test,
+    ``rlscale.scores.depth_effect``) on the finished runs, per line of :func:`plot_lines`: every deeper
+    depth D against ``shallow`` by the 95 % Welch interval of mean(D) − mean(shallow), and by the old rule."""
     done = [r for r in table if r["status"] == "done" and r["score"] is not None]
-    out = []
-    for label, by_depth in sorted(plot_lines(done).items()) if done else []:
-        if shallow not in by_depth:
-            continue
-        base = by_depth[shallow]
-        for depth in sorted(d for d in by_depth if d > shallow):
-            deep = by_depth[depth]
-            mean_deep, mean_shallow = statistics.fmean(deep), statistics.fmean(base)
-            needed = t_halfwidth(deep) + t_halfwidth(base)
-            out.append({
-                "line": label, "deep": depth, "shallow": shallow, "seeds": (len(deep), len(base)),
-                "difference": mean_deep - mean_shallow, "needed": needed,
-                "beats": beats(mean_deep, t_halfwidth(deep), mean_shallow, t_halfwidth(base)),
-            })
-    return out
+    return [{"line": label, **effect}
+            for label, by_depth in (sorted(plot_lines(done).items()) if done else [])
+            for effect in scores_depth_effect(by_depth, shallow)]
 
 
-def format_depth_effect(effects: list[dict[str, Any]]) -> str:
-    """One line per comparison of :func:`depth_effect`."""
+def format_depth_effect(effects: list[dict[str, Any]], source: str = "") -> str:
+    """One line per comparison of :func:`depth_effect` (``source`` names whose runs they are)."""
     if not effects:
         return "depth effect: no line has finished runs at depth 4 and a deeper depth"
-    lines = ["depth effect (mean(D) − mean(4) > hw(D) + hw(4), 95 % Student-t half-widths over seeds):"]
+    lines = [f"depth effect{source} (does the 95 % Welch interval of mean(D) − mean(4) lie above zero?):"]
     for e in effects:
-        needed = "∞ (needs ≥ 2 seeds each)" if math.isinf(e["needed"]) else f"{e['needed']:.3f}"
-        verdict = "yes" if e["beats"] else "no"
-        lines.append(f"  {e['line']}: depth {e['deep']} − depth {e['shallow']} = {e['difference']:+.3f}, "
-                     f"needs > {needed}, {e['seeds'][0]}/{e['seeds'][1]} seeds: {verdict}")
+        if e["p"] is None:
+            interval = "interval unbounded (needs ≥ 2 seeds each)"
+        else:
+            interval = f"95 % [{e['low']:+.3f}, {e['high']:+.3f}], p = {e['p']:.2g}"
+        needed = "∞" if math.isinf(e["needed"]) else f"{e['needed']:.3f}"
+        lines.append(f"  {e['line']}: depth {e['deep']} − depth {e['shallow']} = {e['difference']:+.3f}, {interval}, "
+                     f"{e['seeds'][0]}/{e['seeds'][1]} seeds: {'yes' if e['holds'] else 'no'} "
+                     f"(old rule, > {needed}: {'yes' if e['old_rule'] else 'no'})")
     return "\n".join(lines)
 
 

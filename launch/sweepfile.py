@@ -15,6 +15,9 @@ A sweep file (``configs/sweeps/*.yaml``) has these keys:
     A list of partial assignments (``{env: humanoid, depth: 64}``); runs matching one are dropped.
 ``launcher``
     Defaults for ``rlscale sweep`` (backend, workers, Ray and Slurm settings; see :class:`Launcher`).
+``reference_study``
+    The name of a study shipped with rlscale (``configs/studies/<name>.json``, ``rlscale.analysis.load_study``)
+    whose curves and verdict the sweep's ``summary.png`` draws beside the sweep's own runs.
 
 The factors of the product (grid axes and zip groups) nest in the order they appear in the file, the
 first one varying slowest. Every error names the file and line of the bad key or value.
@@ -43,7 +46,7 @@ import yaml
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, config_for, plan
 from rlscale.networks import LEGACY_OPTIONS, legacy_form, upgrade_options
 
-TOP_KEYS = ("name", "description", "base", "grid", "zip", "exclude", "launcher")
+TOP_KEYS = ("name", "description", "base", "grid", "zip", "exclude", "launcher", "reference_study")
 FIELDS: dict[str, Any] = typing.get_type_hints(TrainConfig)
 FIELD_ORDER = [f.name for f in dataclasses.fields(TrainConfig)]
 # Options a sweep may not set: the launcher owns the run directories.
@@ -419,6 +422,7 @@ class Sweep:
     exclude: list[dict[str, Any]]
     launcher: Launcher
     source: _Source
+    reference_study: str | None = None
 
     @property
     def axes(self) -> list[str]:
@@ -550,7 +554,14 @@ def load(path: str | Path) -> Sweep:
         exclude.append(clean)
 
     launcher = _launcher(src, data.get("launcher"))
-    return Sweep(path, name, str(description), base, factors, exclude, launcher, src)
+    study = data.get("reference_study")
+    if study is not None:
+        from rlscale.configs import studies  # noqa: PLC0415 (the study list is read only when named)
+
+        known = studies()
+        if study not in known:
+            raise src.error(("reference_study",), f"reference_study: {study!r} is not a shipped study; valid: {', '.join(known) or 'none'}")
+    return Sweep(path, name, str(description), base, factors, exclude, launcher, src, study)
 
 
 def experiment(cfg: TrainConfig) -> dict[str, Any]:

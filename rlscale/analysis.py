@@ -15,10 +15,11 @@ Definitions (docs/metrics.md):
   95 % stratified-bootstrap percentile intervals (resampling seeds within each task).
 * **Per-task intervals**: mean over seeds ± the 95 % Student-t half-width ``t(0.975, n-1) · sd / sqrt(n)``
   (infinite with one seed).
-* **Beats**: setting a beats setting b when ``mean(a) - mean(b) > hw(a) + hw(b)``, the two per-task 95 %
-  half-widths summed (docs/metrics.md). :func:`depth_effect` judges a deep depth against depth 4 so.
+* **Depth-effect test** (``rlscale.scores``, docs/metrics.md): depth D beats depth 4 when the two-sided
+  95 % Welch interval of mean(D) − mean(4) lies above zero; :func:`depth_effect` applies it, and reports
+  the old rule (``mean(a) - mean(b) > hw(a) + hw(b)``, the two 95 % half-widths summed) beside it.
 * **Critical depth** of a task: the smallest depth d (in the sorted list of depths run) that beats the
-  previous depth. None when no step qualifies (or one seed only).
+  previous depth by the test (``critical_depth_old_rule``: by the old rule). None when no step qualifies.
 * **Saturating fit**: ``score = lo + (hi - lo) / (1 + exp(-k (log2(depth) - x0)))`` fitted to the run
   scores with ``scipy.optimize.curve_fit``; needs at least 4 distinct depths, otherwise the table says why.
 * **Score per goal distance** (the stitching mazes, docs/tasks.md#stitching-mazes): a run's score over
@@ -45,7 +46,7 @@ import pandas as pd
 
 from rlscale import scores as run_scoring
 from rlscale.run_dir import CONFIG_FILE, atomic_output, find_run_dirs, is_complete, read_config, read_metrics
-from rlscale.scores import BLOCK_NORMS_PREFIX, LAST_EVALS, beats, t_halfwidth  # noqa: F401 (part of this module's API)
+from rlscale.scores import BLOCK_NORMS_PREFIX, LAST_EVALS, beats, critical_depth, t_halfwidth, welch  # noqa: F401 (part of this module's API)
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
 CONFIG_COLUMNS = ["task", "algo", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
@@ -85,11 +86,16 @@ def run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
 
 def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """Tidy table: one row per run × evaluation, with the run's settings, size, cost and scores."""
+    return load_runs(run_dirs(sweep_dir), str(sweep_dir))
+
+
+def load_runs(dirs: list[Path], source: str = "the runs") -> pd.DataFrame:
+    """:func:`load_sweep`'s table for the run directories ``dirs``."""
     from rlscale.config import TrainConfig
     from rlscale.sizes import agent_param_count, flops_per_sgd_step
 
     rows = []
-    for run_dir in run_dirs(sweep_dir):
+    for run_dir in map(Path, dirs):
         cfg = TrainConfig.from_dict(read_config(run_dir)["config"], source=str(run_dir / CONFIG_FILE), saved=True)
         base = {
             "run": run_dir.name,
@@ -118,7 +124,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
                 **{key: value for key, value in m.items() if key.startswith(BLOCK_NORMS_PREFIX)},
             })
     if not rows:
-        raise AnalysisError(f"{sweep_dir}: no run has an evaluation yet (metrics.jsonl rows with eval/episode_success)")
+        raise AnalysisError(f"{source}: no run has an evaluation yet (metrics.jsonl rows with eval/episode_success)")
     table = pd.DataFrame(rows)
     for key in ("params", "flops_per_sgd_step", "walltime_s", "success_any", "dist"):
         table[key] = pd.to_numeric(table[key], errors="coerce")
@@ -278,37 +284,31 @@ def per_task(scores: pd.DataFrame, by: str = "critic_depth") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def critical_depth(depths, means, halfwidths) -> int | None:
-    """Smallest depth that :func:`beats` the previous depth."""
-    order = np.argsort(depths)
-    d, m, h = (np.asarray(a, dtype=float)[order] for a in (depths, means, halfwidths))
-    for i in range(1, len(d)):
-        if beats(m[i], h[i], m[i - 1], h[i - 1]):
-            return int(d[i])
-    return None
-
-
 def depth_effect(scores: pd.DataFrame, deep: int, shallow: int = 4, by: str = "critic_depth") -> pd.DataFrame:
-    """Per task (and variant): does depth ``deep`` beat depth ``shallow`` (:func:`beats`, docs/metrics.md)?
+    """Per task (and variant): does depth ``deep`` beat depth ``shallow`` by the depth-effect test
+    (``rlscale.scores.depth_effect``: the 95 % Welch interval of the difference above zero; docs/metrics.md)?
 
-    One row per task and variant that ran both depths: their means, half-widths and seed counts, the
-    difference of the means and ``beats`` (False with fewer than 2 seeds on either side)."""
-    table = per_task(scores, by=by)
+    One row per task and variant that ran both depths: their means, 95 % Student-t half-widths and seed
+    counts, the difference of the means, its Welch interval and p-value, ``holds`` (the test's verdict) and
+    ``beats`` (the old rule's, kept for readers of earlier results; both False with fewer than 2 seeds on
+    either side)."""
+    scores = scores.assign(variant=variants(scores))
     rows = []
-    for (task, variant), g in table.groupby(["task", "variant"], sort=True):
-        at = {int(r[by]): r for _, r in g.iterrows()}
-        if deep not in at or shallow not in at:
+    for (task, variant), g in scores.groupby(["task", "variant"], sort=True):
+        by_depth = {int(d): gd["score"].tolist() for d, gd in g.groupby(by)}
+        if deep not in by_depth or shallow not in by_depth:
             continue
-        d, s = at[deep], at[shallow]
+        effect = next(e for e in run_scoring.depth_effect({shallow: by_depth[shallow], deep: by_depth[deep]}, shallow))
+        d, s_ = by_depth[deep], by_depth[shallow]
         rows.append({
             "task": task, "variant": variant, "deep": deep, "shallow": shallow,
-            "mean_deep": d["mean"], "halfwidth_deep": d["halfwidth"], "seeds_deep": d["num_seeds"],
-            "mean_shallow": s["mean"], "halfwidth_shallow": s["halfwidth"], "seeds_shallow": s["num_seeds"],
-            "difference": d["mean"] - s["mean"],
-            "beats": beats(d["mean"], d["halfwidth"], s["mean"], s["halfwidth"]),
+            "mean_deep": float(np.mean(d)), "halfwidth_deep": t_halfwidth(d), "seeds_deep": len(d),
+            "mean_shallow": float(np.mean(s_)), "halfwidth_shallow": t_halfwidth(s_), "seeds_shallow": len(s_),
+            "difference": effect["difference"], "low": effect["low"], "high": effect["high"], "p": effect["p"],
+            "holds": effect["holds"], "beats": effect["old_rule"],
         })
     columns = ["task", "variant", "deep", "shallow", "mean_deep", "halfwidth_deep", "seeds_deep", "mean_shallow",
-               "halfwidth_shallow", "seeds_shallow", "difference", "beats"]
+               "halfwidth_shallow", "seeds_shallow", "difference", "low", "high", "p", "holds", "beats"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -341,12 +341,26 @@ def fits(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (task, variant), g in summary.groupby(["task", "variant"]):
         runs_ = scores[(scores["task"] == task) & (scores["variant"] == variant)]
+        by_depth = {int(d): gd["score"].tolist() for d, gd in runs_.groupby("critic_depth")}
         row = {"task": task, "variant": variant, "depths": " ".join(str(int(d)) for d in sorted(g["critic_depth"])),
-               "critical_depth": critical_depth(g["critic_depth"], g["mean"], g["halfwidth"])}
+               "critical_depth": critical_depth(by_depth),
+               "critical_depth_old_rule": _critical_depth_old_rule(g["critic_depth"], g["mean"], g["halfwidth"])}
         rows.append(row | saturating_fit(runs_["critic_depth"], runs_["score"]))
     out = pd.DataFrame(rows)
     out["critical_depth"] = out["critical_depth"].astype("Int64")
+    out["critical_depth_old_rule"] = out["critical_depth_old_rule"].astype("Int64")
     return out
+
+
+def _critical_depth_old_rule(depths, means, halfwidths) -> int | None:
+    """The critical depth by the rule used before the Welch test: the smallest depth whose mean exceeds the
+    previous depth's by more than the two 95 % half-widths added (reported beside the test)."""
+    order = np.argsort(np.asarray(depths, dtype=float))
+    d, m, h = (np.asarray(a, dtype=float)[order] for a in (depths, means, halfwidths))
+    for i in range(1, len(d)):
+        if beats(m[i], h[i], m[i - 1], h[i - 1]):
+            return int(d[i])
+    return None
 
 
 # --- published numbers -----------------------------------------------------------------------------
@@ -489,6 +503,96 @@ def fig_wallclock(evals: pd.DataFrame):
     if evals.groupby("run").size().max() < 2:
         return "one evaluation per run only"
     return _curves(evals.dropna(subset=["walltime_s"]), "walltime_s", "wall-clock (s)")
+
+
+def bootstrap_mean_interval(values, reps: int = 2000, seed: int = 0, confidence: float = 0.95):
+    """Percentile-bootstrap interval of the mean over seeds, per column of ``values`` (``[seeds, k]``),
+    resampling seeds: rliable's stratified bootstrap for one task, vectorised over the columns (a learning
+    curve needs one interval per evaluation). The interval of a mean of scores in [0, 1] stays in [0, 1]."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = values[:, None]
+    n = values.shape[0]
+    if n < 2:
+        return values[0].copy(), values[0].copy()
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, n, size=(reps, n))].mean(axis=1)  # [reps, k]
+    tail = (1 - confidence) / 2 * 100
+    return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
+
+
+def _curve_matrix(g: pd.DataFrame):
+    """``(env steps per evaluation, scores [seeds, evaluations])`` of one configuration's runs, cut to the
+    evaluations every seed has (seeds share a plan: evaluation i sits at the same env step in each)."""
+    g = g.sort_values(["run", "env_steps"]).assign(i=lambda d: d.groupby("run").cumcount())
+    per_run = [r["score"].to_numpy(float) for _, r in g.groupby("run")]
+    k = min(len(r) for r in per_run)
+    steps = g[g["i"] < k].groupby("i")["env_steps"].mean().to_numpy()
+    return steps, np.stack([r[:k] for r in per_run])
+
+
+def _band(ax, steps, matrix, label: str, reps: int, **style):
+    lo, hi = bootstrap_mean_interval(matrix, reps=reps)
+    line, = ax.plot(steps, matrix.mean(axis=0), label=label, **style)
+    ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+
+
+def _verdict_text(effects: list[dict]) -> str:
+    return "; ".join(
+        f"{e['deep']} vs {e['shallow']}: {e['difference']:+.2f}"
+        + ("" if e["p"] is None else f" [{e['low']:+.2f}, {e['high']:+.2f}]") + f" → {'yes' if e['holds'] else 'no'}"
+        for e in effects) or "no depth-4 runs to compare"
+
+
+def fig_depth_summary(evals: pd.DataFrame, study: dict | None = None, reps: int = 2000, title: str = ""):
+    """A sweep's one-glance figure (``summary.png``): per task, the learning curves of each depth (mean
+    over seeds, 95 % bootstrap band); the score against depth (mean and 95 % bootstrap interval over seeds)
+    with the depth-effect test's verdict; and, given a shipped ``study`` (``rlscale.configs.load_study``),
+    its curves and verdict, labelled as the study's."""
+    scores = run_scores(evals)
+    label = dict(zip(scores["run"], variants(scores)))
+    evals = evals.assign(variant=evals["run"].map(label))
+    scores = scores.assign(variant=variants(scores))
+    tasks = sorted(evals["task"].unique())
+    fig, axes = _panels(len(tasks) + 1 + (study is not None))
+    for ax, task in zip(axes, tasks):
+        for (variant, depth), g in evals[evals["task"] == task].groupby(["variant", "critic_depth"]):
+            steps, matrix = _curve_matrix(g)
+            _band(ax, steps, matrix, " ".join(filter(None, [f"depth {depth}", variant, f"({matrix.shape[0]} seeds)"])), reps)
+        ax.set_title(f"your runs: {task}", fontsize="medium")
+        ax.set_xlabel("env steps")
+    ax = axes[len(tasks)]
+    verdicts = []
+    for (task, variant), g in scores.groupby(["task", "variant"]):
+        by_depth = {int(d): gd["score"].to_numpy(float) for d, gd in g.groupby("critic_depth")}
+        depths = sorted(by_depth)
+        intervals = [bootstrap_mean_interval(by_depth[d], reps=reps) for d in depths]
+        means = np.array([by_depth[d].mean() for d in depths])
+        lo, hi = np.array([i[0][0] for i in intervals]), np.array([i[1][0] for i in intervals])
+        ax.errorbar(depths, means, yerr=[means - lo, hi - means], marker="o", capsize=3, label=f"{task} {variant}".strip())
+        verdicts.append(_verdict_text(run_scoring.depth_effect({d: list(v) for d, v in by_depth.items()})))
+    _log2_axis(ax, sorted(scores["critic_depth"].unique()))
+    ax.set_xlabel("depth (critic; log2)")
+    ax.set_title("your runs: score vs depth\n" + "\n".join(verdicts), fontsize="small")
+    if study is not None:
+        ax = axes[-1]
+        styles = {0: {}, 1: {"linestyle": "--"}}
+        for i, arm in enumerate(study["arms"]):
+            curves = np.asarray(arm["curves"], dtype=float)
+            _band(ax, np.asarray(arm["env_steps"], float), curves,
+                  f"depth {arm['depth']} width {arm['width']} ({curves.shape[0]} seeds)", reps,
+                  **styles[int(arm.get("control", False))])
+        ax.set_title(f"{study['label']}\n{study['verdict']}", fontsize="small")
+        ax.set_xlabel("env steps")
+    for ax in axes:
+        ax.set_ylabel(f"score (time at goal / episode;\nrun score: mean of last {LAST_EVALS} evals)", fontsize="small")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="upper left")
+    fig.suptitle((title + ": " if title else "") + "mean over seeds; bands and bars: 95 % bootstrap intervals of the mean "
+                 "(verdict: 95 % Welch interval of the difference, docs/metrics.md)", fontsize="small")
+    fig.tight_layout()
+    return fig
 
 
 def _heatmaps(scores: pd.DataFrame, row: str, col: str, title: str, reference: dict | None = None):
@@ -730,7 +834,7 @@ def plot_sweep(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
             echo(f"skipped {name}: {fig}")
         else:
             written += save_figure(fig, out, name)
-    echo("fits (critical depth: first depth beating the previous one by more than both 95 % half-widths):")
+    echo("fits (critical depth: first depth whose 95 % Welch interval of the difference from the previous depth lies above zero; old rule beside it):")
     echo(fit.to_string(index=False))
     for path in written:
         echo(f"wrote {path}")

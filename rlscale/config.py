@@ -188,6 +188,19 @@ class TrainConfig:
             raise ValueError(f"unknown network {network!r}; valid: {', '.join(depths)}")
         return self.trunk(depths[network])
 
+    def make_task(self, name: str | None = None):
+        """The run's task (or the task ``name``, e.g. its eval task) built as in training: the one task builder
+        from a config (the trainer, evaluation, recording and rendering all call it). The episode length and
+        physics backend apply to every task; the stitching distance only to the training task itself."""
+        from rlscale import envs
+
+        overrides: dict[str, Any] = {"episode_length": self.episode_length}
+        if self.backend is not None:
+            overrides["backend"] = self.backend
+        if self.stitch_max_goal_distance is not None and (name or self.env) == self.env:
+            overrides["max_goal_distance"] = self.stitch_max_goal_distance
+        return envs.make(name or self.env, **overrides)
+
     def scaling_knobs(self) -> dict[str, Any]:
         """The settings a scaling study varies, as one row of a results table."""
         return {

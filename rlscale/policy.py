@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from rlscale import checkpoint as ckpt
 from rlscale.config import TrainConfig
-from rlscale.networks import Actor, TrunkConfig, act
+from rlscale.networks import Actor, TrunkConfig
 
 if TYPE_CHECKING:
     from rlscale import envs
@@ -57,10 +57,18 @@ class LoadedPolicy:
     def obs_size(self) -> int:
         return self.actor_params["trunk"]["input"]["Dense_0"]["kernel"].shape[0]
 
+    @property
+    def train_config(self) -> TrainConfig:
+        """The saved config rebuilt as every saved config is (``TrainConfig.from_dict``)."""
+        return TrainConfig.from_dict(self.config, source=f"{self.run_dir}'s config", saved=True)
+
     def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
-        """Deterministic tanh(mean) without a key, a tanh-Gaussian sample with one (``rlscale.networks.act``,
-        as the trainer's ``Agent.act``)."""
-        return act(self.actor, actor_params, obs, self.state_size, key)
+        """The run's algorithm's own acting (``rlscale.algorithms.inference_fn``, what its agent's ``act``
+        calls in training): deterministic without a key, exploring with one (a tanh-Gaussian sample, or
+        TD3's clipped Gaussian noise on tanh(mean))."""
+        from rlscale.algorithms import inference_fn
+
+        return inference_fn(self.train_config, self.actor, self.state_size)(actor_params, obs, key)
 
 
 def trunk_config(config: dict[str, Any], network: str) -> TrunkConfig:
@@ -106,14 +114,12 @@ def load_policy(path: str | os.PathLike, deterministic: bool = True) -> tuple[Ca
 
 
 def make_eval_task(policy: LoadedPolicy, task: str | None = None) -> envs.GoalTask:
-    """The task ``task`` (default: the run's eval task) built as in training, checked to fit the policy."""
+    """The task ``task`` (default: the run's eval task) built as in training (``TrainConfig.make_task``: a
+    stitching run's own task keeps its goal distance), checked to fit the policy."""
     from rlscale import envs
 
     name = task or policy.eval_task
-    overrides: dict[str, Any] = {"episode_length": policy.config["episode_length"]}
-    if policy.config.get("backend"):
-        overrides["backend"] = policy.config["backend"]
-    env = envs.make(name, **overrides)
+    env = policy.train_config.make_task(name)
     action_size = policy.actor_params["trunk"]["output"]["kernel"].shape[1] // 2
     if (env.spec.obs_size, env.spec.action_size) != (policy.obs_size, action_size):
         raise PolicyTaskError(

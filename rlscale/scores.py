@@ -6,9 +6,11 @@ from here, so they show the same number for the same run.
   episode length, in [0, 1].
 * **Run score**: the mean normalised score over the run's last :data:`LAST_EVALS` evaluations (all of them
   when it has fewer). Time at goal in steps and success-any are averaged over the same evaluations.
-* **Across seeds** (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-rule): the 95 % Student-t
-  half-width of the seeds' mean (:func:`t_halfwidth`), and the rule that one setting beats another
-  (:func:`beats`): the difference of the means exceeds the two half-widths added.
+* **Across seeds** (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-test): the 95 % Student-t
+  half-width of the seeds' mean (:func:`t_halfwidth`); the depth-effect test (:func:`welch`, applied by
+  :func:`depth_effect` and :func:`critical_depth`): depth D beats depth 4 when the two-sided 95 % Welch
+  interval of mean(D) − mean(4) lies above zero; and the rule used before it (:func:`beats`: the
+  difference of the means exceeds the two half-widths added), still reported beside it.
 
 Plain Python (no pandas), so that a sweep's summary needs none of the analysis extras.
 """
@@ -87,7 +89,7 @@ def beats(mean_a: float, halfwidth_a: float, mean_b: float, halfwidth_b: float) 
 
 
 def welch(deep: Sequence[float], shallow: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """The depth-effect test (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-rule): the two-sided
+    """The depth-effect test (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-test): the two-sided
     ``confidence`` Welch interval of mean(deep) − mean(shallow), seeds independent, variances unequal.
 
     Returns ``diff``, ``low``, ``high``, ``df`` (Welch–Satterthwaite), ``p`` (two-sided), ``n_deep``,
@@ -112,3 +114,34 @@ def welch(deep: Sequence[float], shallow: Sequence[float], confidence: float = 0
     half = float(t.ppf(0.5 + confidence / 2, df)) * se
     p = float(2 * t.sf(abs(diff) / se, df))
     return {**out, "diff": diff, "low": diff - half, "high": diff + half, "df": df, "p": p, "holds": diff - half > 0}
+
+
+def depth_effect(by_depth: dict[int, Sequence[float]], shallow: int = 4) -> list[dict[str, Any]]:
+    """The depth-effect test of every depth deeper than ``shallow`` against it, from the seeds' scores per
+    depth: one dict per deeper depth with ``deep``, ``shallow``, the seed counts, ``difference``, the Welch
+    result (``low``, ``high``, ``p``, ``holds``) and the old rule's ``needed`` (the two half-widths added) and
+    ``old_rule`` (its verdict). Empty without ``shallow``."""
+    if shallow not in by_depth:
+        return []
+    base = [float(v) for v in by_depth[shallow]]
+    out = []
+    for depth in sorted(d for d in by_depth if d > shallow):
+        deep = [float(v) for v in by_depth[depth]]
+        test = welch(deep, base)
+        hw_deep, hw_shallow = t_halfwidth(deep), t_halfwidth(base)
+        out.append({
+            "deep": depth, "shallow": shallow, "seeds": (len(deep), len(base)),
+            "difference": test["diff"], "low": test["low"], "high": test["high"], "p": test["p"], "holds": test["holds"],
+            "needed": hw_deep + hw_shallow, "old_rule": beats(test["diff"], hw_deep, 0.0, hw_shallow),
+        })
+    return out
+
+
+def critical_depth(by_depth: dict[int, Sequence[float]]) -> int | None:
+    """The smallest depth whose seeds beat those of the previous depth run by the depth-effect test (its 95 %
+    Welch interval of the difference above zero); None when no step does."""
+    depths = sorted(by_depth)
+    for prev, depth in zip(depths, depths[1:]):
+        if welch(by_depth[depth], by_depth[prev])["holds"]:
+            return int(depth)
+    return None

@@ -80,15 +80,6 @@ class TrainingState:
     collector: Any | None = None  # a collector run's acting CRL agent (``TrainConfig.collector_depth``)
 
 
-def make_task(cfg: TrainConfig, name: str | None = None) -> envs.GoalTask:
-    overrides: dict[str, Any] = {"episode_length": cfg.episode_length}
-    if cfg.backend is not None:
-        overrides["backend"] = cfg.backend
-    if cfg.stitch_max_goal_distance is not None and (name or cfg.env) == cfg.env:  # the training task's option
-        overrides["max_goal_distance"] = cfg.stitch_max_goal_distance
-    return envs.make(name or cfg.env, **overrides)
-
-
 class Trainer:
     """Everything static about a run: task, agent, plan, and the pure functions built from them."""
 
@@ -97,9 +88,9 @@ class Trainer:
         self.mesh = mesh  # data parallelism over several devices (rlscale.parallel); None: one device
         parallel.check_divisible(cfg.num_envs, cfg.batch_size, mesh)
         self.plan: Plan = plan(cfg)
-        self.task = make_task(cfg)
+        self.task = cfg.make_task()
         self.spec = self.task.spec
-        self.eval_task = make_task(cfg, cfg.eval_env or self.spec.eval_task)
+        self.eval_task = cfg.make_task(cfg.eval_env or self.spec.eval_task)
         eval_spec = self.eval_task.spec
         if (eval_spec.obs_size, eval_spec.action_size) != (self.spec.obs_size, self.spec.action_size):
             raise ValueError(

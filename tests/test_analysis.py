@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +150,13 @@ def test_stratified_bootstrap_interval_covers_the_true_mean():
 
 def test_critical_depth_and_fit():
     depths = [4, 8, 16, 32, 64]
-    assert analysis.critical_depth(depths, [0.1, 0.12, 0.7, 0.8, 0.8], [0.05] * 5) == 16
-    assert analysis.critical_depth(depths, [0.1, 0.12, 0.14, 0.16, 0.18], [0.05] * 5) is None
-    assert analysis.critical_depth([4, 8], [0.1, 0.9], [np.inf, np.inf]) is None  # one seed: no claim
+    spread = np.array([-0.02, 0.0, 0.02])
+    jump = {d: list(m + spread) for d, m in zip(depths, [0.1, 0.12, 0.7, 0.8, 0.8])}
+    assert analysis.critical_depth(jump) == 16
+    # Steps of 0.02 inside a seed spread of ±0.1 never pass the test.
+    flat = {d: list(m + 5 * spread) for d, m in zip(depths, [0.1, 0.12, 0.14, 0.16, 0.18])}
+    assert analysis.critical_depth(flat) is None
+    assert analysis.critical_depth({4: [0.1], 8: [0.9]}) is None  # one seed: no claim
     x = np.repeat(depths, 3)
     y = 0.1 + 0.7 / (1 + np.exp(-4 * (np.log2(x) - np.log2(12))))
     fit = analysis.saturating_fit(x, y)
@@ -161,18 +166,22 @@ def test_critical_depth_and_fit():
     assert analysis.saturating_fit([4, 8, 16], [0.1, 0.5, 0.9])["fit_status"] == "too few depths (3 < 4)"
 
 
-def test_depth_effect_rule_with_hand_computed_intervals():
+def test_depth_effect_test_and_old_rule_with_hand_computed_intervals():
     import pandas as pd
+    from scipy.stats import ttest_ind
 
     rows = []
-    for task, shallow, deep in [("a", [0.10, 0.12, 0.11, 0.09], [0.50, 0.52, 0.49, 0.51]),
-                                ("b", [0.10, 0.30, 0.20, 0.00], [0.30, 0.50, 0.10, 0.40])]:
+    groups = {"a": ([0.10, 0.12, 0.11, 0.09], [0.50, 0.52, 0.49, 0.51]),
+              "b": ([0.10, 0.30, 0.20, 0.00], [0.30, 0.50, 0.10, 0.40]),
+              # Passes the Welch test, not the old rule: the case the old rule was too strict for.
+              "c": ([0.20, 0.30, 0.25, 0.35, 0.15], [0.45, 0.35, 0.50, 0.40, 0.30])}
+    for task, (shallow, deep) in groups.items():
         for depth, values in ((4, shallow), (16, deep)):
             for seed, v in enumerate(values):
                 rows.append({"task": task, "critic_depth": depth, "actor_depth": depth, "width": 64,
                              "batch_size": 256, "activation": "swish", "norm": "layernorm", "residual": True,
                              "seed": seed, "score": v})
-    rows.append(rows[0] | {"critic_depth": 8, "actor_depth": 8})  # a depth the rule does not compare
+    rows.append(rows[0] | {"critic_depth": 8, "actor_depth": 8})  # a depth the test does not compare
     table = analysis.depth_effect(pd.DataFrame(rows), deep=16).set_index("task")
     t3 = 3.182446305284263  # t(0.975, 3)
     hw = lambda v: t3 * np.std(v, ddof=1) / 2.0  # noqa: E731
@@ -180,14 +189,81 @@ def test_depth_effect_rule_with_hand_computed_intervals():
     assert a["mean_deep"] == pytest.approx(0.505) and a["mean_shallow"] == pytest.approx(0.105)
     assert a["halfwidth_deep"] == pytest.approx(hw([0.50, 0.52, 0.49, 0.51]))
     assert a["halfwidth_shallow"] == pytest.approx(hw([0.10, 0.12, 0.11, 0.09]))
-    assert a["difference"] == pytest.approx(0.4) and bool(a["beats"]) and a["seeds_deep"] == 4
-    # Means 0.325 vs 0.15: a difference of 0.175, smaller than the summed half-widths (about 0.54).
+    assert a["difference"] == pytest.approx(0.4) and bool(a["beats"]) and bool(a["holds"]) and a["seeds_deep"] == 4
+    for task, (shallow, deep) in groups.items():  # the interval and p-value are scipy's Welch test's
+        ref = ttest_ind(deep, shallow, equal_var=False)
+        ci = ref.confidence_interval(0.95)
+        assert table.loc[task, "p"] == pytest.approx(ref.pvalue, rel=1e-9)
+        assert (table.loc[task, "low"], table.loc[task, "high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    # Means 0.325 vs 0.15: a difference of 0.175 inside both the interval [-0.14, 0.49] and the half-widths.
     b = table.loc["b"]
-    assert b["difference"] == pytest.approx(0.175) and not bool(b["beats"])
+    assert b["difference"] == pytest.approx(0.175) and not bool(b["beats"]) and not bool(b["holds"])
+    c = table.loc["c"]
+    assert c["difference"] == pytest.approx(0.15) and bool(c["holds"]) and not bool(c["beats"])
     assert analysis.depth_effect(pd.DataFrame(rows), deep=32).empty  # depth 32 never ran
-    # One seed on a side: an infinite half-width, never a claim.
+    # One seed on a side: an unbounded interval, never a claim.
     one = pd.DataFrame([r for r in rows if not (r["task"] == "a" and r["critic_depth"] == 4 and r["seed"] > 0)])
-    assert not bool(analysis.depth_effect(one, deep=16).set_index("task").loc["a", "beats"])
+    a1 = analysis.depth_effect(one, deep=16).set_index("task").loc["a"]
+    assert not bool(a1["beats"]) and not bool(a1["holds"]) and pd.isna(a1["p"])
+
+
+def test_welch_edge_cases():
+    from rlscale.scores import welch
+
+    assert welch([0.5, 0.6], [])["holds"] is False and welch([0.5, 0.6], [])["diff"] is None
+    same = welch([0.3, 0.3, 0.3], [0.1, 0.1])  # no spread: the difference itself, certain
+    assert same["low"] == same["high"] == pytest.approx(0.2) and same["holds"] and same["p"] is None
+    assert welch([0.1, 0.1], [0.3, 0.3])["holds"] is False
+    assert welch([0.1, 0.2, 0.3], [0.2, 0.3, 0.4], confidence=0.5)["high"] < welch([0.1, 0.2, 0.3], [0.2, 0.3, 0.4])["high"]
+
+
+def test_bootstrap_interval_of_the_mean_stays_in_the_data_range_and_repeats():
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0, 1, size=(8, 5))
+    values[:, 0] = [0, 0, 0, 0, 0, 0, 0, 0.01]  # near the floor: a t-interval would reach below 0
+    lo, hi = analysis.bootstrap_mean_interval(values, reps=4000, seed=1)
+    assert lo.shape == hi.shape == (5,)
+    assert (lo >= values.min(axis=0)).all() and (hi <= values.max(axis=0)).all()
+    assert (lo <= values.mean(axis=0)).all() and (values.mean(axis=0) <= hi).all()
+    assert lo[0] >= 0 and analysis.t_halfwidth(values[:, 0]) > values[:, 0].mean()  # t would go below 0
+    again = analysis.bootstrap_mean_interval(values, reps=4000, seed=1)
+    np.testing.assert_array_equal(again[0], lo)
+    # Coverage near 95 % for normal data with 16 seeds (the study's size).
+    draws = np.random.default_rng(0).normal(0.5, 0.1, size=(400, 16))
+    covered = [(l <= 0.5 <= h) for l, h in (analysis.bootstrap_mean_interval(d, reps=1000, seed=i) for i, d in enumerate(draws))]
+    assert 0.88 <= np.mean(covered) <= 0.99, np.mean(covered)
+
+
+def test_sweep_summary_figure_draws_curves_score_vs_depth_and_the_shipped_study(tmp_path):
+    from rlscale.configs import load_study, studies
+    from rlscale.launch import summary
+
+    sweep = synthetic_sweep(tmp_path / "sweep", depths=(4, 16), tasks=("point_u_maze",))
+    table = [{"run_dir": str(p), "status": "done", "score": 0.5} for p in sorted(sweep.iterdir())]
+    assert summary.plot(table, tmp_path / "alone.png", "demo") == f"plot: {tmp_path / 'alone.png'}"
+    assert (tmp_path / "alone.png").read_bytes()[:4] == b"\x89PNG"
+    evals = analysis.load_runs([Path(r["run_dir"]) for r in table])
+    fig = analysis.fig_depth_summary(evals, reps=200)
+    curves, by_depth = [ax for ax in fig.axes if ax.get_visible()]
+    assert [line.get_label() for line in curves.get_lines()] == ["depth 4 (3 seeds)", "depth 16 (3 seeds)"]
+    assert re.search(r"16 vs 4: \+0\.[56]\d \[\+0\.\d\d, \+0\.\d\d\] → yes", by_depth.get_title()), by_depth.get_title()
+    # Every band (a PolyCollection) stays inside the score's range.
+    for ax in (curves, by_depth):
+        for band in ax.collections:
+            for path in band.get_paths():
+                assert (path.vertices[:, 1] >= -1e-9).all() and (path.vertices[:, 1] <= 1 + 1e-9).all()
+    name = "depth_effect_cpu_confirm"
+    assert name in studies()
+    study = load_study(name)
+    message = summary.plot(table, tmp_path / "study.png", "demo", name)
+    assert message == f"plot: {tmp_path / 'study.png'} (beside the study {name})"
+    fig = analysis.fig_depth_summary(evals, study=study, reps=200)
+    panel = [ax for ax in fig.axes if ax.get_visible()][-1]
+    assert panel.get_title().startswith("pre-registered study") and study["verdict"] in panel.get_title()
+    assert len(panel.get_lines()) == len(study["arms"]) == 3
+    assert summary.study_verdict(name) == f"{study['label']}: {study['verdict']}"
+    with pytest.raises(ValueError, match="unknown study 'nope'; valid: depth_effect_cpu_confirm"):
+        load_study("nope")
 
 
 def test_fits_table_on_a_synthetic_sweep(tmp_path):

@@ -405,3 +405,27 @@ def test_a_cosine_run_saves_its_trained_temperature_and_draws_its_critic_map(tmp
     critic = tmp_path / "critic.png"
     assert main(["eval", str(run), "--episodes", "2", "--critic-map", str(critic)]) == 0
     assert _png_size(critic)[1] > 0
+
+
+def test_a_loaded_td3_policy_explores_as_td3_did_in_training(tmp_path):
+    """TD3 acts with clipped Gaussian noise on tanh(mean); its actor's log-std head is never trained. A loaded
+    TD3+HER checkpoint acting stochastically (rlscale record, eval --stochastic) must draw TD3's actions, not
+    a tanh-Gaussian sample through the untrained head."""
+    import jax
+    import numpy as np
+
+    from rlscale import algorithms, envs
+    from rlscale.policy import LoadedPolicy
+
+    cfg = TrainConfig(**{**TINY, "algo": "td3_her", "exploration_noise": 0.3})
+    spec = envs.make(cfg.env).spec
+    agent = algorithms.build(cfg, spec)
+    params = agent.init(jax.random.PRNGKey(0)).actor_params
+    policy = LoadedPolicy(run_dir=tmp_path, step=0, config=cfg.to_dict(), meta={}, actor=agent.actor,
+                          actor_params=params, state_size=spec.state_size)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (64, spec.obs_size))
+    for key in (None, jax.random.PRNGKey(2)):
+        np.testing.assert_array_equal(np.asarray(policy.act(params, obs, key)), np.asarray(agent.act(params, obs, key)))
+    # The noise is the configured 0.3 around tanh(mean) (clipped at the bounds only).
+    noise = np.asarray(policy.act(params, obs, jax.random.PRNGKey(2)) - policy.act(params, obs, None))
+    assert 0.25 < noise.std() < 0.35

@@ -226,3 +226,30 @@ def test_ant_twins_reset_at_their_start_cells_and_report_the_per_distance_metric
     assert np.abs(np.asarray(state.obs[:, :2]) - np.asarray(far.maze.start)).max() < 0.5
     total = sum(np.asarray(state.metrics[f"success_d{d}_count"]) for d in (4, 5, 6))
     np.testing.assert_array_equal(total, np.ones(8))
+
+
+def test_recording_from_a_stitching_run_keeps_its_goal_distance(tmp_path):
+    """`rlscale record` of a run trained with --stitch-max-goal-distance 2 rolls out that run's task: every
+    recorded episode's goal is at most 2 cells from its start (the task's default would allow 3)."""
+    from helpers import TINY
+
+    from rlscale import datasets
+    from rlscale.config import TrainConfig
+    from rlscale.networks import Actor
+    from rlscale.policy import LoadedPolicy, make_eval_task
+
+    cfg = TrainConfig(**{**TINY, "env": "point_u_maze_stitch", "stitch_max_goal_distance": 2})
+    spec = envs.make(cfg.env).spec
+    actor = Actor(cfg.network_trunk("actor"), spec.action_size)
+    params = actor.init(jax.random.PRNGKey(0), jnp.zeros((1, spec.state_size)), jnp.zeros((1, spec.goal_size)))["params"]
+    policy = LoadedPolicy(run_dir=tmp_path, step=0, config=cfg.to_dict(), meta={}, actor=actor, actor_params=params,
+                          state_size=spec.state_size)
+    assert make_eval_task(policy, policy.task).sampler.max_goal_distance == 2
+    assert make_eval_task(policy).spec.name == "point_u_maze_stitch_eval"  # the eval twin keeps its far goals
+    datasets.record(policy, 300, tmp_path / "d.npz")
+    data = np.load(tmp_path / "d.npz")
+    starts = data["observations"][:, :2][np.r_[True, np.diff(data["trajectory_ids"]) != 0]]
+    goals = data["observations"][:, spec.state_size:][np.r_[True, np.diff(data["trajectory_ids"]) != 0]]
+    distance = {(a, b): abs(U_CORRIDOR[a] - U_CORRIDOR[b]) for a in U_CELLS for b in U_CELLS}
+    seen = {distance[_cell(s), _cell(g)] for s, g in zip(starts, goals)}
+    assert seen == {1, 2}, seen

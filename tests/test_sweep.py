@@ -21,6 +21,7 @@ import pytest
 import yaml
 from helpers import TINY
 
+from rlscale.configs import load_study
 from rlscale.launch import launcher, local_backend, runs, summary, sweepfile
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
@@ -279,11 +280,15 @@ def test_quickstart_is_valid_and_small():
     sweep = sweepfile.load(SWEEPS / "quickstart.yaml")
     run_list = sweepfile.expand(sweep)
     checked = sweepfile.check(sweep, run_list)
-    assert len(run_list) == 12 and not checked.errors and not checked.unregistered
-    assert {r.config.depth for r in run_list} == {4, 8, 16} and {r.config.seed for r in run_list} == {0, 1, 2, 3}
+    assert len(run_list) == 16 and not checked.errors and not checked.unregistered
+    assert {r.config.depth for r in run_list} == {4, 16} and {r.config.seed for r in run_list} == set(range(8))
     # The README's budget (at most 10 minutes on 2 CPU cores) was measured with these sizes.
-    assert all(r.config.width <= 16 and checked.plans[r.id].total_env_steps <= 270_000 for r in run_list)
-    assert sweep.launcher.pack_seeds == 4
+    assert all(r.config.width <= 16 and checked.plans[r.id].total_env_steps <= 410_000 for r in run_list)
+    assert sweep.launcher.pack_seeds == 4 and sweep.launcher.workers == 2
+    # The study drawn beside the runs is the one at the same task, width and batch.
+    assert sweep.reference_study == "depth_effect_cpu_confirm"
+    study = load_study(sweep.reference_study)
+    assert study["task"] == "point_u_maze" and {a["width"] for a in study["arms"] if not a["control"]} == {16}
 
 
 def test_gpu_detection_and_slots():
@@ -356,13 +361,6 @@ def test_plot_has_one_line_per_task_unless_another_knob_varies():
     assert sorted(lines) == [f"{t} norm={v}" for t in ("point_big_maze", "point_u_maze") for v in ("hyperspherical", "none")]
 
 
-def test_plot_of_score_against_depth(tmp_path):
-    pytest.importorskip("matplotlib")
-    message = summary.plot(_table(), tmp_path / "summary.png", "demo")
-    assert message == f"plot: {tmp_path / 'summary.png'}"
-    assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_t_halfwidth_and_the_rule_known_answers():
     from rlscale.scores import beats, t_halfwidth
 
@@ -371,7 +369,9 @@ def test_t_halfwidth_and_the_rule_known_answers():
     assert beats(0.9, 0.1, 0.5, 0.2) and not beats(0.8, 0.1, 0.5, 0.2)  # 0.4 > 0.3; 0.3 is not
 
 
-def test_summary_applies_the_depth_effect_rule():
+def test_summary_applies_the_depth_effect_test_and_the_old_rule():
+    from scipy.stats import ttest_ind
+
     scores = {4: [0.10, 0.20, 0.15, 0.12], 8: [0.10, 0.90, 0.20, 0.80], 16: [0.80, 0.85, 0.90, 0.82]}
     table = [{"task": "point_u_maze", "depth": d, "critic_depth": d, "actor_depth": d, "width": 16, "seed": seed,
               "score": v, "status": "done"} for d, values in scores.items() for seed, v in enumerate(values)]
@@ -380,14 +380,29 @@ def test_summary_applies_the_depth_effect_rule():
     assert sorted(effects) == [8, 16]
     hw = lambda v: 3.182446 * np.std(v, ddof=1) / 2  # noqa: E731  t(0.975, 3) · s / √4
     for depth in (8, 16):
+        ref = ttest_ind(scores[depth], scores[4], equal_var=False)
         assert effects[depth]["difference"] == pytest.approx(np.mean(scores[depth]) - np.mean(scores[4]))
         assert effects[depth]["needed"] == pytest.approx(hw(scores[depth]) + hw(scores[4]), rel=1e-5)
-        assert effects[depth]["seeds"] == (4, 4)
-    assert effects[16]["beats"] and not effects[8]["beats"]
-    text = summary.format_depth_effect(list(effects.values()))
-    assert "point_u_maze: depth 16 − depth 4 = +0.700" in text
-    assert "depth 8 − depth 4 = +0.357" in text and "4/4 seeds: no" in text
+        assert effects[depth]["p"] == pytest.approx(ref.pvalue) and effects[depth]["seeds"] == (4, 4)
+        assert effects[depth]["low"] == pytest.approx(ref.confidence_interval().low)
+    assert effects[16]["holds"] and effects[16]["old_rule"]
+    assert not effects[8]["holds"] and not effects[8]["old_rule"]
+    text = summary.format_depth_effect(list(effects.values()), " of your runs")
+    assert text.startswith("depth effect of your runs (does the 95 % Welch interval")
+    assert "point_u_maze: depth 16 − depth 4 = +0.700, 95 % [+0.61" in text and "4/4 seeds: yes (old rule, > 0.1" in text
+    assert "depth 8 − depth 4 = +0.357" in text and "4/4 seeds: no (old rule" in text
     assert "no line" in summary.format_depth_effect(summary.depth_effect(table[:4]))  # only depth 4
+    one_seed = [r for r in table if r["seed"] == 0 and r["status"] == "done"]
+    assert "interval unbounded (needs ≥ 2 seeds each)" in summary.format_depth_effect(summary.depth_effect(one_seed))
+
+
+def test_a_sweep_names_only_a_shipped_reference_study(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nreference_study: nope\nbase: {env: point_u_maze}\n")
+    with pytest.raises(sweepfile.SweepError, match="reference_study: 'nope' is not a shipped study; valid: depth_effect_cpu_confirm"):
+        sweepfile.load(path)
+    path.write_text("name: s\nreference_study: depth_effect_cpu_confirm\nbase: {env: point_u_maze}\n")
+    assert sweepfile.load(path).reference_study == "depth_effect_cpu_confirm"
 
 
 # --- backends on tiny runs ---------------------------------------------------------------------
