@@ -143,7 +143,10 @@ def gym_id(name: str) -> str:
 
 
 def _register_gymnasium() -> None:
-    import gymnasium
+    try:
+        import gymnasium
+    except ImportError:  # an image without gymnasium (the GPU device's): no registry to put ids in
+        return
 
     for name in _REGISTRY:
         if gym_id(name) not in gymnasium.registry:

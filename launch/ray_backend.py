@@ -10,6 +10,7 @@ Ray sets ``CUDA_VISIBLE_DEVICES`` for each task; a fractional ``num_gpus`` also 
 
 from __future__ import annotations
 
+from rlscale import seed_groups
 from rlscale.launch import runs
 
 
@@ -64,6 +65,8 @@ class RayBackend:
         if num_gpus is None:
             num_gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
         extra_env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if 0 < num_gpus < 1 else {}
+        # A run's packed seeds take one host thread per CPU Ray gives it (rlscale.seed_groups; no effect on a GPU).
+        extra_env.setdefault(seed_groups.SEED_THREADS_ENV, str(max(1, int(self.num_cpus or 1))))
         task = ray.remote(_execute)
         options = dict(num_gpus=num_gpus, num_cpus=self.num_cpus, max_retries=self.max_retries, retry_exceptions=False)
         limit = self.workers or len(specs)

@@ -31,6 +31,7 @@ from rlscale.envs.base import TaskSpec
 
 FORMAT_VERSION = 1
 ARRAY_KEYS = ("observations", "actions", "trajectory_ids")
+ACTION_BOUND = 1.0 + 1e-6  # actions are in [-1, 1]; the slack admits float rounding of a recorded tanh
 # Episodes rolled out at once by record (the rollout holds every task state of them: humanoid's are large).
 EPISODES_PER_ROLLOUT = 256
 INFO_KEYS = ("task", "format_version", "source", "deterministic", "episode_length")
@@ -122,6 +123,11 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK"):  # np.load would take any other file for pickled data
+        raise DatasetError(f"dataset {path} is not an .npz archive (numpy's zip of arrays, which np.savez writes): "
+                           f"it starts with {head!r}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in ARRAY_KEYS + ("task", "format_version") if k not in archive.files]
@@ -147,6 +153,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         raise DatasetError(f"dataset {path}: trajectory_ids must not decrease (steps are stored episode after episode)")
     if not (np.isfinite(obs).all() and np.isfinite(actions).all()):
         raise DatasetError(f"dataset {path} holds non-finite observations or actions")
+    outside = np.flatnonzero(np.abs(actions).max(axis=1) > ACTION_BOUND)
+    if len(outside):
+        raise DatasetError(f"dataset {path}: actions must lie in [-1, 1] (every task's action range); step {outside[0]} "
+                           f"holds {actions[outside[0]].tolist()} ({len(outside)} such steps)")
     data["task"] = str(data["task"])
     return data
 

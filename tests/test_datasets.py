@@ -78,13 +78,16 @@ def test_info_says_what_a_dataset_holds(tmp_path):
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p, "does not exist"),
-    (lambda p: (p.write_bytes(b"not a zip archive at all"), p)[1], "cannot be read .* corrupt or truncated"),
+    (lambda p: (p.write_bytes(b"not a zip archive at all"), p)[1], r"is not an .npz archive .* it starts with b'not '"),
+    (lambda p: (p.write_bytes(b"PK\x03\x04 then garbage"), p)[1], "cannot be read .* corrupt or truncated"),
     (lambda p: (_write(p), p.write_bytes(p.read_bytes()[:300]), p)[2], "cannot be read .* corrupt or truncated"),
     (lambda p: _write(p, actions=None), "lacks actions"),
     (lambda p: _write(p, format_version=np.array(99)), "format version 99; this rlscale reads version 1"),
     (lambda p: _write(p, trajectory_ids=np.arange(40, dtype=np.int32)[::-1].copy()), "trajectory_ids must not decrease"),
     (lambda p: _write(p, actions=np.zeros((39, 2), np.float32)), "must be .* of one length"),
     (lambda p: _write(p, observations=np.full((40, 6), np.nan, np.float32)), "non-finite"),
+    (lambda p: _write(p, actions=np.zeros((40, 2), np.float32) + np.eye(40, 2, -7, dtype=np.float32) * 5),
+     r"actions must lie in \[-1, 1\] .* step 7 holds \[5.0, 0.0\] \(2 such steps\)"),
 ])
 def test_a_bad_dataset_file_is_a_one_line_error(tmp_path, make, message):
     path = make(tmp_path / "d.npz")

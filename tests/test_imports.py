@@ -123,3 +123,17 @@ def test_another_checkout_on_pythonpath_uses_its_own_folders(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(other / f / "__init__.py") for f in ("rlscale", "envs", "launch", "configs")]
+
+
+def test_training_imports_without_gymnasium():
+    """The GPU device image has no gymnasium: the trainer and the agents must import without it (the gymnasium
+    ids are registered only where gymnasium is installed)."""
+    code = (
+        "import sys; sys.modules['gymnasium'] = None\n"  # `import gymnasium` now raises ImportError
+        "import rlscale.agent, rlscale.train, rlscale.algorithms, rlscale.envs\n"
+        "assert 'point_u_maze' in rlscale.envs.names()\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
