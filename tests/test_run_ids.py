@@ -266,7 +266,11 @@ SHIPPED_SWEEP_IDS = {
     "paper_stitching": (9, "31c217d3d2"),
     "paper_collector": (12, "ef379cd3a4"),  # new with --collector-depth (issue 13)
     "paper_width_vs_depth": (72, "63a0a5140d"),
-    "quickstart": (12, "b4d3882adb"),  # new runs in issue 11's learning quickstart (ad7f4f8944 before)
+    "quickstart": (16, "QS_DIGEST"),  # depth 4 vs 16 at the depth-effect study's setting (issue 25)
+}
+# Sweeps that left configs/sweeps for benchmarks/ keep their runs' ids there.
+MOVED_SWEEP_IDS = {
+    "benchmarks/analyses_cpu/quickstart_250k.yaml": (12, "b4d3882adb"),  # the quickstart of issue 11 (until issue 25)
 }
 
 
@@ -276,3 +280,10 @@ def test_shipped_sweeps_keep_their_run_ids(name):
     ids = sorted(run.id for run in sweepfile.expand(sweepfile.load(path)))
     digest = hashlib.sha1(" ".join(ids).encode()).hexdigest()[:10]
     assert (len(ids), digest) == SHIPPED_SWEEP_IDS[name]
+
+
+@pytest.mark.parametrize("relative", sorted(MOVED_SWEEP_IDS))
+def test_moved_sweeps_keep_their_run_ids(relative):
+    path = Path(__file__).resolve().parents[1] / relative
+    ids = sorted(run.id for run in sweepfile.expand(sweepfile.load(path)))
+    assert (len(ids), hashlib.sha1(" ".join(ids).encode()).hexdigest()[:10]) == MOVED_SWEEP_IDS[relative]
