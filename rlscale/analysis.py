@@ -582,7 +582,7 @@ def fig_depth_summary(evals: pd.DataFrame, study: dict | None = None, reps: int 
             _band(ax, np.asarray(arm["env_steps"], float), curves,
                   f"depth {arm['depth']} width {arm['width']} ({curves.shape[0]} seeds)", reps,
                   **styles[int(arm.get("control", False))])
-        ax.set_title(f"{study['label']}\n{study['verdict']}", fontsize="small")
+        ax.set_title(f"{study['label']}\n" + study["verdict"].replace("; ", "\n"), fontsize="x-small")
         ax.set_xlabel("env steps")
     for ax in axes:
         ax.set_ylabel(f"score (time at goal / episode;\nrun score: mean of last {LAST_EVALS} evals)", fontsize="small")

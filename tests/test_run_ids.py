@@ -266,7 +266,7 @@ SHIPPED_SWEEP_IDS = {
     "paper_stitching": (9, "31c217d3d2"),
     "paper_collector": (12, "ef379cd3a4"),  # new with --collector-depth (issue 13)
     "paper_width_vs_depth": (72, "63a0a5140d"),
-    "quickstart": (16, "QS_DIGEST"),  # depth 4 vs 16 at the depth-effect study's setting (issue 25)
+    "quickstart": (16, "aa053e0925"),  # depth 4 vs 16 at the depth-effect study's setting (issue 25)
 }
 # Sweeps that left configs/sweeps for benchmarks/ keep their runs' ids there.
 MOVED_SWEEP_IDS = {

@@ -82,8 +82,8 @@ def probability_of_improvement(deep: list[float], shallow: list[float], reps: in
                                                      random_state=np.random.RandomState(seed))
     finally:
         np.random.set_state(state)
-    return {"estimate": float(point["deep,shallow"]), "low": float(interval["deep,shallow"][0]),
-            "high": float(interval["deep,shallow"][1])}
+    low, high = np.ravel(interval["deep,shallow"])
+    return {"estimate": float(np.ravel(point["deep,shallow"])[0]), "low": float(low), "high": float(high)}
 
 
 def score_at_walltime(evals, runs: list[str], walltime_s: float):
@@ -174,8 +174,8 @@ def study_record(result: dict, machine: str, commit: str | None) -> dict:
                f"{'yes' if w['holds'] else 'no'}; vs depth 4 width {c['shallow']['width']} (same size): {wc['diff']:+.3f} "
                f"[{wc['low']:+.3f}, {wc['high']:+.3f}] → {'yes' if wc['holds'] else 'no'}")
     return {
-        "label": (f"pre-registered study ({result['task']}, {len(arms[0]['seeds'])} seeds per arm, {steps:,} env steps; "
-                  f"{machine})"),
+        "label": (f"pre-registered study: {result['task']}, {len(arms[0]['seeds'])} seeds per arm, "
+                  f"{steps / 1e6:.2f} M env steps, {machine.split(';')[0]}"),
         "verdict": verdict, "task": result["task"], "machine": machine, "commit": commit,
         "source": "benchmarks/depth_effect_cpu.md",
         "arms": arms,
