@@ -555,10 +555,14 @@ def fig_depth_summary(evals: pd.DataFrame, study: dict | None = None, reps: int 
     scores = scores.assign(variant=variants(scores))
     tasks = sorted(evals["task"].unique())
     fig, axes = _panels(len(tasks) + 1 + (study is not None))
+    # One colour per depth in every panel, the study's included.
+    depths = sorted({int(d) for d in evals["critic_depth"]} | {int(a["depth"]) for a in (study or {}).get("arms", [])})
+    colour = {d: f"C{i}" for i, d in enumerate(depths)}
     for ax, task in zip(axes, tasks):
         for (variant, depth), g in evals[evals["task"] == task].groupby(["variant", "critic_depth"]):
             steps, matrix = _curve_matrix(g)
-            _band(ax, steps, matrix, " ".join(filter(None, [f"depth {depth}", variant, f"({matrix.shape[0]} seeds)"])), reps)
+            _band(ax, steps, matrix, " ".join(filter(None, [f"depth {depth}", variant, f"({matrix.shape[0]} seeds)"])), reps,
+                  color=colour[int(depth)])
         ax.set_title(f"your runs: {task}", fontsize="medium")
         ax.set_xlabel("env steps")
     ax = axes[len(tasks)]
@@ -576,12 +580,13 @@ def fig_depth_summary(evals: pd.DataFrame, study: dict | None = None, reps: int 
     ax.set_title("your runs: score vs depth\n" + "\n".join(verdicts), fontsize="small")
     if study is not None:
         ax = axes[-1]
-        styles = {0: {}, 1: {"linestyle": "--"}}
         for i, arm in enumerate(study["arms"]):
             curves = np.asarray(arm["curves"], dtype=float)
+            # A size control (same parameters, other shape) is dashed, in a colour of its own.
+            style = ({"linestyle": "--", "color": f"C{len(depths) + i}"} if arm.get("control")
+                     else {"color": colour[int(arm["depth"])]})
             _band(ax, np.asarray(arm["env_steps"], float), curves,
-                  f"depth {arm['depth']} width {arm['width']} ({curves.shape[0]} seeds)", reps,
-                  **styles[int(arm.get("control", False))])
+                  f"depth {arm['depth']} width {arm['width']} ({curves.shape[0]} seeds)", reps, **style)
         ax.set_title(f"{study['label']}\n" + study["verdict"].replace("; ", "\n"), fontsize="x-small")
         ax.set_xlabel("env steps")
     for ax in axes:

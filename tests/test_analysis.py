@@ -259,7 +259,8 @@ def test_sweep_summary_figure_draws_curves_score_vs_depth_and_the_shipped_study(
     assert message == f"plot: {tmp_path / 'study.png'} (beside the study {name})"
     fig = analysis.fig_depth_summary(evals, study=study, reps=200)
     panel = [ax for ax in fig.axes if ax.get_visible()][-1]
-    assert panel.get_title().startswith("pre-registered study") and study["verdict"] in panel.get_title()
+    assert panel.get_title() == study["label"] + "\n" + study["verdict"].replace("; ", "\n")
+    assert panel.get_title().startswith("pre-registered study: point_u_maze, 16 seeds per arm")
     assert len(panel.get_lines()) == len(study["arms"]) == 3
     assert summary.study_verdict(name) == f"{study['label']}: {study['verdict']}"
     with pytest.raises(ValueError, match="unknown study 'nope'; valid: depth_effect_cpu_confirm"):

@@ -389,7 +389,7 @@ def test_summary_applies_the_depth_effect_test_and_the_old_rule():
     assert not effects[8]["holds"] and not effects[8]["old_rule"]
     text = summary.format_depth_effect(list(effects.values()), " of your runs")
     assert text.startswith("depth effect of your runs (does the 95 % Welch interval")
-    assert "point_u_maze: depth 16 − depth 4 = +0.700, 95 % [+0.61" in text and "4/4 seeds: yes (old rule, > 0.1" in text
+    assert "point_u_maze: depth 16 − depth 4 = +0.700, 95 % [+0.625, +0.775], p = 4.7e-07, 4/4 seeds: yes (old rule, > 0.138: yes)" in text
     assert "depth 8 − depth 4 = +0.357" in text and "4/4 seeds: no (old rule" in text
     assert "no line" in summary.format_depth_effect(summary.depth_effect(table[:4]))  # only depth 4
     one_seed = [r for r in table if r["seed"] == 0 and r["status"] == "done"]

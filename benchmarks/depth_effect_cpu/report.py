@@ -174,8 +174,8 @@ def study_record(result: dict, machine: str, commit: str | None) -> dict:
                f"{'yes' if w['holds'] else 'no'}; vs depth 4 width {c['shallow']['width']} (same size): {wc['diff']:+.3f} "
                f"[{wc['low']:+.3f}, {wc['high']:+.3f}] → {'yes' if wc['holds'] else 'no'}")
     return {
-        "label": (f"pre-registered study: {result['task']}, {len(arms[0]['seeds'])} seeds per arm, "
-                  f"{steps / 1e6:.2f} M env steps, {machine.split(';')[0]}"),
+        "label": (f"pre-registered study: {result['task']}, {len(arms[0]['seeds'])} seeds per arm,\n"
+                  f"{steps / 1e6:.2f} M env steps, {machine.split(';')[0].split(' (')[0]}"),
         "verdict": verdict, "task": result["task"], "machine": machine, "commit": commit,
         "source": "benchmarks/depth_effect_cpu.md",
         "arms": arms,
