@@ -138,7 +138,7 @@ def study_verdict(study: str | None) -> str | None:
     from rlscale.configs import load_study
 
     data = load_study(study)
-    return f"{data['label']}: {data['verdict']}"
+    return f"{data['label']}: {data['verdict']}".replace("\n", " ")
 
 
 def depth_effect(table: list[dict[str, Any]], shallow: int = 4) -> list[dict[str, Any]]:

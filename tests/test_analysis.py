@@ -262,7 +262,7 @@ def test_sweep_summary_figure_draws_curves_score_vs_depth_and_the_shipped_study(
     assert panel.get_title() == study["label"] + "\n" + study["verdict"].replace("; ", "\n")
     assert panel.get_title().startswith("pre-registered study: point_u_maze, 16 seeds per arm")
     assert len(panel.get_lines()) == len(study["arms"]) == 3
-    assert summary.study_verdict(name) == f"{study['label']}: {study['verdict']}"
+    assert summary.study_verdict(name) == f"{study['label']}: {study['verdict']}".replace("\n", " ")
     with pytest.raises(ValueError, match="unknown study 'nope'; valid: depth_effect_cpu_confirm"):
         load_study("nope")
 

@@ -170,7 +170,7 @@ def study_record(result: dict, machine: str, commit: str | None) -> dict:
     w, wc = p["welch"], c["welch"]
     arms = result["arms"]
     steps = arms[0]["env_steps"][-1]
-    verdict = (f"depth 16 − 4 (width {p['shallow']['width']}): {w['diff']:+.3f}, 95 % Welch [{w['low']:+.3f}, {w['high']:+.3f}] → "
+    verdict = (f"depth 16 − 4 (width {p['shallow']['width']}): {w['diff']:+.3f} [{w['low']:+.3f}, {w['high']:+.3f}] → "
                f"{'yes' if w['holds'] else 'no'}; vs depth 4 width {c['shallow']['width']} (same size): {wc['diff']:+.3f} "
                f"[{wc['low']:+.3f}, {wc['high']:+.3f}] → {'yes' if wc['holds'] else 'no'}")
     return {
