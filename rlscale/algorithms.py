@@ -27,6 +27,7 @@ import optax
 from flax import struct
 
 from rlscale import losses
+from rlscale.acting import exploring_act
 from rlscale.agent import Agent
 from rlscale.buffer import ReplayBuffer, TDTransitions, Transitions, relabel_td_window, sample_relabelled
 from rlscale.config import ALGORITHMS, TrainConfig
@@ -215,16 +216,6 @@ class TD3Learner:
     step: jax.Array  # critic updates done; the actor and targets move when (step + 1) % policy_delay == 0
 
 
-def exploring_act(actor: Actor, actor_params, obs: jax.Array, state_size: int, key: jax.Array | None,
-                  exploration_noise: float) -> jax.Array:
-    """TD3's acting: tanh(mean) without a key; with one, plus Gaussian noise of scale ``exploration_noise``,
-    clipped to [-1, 1] (its actor's log-std head is never trained, so it never samples through it)."""
-    action = act(actor, actor_params, obs, state_size, None)
-    if key is None:
-        return action
-    return jnp.clip(action + exploration_noise * jax.random.normal(key, action.shape, action.dtype), -1.0, 1.0)
-
-
 @dataclasses.dataclass(frozen=True)
 class TD3(_TDAgent):
     """TD3 (with HER relabelling by default): deterministic actor tanh(mean) of the ``Actor``'s mean head,
@@ -249,11 +240,6 @@ class TD3(_TDAgent):
 
     def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
         return exploring_act(self.actor, actor_params, obs, self.state_size, key, self.exploration_noise)
-
-    @staticmethod
-    def inference(cfg: TrainConfig, actor: Actor, state_size: int):
-        noise = cfg.exploration_noise
-        return lambda actor_params, obs, key: exploring_act(actor, actor_params, obs, state_size, key, noise)
 
     def target(self, learner: TD3Learner, batch: TDTransitions, key: jax.Array) -> jax.Array:
         mean, _ = self.actor.apply({"params": learner.target_actor_params}, batch.next_state, batch.goal)
@@ -351,13 +337,3 @@ def build(cfg: TrainConfig, spec: TaskSpec):
     """The static part of ``cfg.algo``'s learner for this task (module docstring)."""
     return ALGORITHM_CLASSES[cfg.algo].build(cfg, spec)
 
-
-def inference_fn(cfg: TrainConfig, actor: Actor, state_size: int):
-    """``(actor_params, obs, key) -> action``: how ``cfg.algo``'s actor acts, the one function its agent's
-    ``act`` (training, evaluation) and a loaded checkpoint (``rlscale.policy``: ``rlscale eval``, ``record``,
-    ``load_policy``) call. The tanh-Gaussian policies' (``rlscale.networks.act``) unless the algorithm's class
-    has its own ``inference``."""
-    own = getattr(ALGORITHM_CLASSES[cfg.algo], "inference", None)
-    if own is not None:
-        return own(cfg, actor, state_size)
-    return lambda actor_params, obs, key: act(actor, actor_params, obs, state_size, key)

@@ -63,10 +63,10 @@ class LoadedPolicy:
         return TrainConfig.from_dict(self.config, source=f"{self.run_dir}'s config", saved=True)
 
     def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
-        """The run's algorithm's own acting (``rlscale.algorithms.inference_fn``, what its agent's ``act``
-        calls in training): deterministic without a key, exploring with one (a tanh-Gaussian sample, or
-        TD3's clipped Gaussian noise on tanh(mean))."""
-        from rlscale.algorithms import inference_fn
+        """The run's algorithm's own acting (``rlscale.acting.inference_fn``, as its agent acts in training):
+        deterministic without a key, exploring with one (a tanh-Gaussian sample, or TD3's Gaussian noise on
+        tanh(mean))."""
+        from rlscale.acting import inference_fn
 
         return inference_fn(self.train_config, self.actor, self.state_size)(actor_params, obs, key)
 

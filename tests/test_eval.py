@@ -429,3 +429,15 @@ def test_a_loaded_td3_policy_explores_as_td3_did_in_training(tmp_path):
     # The noise is the configured 0.3 around tanh(mean) (clipped at the bounds only).
     noise = np.asarray(policy.act(params, obs, jax.random.PRNGKey(2)) - policy.act(params, obs, None))
     assert 0.25 < noise.std() < 0.35
+    # Every algorithm: a loaded checkpoint acts as its agent does in training, deterministic and exploring.
+    from rlscale.config import ALGORITHMS
+
+    for algo in ALGORITHMS:
+        cfg = TrainConfig(**{**TINY, "algo": algo})
+        agent = algorithms.build(cfg, spec)
+        params = agent.init(jax.random.PRNGKey(0)).actor_params
+        policy = LoadedPolicy(run_dir=tmp_path, step=0, config=cfg.to_dict(), meta={}, actor=agent.actor,
+                              actor_params=params, state_size=spec.state_size)
+        for key in (None, jax.random.PRNGKey(3)):
+            np.testing.assert_array_equal(np.asarray(policy.act(params, obs, key)), np.asarray(agent.act(params, obs, key)),
+                                          err_msg=algo)
