@@ -4,9 +4,9 @@ Each run owns ``<runs root>/<sweep name>/<readable name>_<id>/`` (the id is a sh
 its experiment, ``launch.sweepfile.run_id``), or a directory of another name whose ``config.json`` holds
 the same experiment, such as one named by an earlier version's ids, which keeps its name
 (:func:`locate_run_dirs`). So a rerun of the same file finds its runs again: finished runs are skipped,
-interrupted ones resumed (``rlscale train --resume``), failed ones skipped until ``--retry-failed``. Logs,
-failed-run markers and locks live in ``<sweep dir>/logs/``; ``summary.csv`` (and ``summary.png``) in the
-sweep dir.
+interrupted ones resumed (``rlscale train --resume``), failed ones skipped until ``--retry-failed``. Logs
+and failed-run markers live in ``<sweep dir>/logs/``, each run's writer lock in its directory
+(docs/runs.md#one-writer-per-run); ``summary.csv`` (and ``summary.png``) in the sweep dir.
 
 Exit status: 0 when every run is done, 1 when some run failed or is unfinished, 2 for bad input, 75
 when the launcher was stopped by SIGTERM or SIGINT (its runs were told to save and stop; rerun to resume).
@@ -221,6 +221,10 @@ class Reporter:
 
     def finished(self, spec: runs.RunSpec, code: int | None, message: str | None = None) -> None:
         took = time.monotonic() - self.started_at.get(spec.id, time.monotonic())
+        if code == runs.FINISHED_ELSEWHERE:
+            self._print(f"{self._tag(spec)} done     {spec.name}: finished by another process while this launcher "
+                        f"waited for it ({took:.0f} s)")
+            return
         if code == 0:
             self._print(f"{self._tag(spec)} done     {spec.name} ({took:.0f} s)")
             return

@@ -3,9 +3,11 @@
 :func:`execute` is the only code that starts ``rlscale train``. Backends call it where the run executes:
 in a thread of the launcher (local), in a Ray worker (ray) or in a Slurm job (slurm). It
 
-1. takes an exclusive lock on ``<sweep dir>/logs/<run>.lock`` (the training process inherits it, so a
-   run is never trained by two processes at once, even when the process that started it died);
-2. returns at once if the run is complete;
+1. takes the run's writer lock, ``<run dir>/.lock`` (``rlscale.run_dir.RunLock``: the one lock that
+   ``rlscale train`` itself takes), waiting while another process holds it; the training process inherits
+   it, so a run is never trained by two processes at once, even when the process that started it died;
+2. returns at once if the run is complete (:data:`FINISHED_ELSEWHERE` when another process finished it
+   while this one waited);
 3. starts ``python -m rlscale.cli train ...`` fresh, or ``train --resume RUN_DIR`` when the run
    directory already has a ``config.json``, with stdout and stderr appended to ``logs/<run>.log``;
 4. records a failed-run marker ``logs/<run>.failed.json`` (exit status, command, log tail) when the run
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import fcntl
 import json
 import os
 import signal
@@ -39,9 +40,12 @@ import threading
 import time
 from pathlib import Path
 
-from rlscale.run_dir import is_complete, is_started
+from rlscale.run_dir import HELD_LOCKS_ENV, RunLock, is_complete, is_started
 
 PREEMPTED = 75  # rlscale.train.PREEMPTED_EXIT_CODE (not imported: that module imports JAX)
+# What execute returns for a run that another process (a second launcher, a user's resume) finished while
+# this one waited for its lock: done, but not by us. Not an exit status (those are below 256).
+FINISHED_ELSEWHERE = 256
 INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FAULT_ENV = "RLSCALE_SWEEP_FAULT"
 LOG_DIR = "logs"
@@ -77,9 +81,6 @@ class RunSpec:
     def marker_path(self) -> Path:
         return self.log_dir / f"{self.name}.failed.json"
 
-    @property
-    def lock_path(self) -> Path:
-        return self.log_dir / f"{self.name}.lock"
 
     def command(self, resume: bool, python: str | None = None) -> list[str]:
         python = python or sys.executable
@@ -223,18 +224,20 @@ def execute(spec: "RunSpec | PackSpec", extra_env: dict[str, str] | None = None)
     if isinstance(spec, PackSpec):
         return _execute_pack(spec, extra_env)
     spec.log_dir.mkdir(parents=True, exist_ok=True)
-    Path(spec.run_dir).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dict(spec.env), **(extra_env or {})}
-    with open(spec.lock_path, "a+b") as lock, open(spec.log_path, "ab") as log:
-        _lock(lock, spec, log)
-        if is_complete(spec.run_dir):
-            _log(log, "already complete")
-            clear_marker(spec)
-            return 0
-        if stopping():
-            return PREEMPTED
-        command = spec.command(is_started(spec.run_dir))
-        code = _run_training(command, env, spec.cwd, log, [lock])
+    with open(spec.log_path, "ab") as log:
+        lock, waited = _lock(spec, log)
+        try:
+            if is_complete(spec.run_dir):
+                _log(log, "already complete" + (" (finished by the process this one waited for)" if waited else ""))
+                clear_marker(spec)
+                return FINISHED_ELSEWHERE if waited else 0
+            if stopping():
+                return PREEMPTED
+            command = spec.command(is_started(spec.run_dir))
+            code = _run_training(command, env, spec.cwd, log, [lock])
+        finally:
+            lock.release()
     return _outcome([spec], code, command)
 
 
@@ -277,21 +280,22 @@ class PackSpec:
 def _execute_pack(pack: PackSpec, extra_env: dict[str, str] | None) -> int:
     first = pack.members[0]
     first.log_dir.mkdir(parents=True, exist_ok=True)
-    Path(first.run_dir).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dict(first.env), **(extra_env or {})}
     locks = []
+    waited = False
     try:
         with open(pack.log_path, "ab") as log:
             for member in pack.members:  # always in pack order: two packs never wait on each other crosswise
-                locks.append(open(member.lock_path, "a+b"))
-                _lock(locks[-1], member, log)
+                lock, member_waited = _lock(member, log)
+                locks.append(lock)
+                waited |= member_waited
             todo = [m for m in pack.members if not is_complete(m.run_dir)]
             for member in pack.members:
                 if member not in todo:
                     clear_marker(member)
             if not todo:
                 _log(log, "already complete")
-                return 0
+                return FINISHED_ELSEWHERE if waited else 0
             if stopping():
                 return PREEMPTED
             started = [is_started(m.run_dir) for m in todo]
@@ -307,19 +311,24 @@ def _execute_pack(pack: PackSpec, extra_env: dict[str, str] | None) -> int:
                 code = _run_training(command, env, first.cwd, log, locks)
     finally:
         for lock in locks:
-            lock.close()
+            lock.release()
     if individually:
         codes = [execute(member, extra_env) for member in todo]
         return next((c for c in codes if c not in (0, PREEMPTED)), PREEMPTED if PREEMPTED in codes else 0)
     return _outcome(todo, code, command)
 
 
-def _lock(lock, spec: RunSpec, log) -> None:
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        _log(log, f"waiting for the process that holds {spec.lock_path} (a previous attempt still running)")
-        fcntl.flock(lock, fcntl.LOCK_EX)
+def _lock(spec: RunSpec, log) -> tuple[RunLock, bool]:
+    """``(lock, waited)``: the run's writer lock (its directory created, empty, when new), waiting while
+    another process (a previous attempt, another launcher, a user's ``--resume``) holds it."""
+    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    waits = []
+
+    def on_wait(holder: str) -> None:
+        waits.append(holder)
+        _log(log, f"waiting for the process that writes {spec.run_dir} ({holder})")
+
+    return RunLock.acquire(spec.run_dir, wait=True, on_wait=on_wait), bool(waits)
 
 
 def _run_training(command: list[str], env: dict[str, str], cwd: str | None, log, locks: list) -> int:
@@ -330,7 +339,7 @@ def _run_training(command: list[str], env: dict[str, str], cwd: str | None, log,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=env,
+        env={**env, HELD_LOCKS_ENV: ",".join(str(lock.fileno()) for lock in locks)},
         cwd=cwd if cwd and os.path.isdir(cwd) else None,
         pass_fds=tuple(lock.fileno() for lock in locks),  # the training process holds the locks until it exits
         # Its own process group: a Ctrl-C at the terminal reaches only the launcher, which asks the run

@@ -28,7 +28,7 @@ from rlscale.sizes import agent_param_count
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any"]
 COLUMNS = [
     "run_id", "run_name", "run_dir", "task", "algo", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed",
-    "params", "env_steps", "total_env_steps", *SCORE_COLUMNS, "walltime_s", "status",
+    "params", "env_steps", "total_env_steps", *SCORE_COLUMNS, "wallclock_s", "training_s", "status",
 ]
 
 
@@ -41,7 +41,7 @@ def _fmt(value: Any) -> str:
 
 
 def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: dict) -> list[dict[str, Any]]:
-    from rlscale.run_dir import read_metrics
+    from rlscale.run_dir import read_metrics, wallclock_seconds
 
     extra_axes = [a for a in sweep.axes if a not in COLUMNS and a not in ("env",)]
     table = []
@@ -60,7 +60,10 @@ def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: di
             "env_steps": last.get("training/env_steps", 0),
             "total_env_steps": plan.total_env_steps if plan else None,
             **{k: score[k] for k in SCORE_COLUMNS},
-            "walltime_s": last.get("walltime"),
+            # Real elapsed time, start-up, compile and checkpoints included, all resumes summed (None: a run
+            # begun before rlscale recorded it); and the time spent training and evaluating alone.
+            "wallclock_s": wallclock_seconds(spec.run_dir, metrics),
+            "training_s": last.get("walltime"),
             "status": runs.state(spec),
         }
         for axis in extra_axes:
@@ -93,7 +96,7 @@ def plot_lines(done: list[dict[str, Any]], column: str = "score") -> dict[str, d
     per task, split by any knob that takes several values at one (task, depth) point (width, batch size,
     ablations, actor depth)."""
     ignore = {"run_id", "run_name", "run_dir", "task", "depth", "critic_depth", "seed", "params", "env_steps",
-              "total_env_steps", *SCORE_COLUMNS, "walltime_s", "status"}
+              "total_env_steps", *SCORE_COLUMNS, "wallclock_s", "training_s", "status"}
     points: dict[tuple, list[dict]] = {}
     for r in done:
         points.setdefault((r["task"], r["critic_depth"]), []).append(r)
@@ -174,7 +177,7 @@ def format_table(table: list[dict[str, Any]]) -> str:
     for r in table:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         anyv = "" if r["success_any"] is None else f"{r['success_any']:.2f}"
-        wall = "" if r["walltime_s"] is None else f"{r['walltime_s']:.0f}"
+        wall = "unknown" if r["wallclock_s"] is None else f"{r['wallclock_s']:.0f}"
         params = "" if r["params"] is None else f"{r['params']:,}"
         lines.append(
             f"{r['status']:8s} {r['run_name']:48s} {params:>10s} {r['env_steps']:>12,} {score:>8s} {anyv:>5s} {wall:>8s}"

@@ -45,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from rlscale import scores as run_scoring
-from rlscale.run_dir import CONFIG_FILE, atomic_output, find_run_dirs, is_complete, read_config, read_metrics
+from rlscale.run_dir import (CONFIG_FILE, WALLCLOCK_KEY, atomic_output, find_run_dirs, is_complete, read_config,
+                              read_metrics)
 from rlscale.scores import BLOCK_NORMS_PREFIX, LAST_EVALS, beats, critical_depth, t_halfwidth, welch  # noqa: F401 (part of this module's API)
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
@@ -115,7 +116,8 @@ def load_runs(dirs: list[Path], source: str = "the runs") -> pd.DataFrame:
                 "epoch": m.get("epoch"),
                 "env_steps": m.get("training/env_steps"),
                 "sgd_steps": m.get("training/sgd_steps"),
-                "walltime_s": m.get("walltime"),
+                "training_s": m.get("walltime"),  # training and evaluation alone
+                "wallclock_s": m.get(WALLCLOCK_KEY),  # real elapsed time (docs/metrics.md#time); NaN: unknown
                 "time_at_goal": float(m[run_scoring.TIME_AT_GOAL]),
                 "score": run_scoring.normalised(m[run_scoring.TIME_AT_GOAL], cfg.episode_length),
                 "success_any": m.get(run_scoring.SUCCESS_ANY),
@@ -126,7 +128,7 @@ def load_runs(dirs: list[Path], source: str = "the runs") -> pd.DataFrame:
     if not rows:
         raise AnalysisError(f"{source}: no run has an evaluation yet (metrics.jsonl rows with eval/episode_success)")
     table = pd.DataFrame(rows)
-    for key in ("params", "flops_per_sgd_step", "walltime_s", "success_any", "dist"):
+    for key in ("params", "flops_per_sgd_step", "training_s", "wallclock_s", "success_any", "dist"):
         table[key] = pd.to_numeric(table[key], errors="coerce")
     return table
 
@@ -186,7 +188,7 @@ def run_scores(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataFrame:
     over its last ``last`` evaluations, time at goal and success-any over the same ones)."""
     evals = evals.sort_values(["run", "env_steps"], kind="stable")
     runs = evals.groupby("run", sort=True)
-    settings = runs.last()[CONFIG_COLUMNS + ["params", "flops_per_sgd_step", "complete", "env_steps", "walltime_s"]]
+    settings = runs.last()[CONFIG_COLUMNS + ["params", "flops_per_sgd_step", "complete", "env_steps", "wallclock_s", "training_s"]]
     scores = pd.DataFrame.from_dict({
         run: run_scoring.run_score(g["time_at_goal"].tolist(), g["success_any"].tolist(), int(g["episode_length"].iloc[0]), last)
         for run, g in runs
@@ -497,12 +499,15 @@ def fig_learning_curves(evals: pd.DataFrame):
 
 
 def fig_wallclock(evals: pd.DataFrame):
-    """Score against wall-clock time, one line per depth."""
-    if evals["walltime_s"].isna().all():
-        return "no wall-clock times in metrics.jsonl"
+    """Score against wall-clock time (start-up, compile and checkpoints included), one line per depth; for
+    sweeps run before rlscale recorded it, against the training and evaluation time, and the axis says so."""
+    column, label = ("wallclock_s", "wall-clock (s)") if evals["wallclock_s"].notna().any() else (
+        "training_s", "training and evaluation time (s; wall-clock not recorded)")
+    if evals[column].isna().all():
+        return "no times in metrics.jsonl"
     if evals.groupby("run").size().max() < 2:
         return "one evaluation per run only"
-    return _curves(evals.dropna(subset=["walltime_s"]), "walltime_s", "wall-clock (s)")
+    return _curves(evals.dropna(subset=[column]), column, label)
 
 
 def bootstrap_mean_interval(values, reps: int = 2000, seed: int = 0, confidence: float = 0.95):

@@ -11,6 +11,8 @@ This module imports no trainer code, so a checkpoint can be turned into a policy
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,23 @@ import jax
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from rlscale.run_dir import diverted_stderr
+
 CHECKPOINT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the requested structure."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed for a file-system reason (a full disk, say); its note names the log that
+    holds orbax's own messages."""
+
+
+# orbax (through TensorStore) reports a file-system failure as text: "... [os_error_code='28']".
+_OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
 
 
 def _manager(run_dir: str | os.PathLike, keep: int | None = None, read_only: bool = False,
@@ -54,12 +67,28 @@ class CheckpointWriter:
         self._manager = _manager(run_dir, keep)
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> Path:
+        """Write the checkpoint of ``step``; a failure is one :class:`CheckpointWriteError` (file system) or
+        :class:`CheckpointError`, while orbax's threads' tracebacks go to a log in the temp folder (the
+        run's own disk may be the full one)."""
         tree = serialization.to_state_dict(state)
         meta = {**meta, "version": CHECKPOINT_VERSION}
-        self._manager.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True
-        )
-        self._manager.wait_until_finished()
+        log = Path(tempfile.gettempdir()) / f"rlscale-checkpoint-{os.getpid()}.log"
+        try:
+            with diverted_stderr(log):
+                self._manager.save(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True
+                )
+                self._manager.wait_until_finished()
+        except Exception as err:  # orbax raises ValueError, RuntimeError, OSError, ... for one failed write
+            code = err.errno if isinstance(err, OSError) and err.errno else None
+            found = _OS_ERROR_CODE.search(str(err))
+            code = code or (int(found.group(1)) if found else None)
+            if code is None:
+                raise CheckpointError(f"writing checkpoint {step_path(self.run_dir, step)} failed: {_short(err)} "
+                                      f"(orbax's messages: {log})") from None
+            failure = CheckpointWriteError(code, os.strerror(code), str(step_path(self.run_dir, step)))
+            failure.add_note(f"orbax's own messages: {log}")
+            raise failure from None
         return step_path(self.run_dir, step)
 
     def close(self) -> None:

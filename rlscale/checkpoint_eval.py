@@ -178,20 +178,23 @@ def main(argv: list[str]) -> int:
         policy = load(target)
         results.append((policy, evaluate(policy, args.task, args.episodes, args.seed, args.stochastic)))
     _pictures(args, [p for p, _ in results])
-    rows = []
-    for policy, result in results:
-        path = record(policy.run_dir, result)
-        rows.append({"run": str(policy.run_dir), "json": str(path), "depth": policy.config["depth"], **result})
-    print(_format(rows))
-    if len({r["run"] for r in rows}) > 1:  # a sweep: one comparison table
-        table = args.path / "eval_summary.csv"
-        keys = ["run", "task", "depth", "seed", "step", "eval/episode_success", "eval/episode_success_stderr",
-                "eval/episode_success_any", "eval/episode_dist"]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_atomic(table, buf.getvalue())
-        print(f"wrote {table}")
+    rows = [{"run": str(policy.run_dir), "depth": policy.config["depth"], **result} for policy, result in results]
+    print(_format(rows))  # first: the numbers reach the user even when they cannot be saved
+    try:
+        for policy, result in results:
+            print(f"wrote {record(policy.run_dir, result)}")
+        if len({r["run"] for r in rows}) > 1:  # a sweep: one comparison table
+            table = args.path / "eval_summary.csv"
+            keys = ["run", "task", "depth", "seed", "step", "eval/episode_success", "eval/episode_success_stderr",
+                    "eval/episode_success_any", "eval/episode_dist"]
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            write_atomic(table, buf.getvalue())
+            print(f"wrote {table}")
+    except OSError as err:
+        err.add_note("the evaluation above is printed but not saved")
+        raise
     return 0
 

@@ -142,7 +142,8 @@ def _train(args: list[str]) -> None:
                 f"its seed*/config.json); unexpected: {' '.join(extra) or '--num-seeds/--seeds/--run-dirs'}"
             )
         paths = [p for path in known.resume for p in resume_paths(path)]
-        train_seeds(resume=paths, compilation_cache=cache, num_devices=host.num_devices, seed_threads=host.seed_threads)
+        train_seeds(resume=paths, compilation_cache=cache, num_devices=host.num_devices, seed_threads=host.seed_threads,
+                    started_at=_started_at())
         return
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--env", default=TrainConfig.env)
@@ -173,7 +174,20 @@ def _train(args: list[str]) -> None:
     if host.seeds and host.num_seeds != 1:
         raise CliError("give either --num-seeds or --seeds/--run-dirs, not both")
     train_seeds(cfg, host.num_seeds, compilation_cache=cache, num_devices=host.num_devices,
-                seeds=host.seeds, run_dirs=host.run_dirs, seed_threads=host.seed_threads)
+                seeds=host.seeds, run_dirs=host.run_dirs, seed_threads=host.seed_threads, started_at=_started_at())
+
+
+_AS_PROGRAM = False  # main() was called as the program (argv from the command line), not from Python
+
+
+def _started_at() -> float | None:
+    """Where a run's wall-clock starts: the process's start when this is the program (its imports count),
+    else (an in-process call) when training is called."""
+    if not _AS_PROGRAM:
+        return None
+    from rlscale.train import process_start_time
+
+    return process_start_time()
 
 
 def _eval(args: list[str]) -> int:
@@ -251,7 +265,9 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _AS_PROGRAM
     quiet_dependencies()
+    _AS_PROGRAM = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -261,16 +277,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlscale: error: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     from rlscale.checkpoint import CheckpointError
-    from rlscale.run_dir import RunDirError
+    from rlscale.run_dir import RunBusyError, RunDirError, describe_os_error, terminal_stderr
     from rlscale.train import PREEMPTED_EXIT_CODE, NonFiniteError, Preempted
 
+    # Exit status: 0 done, 1 the run diverged (non-finite), 2 bad input or a file-system error (one line
+    # naming the path), 75 stopped by a signal or the run is busy (another process writes it): resume later.
     try:
         return COMMANDS[command](rest) or 0
     except Preempted:
         return PREEMPTED_EXIT_CODE
+    except RunBusyError as err:
+        print(f"rlscale {command}: {err}", file=terminal_stderr())
+        return PREEMPTED_EXIT_CODE
     except (CliError, ValueError, RunDirError, CheckpointError, NonFiniteError) as err:
-        print(f"rlscale {command}: error: {err}", file=sys.stderr)
+        print(f"rlscale {command}: error: {err}", file=terminal_stderr())
         return 1 if isinstance(err, NonFiniteError) else 2
+    except OSError as err:
+        print(f"rlscale {command}: error: {describe_os_error(err)}", file=terminal_stderr())
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlscale.buffer import ReplayBuffer, init_buffer
+from rlscale.run_dir import check_can_create, naming
 from rlscale.envs.base import TaskSpec
 
 FORMAT_VERSION = 1
@@ -57,6 +58,7 @@ def record(policy, num_episodes: int, out: str | os.PathLike, *, task: str | Non
         raise DatasetError(f"{out} exists; datasets are never overwritten: choose another --out or remove it")
     if not out.parent.is_dir():
         raise DatasetError(f"the folder of --out {out} does not exist")
+    check_can_create(out)  # before the rollouts, which may take minutes
     env = make_eval_task(policy, task or policy.task)
     length = policy.config["episode_length"]
     seed = policy.config["seed"] if seed is None else seed
@@ -107,11 +109,12 @@ def _write_new(out: Path, data: dict[str, np.ndarray]) -> None:
     """Write the archive beside ``out`` and link it into place: never replaces a file that appeared meanwhile."""
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, out)  # fails if out exists
+        with naming(out):
+            with open(tmp, "wb") as f:
+                np.savez(f, **data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, out)  # fails if out exists
     except FileExistsError:
         raise DatasetError(f"{out} exists; datasets are never overwritten: choose another --out or remove it") from None
     finally:
@@ -138,7 +141,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated, corrupt, not an npz
         raise DatasetError(f"dataset {path} cannot be read ({type(err).__name__}: {err}); it is corrupt or truncated") from None
-    version = int(data["format_version"])
+    version = data["format_version"]
+    if version.shape != () or not np.issubdtype(version.dtype, np.integer):
+        raise DatasetError(f"dataset {path}: format_version must be one integer, got {version.dtype} {version.shape}")
+    version = int(version)
     if version != FORMAT_VERSION:
         raise DatasetError(f"dataset {path} has format version {version}; this rlscale reads version {FORMAT_VERSION}")
     obs, actions, ids = data["observations"], data["actions"], data["trajectory_ids"]
@@ -147,6 +153,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
             f"dataset {path}: observations {obs.shape}, actions {actions.shape} and trajectory_ids {ids.shape} "
             f"must be [steps, obs], [steps, action] and [steps] of one length"
         )
+    for key, kind, name in (("observations", np.floating, "floating-point"), ("actions", np.floating, "floating-point"),
+                            ("trajectory_ids", np.integer, "integers")):
+        if not np.issubdtype(data[key].dtype, kind):
+            raise DatasetError(f"dataset {path}: {key} must be {name} (docs/method.md#dataset-format), got {data[key].dtype}")
     if len(ids) == 0:
         raise DatasetError(f"dataset {path} holds no steps")
     if np.any(np.diff(ids) < 0):

@@ -258,7 +258,10 @@ class _SeedRun:
     cfg: TrainConfig
     path: Path
     keys: dict[str, jax.Array]
-    walltime: float = 0.0
+    walltime: float = 0.0  # training and evaluation seconds (metrics key "walltime"; docs/metrics.md#time)
+    wallclock_before: float | None = 0.0  # wall-clock of earlier processes; None: unknown (an older run)
+    process_start: float = 0.0
+    counts_time: bool = True
     last_good: Path | None = None
     log: rd.MetricsLog | None = None
     writer: ckpt.CheckpointWriter | None = None
@@ -350,6 +353,7 @@ def train_seeds(
     seeds: list[int] | None = None,
     run_dirs: list[str] | None = None,
     seed_threads: int | None = None,
+    started_at: float | None = None,
 ) -> list[Path]:
     """Train (or resume) seeds of one configuration in one process: the seeds in ``seed_threads`` groups
     (default: one per CPU core, :mod:`rlscale.seed_groups`), each group one compiled program ``vmap``-ed over
@@ -357,79 +361,150 @@ def train_seeds(
     (config, metrics, checkpoints), exactly as a run of its own would. Returns the run directories.
 
     With several devices (``num_devices``, default all visible) envs and minibatches are split across
-    them (:mod:`rlscale.parallel`)."""
+    them (:mod:`rlscale.parallel`).
+
+    ``started_at`` (Unix time; default: now) is where this process's share of the runs' wall-clock begins:
+    the command line passes the process's start (:func:`process_start_time`)."""
     console = console or Console(soft_wrap=True)
-    mesh = parallel.make_mesh(num_devices)
-    if seed_threads is None:
-        seed_threads = default_seed_threads(single_device=mesh is None)
-    elif check_seed_threads(seed_threads) > 1 and mesh is not None:
-        raise ValueError(f"--seed-threads {seed_threads} with data parallelism over {mesh.size} devices: "
-                         f"pass --num-devices 1, or leave --seed-threads out")
-    if resume is not None:
-        cfgs = _stored_configs([Path(p) for p in resume])
-        trainer = Trainer(cfgs[0], mesh)
-        paths = [Path(c.run_dir) for c in cfgs]
-    else:
-        assert cfg is not None
-        cfgs = seed_configs(cfg, num_seeds, seeds, run_dirs)
-        check_same_but_seed(cfgs)
-        trainer = Trainer(cfgs[0], mesh)  # validates everything before a file is written
-        if cfg.wandb:
-            _import_wandb()
-        paths = _create_run_dirs(cfgs, trainer.plan)
-    run_plan = trainer.plan
-    enable_compilation_cache(paths[0], compilation_cache)
-    members = [_SeedRun(cfg=c, path=p, keys=run_keys(c.seed)) for c, p in zip(cfgs, paths)]
-
-    t_start = time.perf_counter()
-    # Restore before anything is written, so that a bad checkpoint leaves the run directories untouched.
-    state, start_epoch = _initial_state(trainer, members, resume is not None, console)
-    for m in members:
-        m.log = rd.MetricsLog(m.path, m.cfg.tensorboard, _wandb_run(m.cfg, m.path))
-        dropped = m.log.truncate_after(run_plan.env_steps_after(start_epoch) if m.last_good else -1)
-        if dropped:
-            console.print(f"{m.path}: dropped {dropped} metric rows written after the last checkpoint")
-        m.writer = ckpt.CheckpointWriter(m.path, m.cfg.keep_checkpoints)
-
-    grouped = len(members) > 1
-    groups = SeedGroups(len(members), min(seed_threads, len(members)))
-    _print_plan(console, members[0].cfg, run_plan, trainer, paths[0].parent if grouped else paths[0])
-    if grouped:
-        where = ("one vmapped program" if len(groups) == 1 else
-                 f"{len(groups)} vmapped programs of {'/'.join(map(str, groups.sizes))} seeds, one host thread each")
-        console.print(f"{len(members)} seeds ({', '.join(str(m.cfg.seed) for m in members)}) in {where}")
+    process_start = time.time() if started_at is None else started_at
+    locks: list[rd.RunLock] = []
+    members: list[_SeedRun] = []
+    groups = None
+    training = False  # in the epoch loop
+    stop = _StopSignals()
     try:
-        if start_epoch >= run_plan.num_epochs:
-            console.print(f"[green]{', '.join(map(str, paths))}: already complete ({run_plan.num_epochs} epochs)")
-            return paths
-        states, programs, compile_seconds = _compile(trainer, groups.split(state), members, groups, console)
-        del state
-        sigterm = threading.Event()
-        with _sigterm_sets(sigterm):
-            for epoch_index in range(start_epoch, run_plan.num_epochs):
-                states, result = _train_and_evaluate_epoch(programs, states, members, groups, epoch_index)
-                checkpoint_now = (
-                    result.done % members[0].cfg.checkpoint_every == 0 or result.done == run_plan.num_epochs or sigterm.is_set()
-                )
-                for i, m in enumerate(members):  # each seed's row, then its checkpoint
-                    m.walltime += result.train_seconds + result.eval_seconds
-                    row = _metrics_row(result, i, run_plan, len(members), m.walltime, compile_seconds)
-                    _log_epoch(console, m, row, run_plan, time.perf_counter() - t_start, result.done - start_epoch, grouped)
-                    if checkpoint_now:
-                        _save_epoch(trainer, m, groups.seed(states, i), result.done)
-                if sigterm.is_set() and result.done < run_plan.num_epochs:
-                    where = ", ".join(str(m.last_good) for m in members)
-                    console.print(f"[yellow]SIGTERM: stopped after epoch {result.done} with checkpoint {where}; resume with --resume")
-                    raise Preempted(where)
+        with stop:
+            mesh = parallel.make_mesh(num_devices)
+            if seed_threads is None:
+                seed_threads = default_seed_threads(single_device=mesh is None)
+            elif check_seed_threads(seed_threads) > 1 and mesh is not None:
+                raise ValueError(f"--seed-threads {seed_threads} with data parallelism over {mesh.size} devices: "
+                                 f"pass --num-devices 1, or leave --seed-threads out")
+            if resume is not None:
+                cfgs = _stored_configs([Path(p) for p in resume])
+                paths = [Path(c.run_dir) for c in cfgs]
+                for path in paths:  # before any work: a second writer stops here
+                    locks.append(rd.RunLock.acquire(path))
+                trainer = Trainer(cfgs[0], mesh)
+            else:
+                assert cfg is not None
+                cfgs = seed_configs(cfg, num_seeds, seeds, run_dirs)
+                check_same_but_seed(cfgs)
+                trainer = Trainer(cfgs[0], mesh)  # validates everything before a file is written
+                if cfg.wandb:
+                    _import_wandb()
+                with stop.deferred():  # a directory is claimed and described whole, or not at all
+                    locks = rd.claim_new([c.run_dir for c in cfgs])
+                    paths = _write_run_configs(cfgs, trainer.plan)
+            run_plan = trainer.plan
+            enable_compilation_cache(paths[0], compilation_cache)
+            members = [_SeedRun(cfg=c, path=p, keys=run_keys(c.seed)) for c, p in zip(cfgs, paths)]
+            for m in members:
+                m.wallclock_before = _wallclock_before(m.path) if resume is not None else 0.0
+                m.process_start = process_start
+
+            t_start = time.perf_counter()
+            # Restore before anything is written, so that a bad checkpoint leaves the run directories untouched.
+            state, start_epoch = _initial_state(trainer, members, resume is not None, console)
+            for m in members:
+                m.log = rd.MetricsLog(m.path, m.cfg.tensorboard, _wandb_run(m.cfg, m.path))
+                dropped = m.log.truncate_after(run_plan.env_steps_after(start_epoch) if m.last_good else -1)
+                if dropped:
+                    console.print(f"{m.path}: dropped {dropped} metric rows written after the last checkpoint")
+                m.writer = ckpt.CheckpointWriter(m.path, m.cfg.keep_checkpoints)
+
+            grouped = len(members) > 1
+            groups = SeedGroups(len(members), min(seed_threads, len(members)))
+            _print_plan(console, members[0].cfg, run_plan, trainer, paths[0].parent if grouped else paths[0])
+            if grouped:
+                where = ("one vmapped program" if len(groups) == 1 else
+                         f"{len(groups)} vmapped programs of {'/'.join(map(str, groups.sizes))} seeds, one host thread each")
+                console.print(f"{len(members)} seeds ({', '.join(str(m.cfg.seed) for m in members)}) in {where}")
+            if start_epoch >= run_plan.num_epochs:
+                console.print(f"[green]{', '.join(map(str, paths))}: already complete ({run_plan.num_epochs} epochs)")
+                for m in members:
+                    m.counts_time = False  # nothing was trained: the run's wall-clock does not grow
+                return paths
+            states, programs, compile_seconds = _compile(trainer, groups.split(state), members, groups, console)
+            del state
+            stop.stop_if_requested()
+            training = True
+            with stop.deferred(stop_after=False):
+                for epoch_index in range(start_epoch, run_plan.num_epochs):
+                    states, result = _train_and_evaluate_epoch(programs, states, members, groups, epoch_index)
+                    checkpoint_now = (result.done % members[0].cfg.checkpoint_every == 0
+                                      or result.done == run_plan.num_epochs or stop.requested is not None)
+                    for i, m in enumerate(members):  # each seed's row, then its checkpoint
+                        m.walltime += result.train_seconds + result.eval_seconds
+                        row = _metrics_row(result, i, run_plan, len(members), m, compile_seconds)
+                        _log_epoch(console, m, row, run_plan, time.perf_counter() - t_start, result.done - start_epoch, grouped)
+                        if checkpoint_now:
+                            _save_epoch(trainer, m, groups.seed(states, i), result.done)
+                    if stop.requested is not None and result.done < run_plan.num_epochs:
+                        where = ", ".join(str(m.last_good) for m in members)
+                        console.print(f"[yellow]{stop.requested}: stopped after epoch {result.done} with checkpoint {where}; "
+                                      f"resume with --resume")
+                        raise Preempted(where)
+            stop.deferring = True  # the run is complete: a signal from now on changes nothing
+    except Preempted:
+        if not training:  # the loop reports its own stops
+            saved = "" if any(m.last_good for m in members) else ", before any checkpoint"
+            where = " ".join(str(m.path) for m in members)
+            console.print(f"[yellow]{stop.requested}: stopped during start-up{saved}"
+                          + (f"; continue with: rlscale train --resume {where}" if members else ""))
+        raise
     finally:
-        groups.close()
+        if groups is not None:
+            groups.close()
         for m in members:
             if m.writer is not None:
                 m.writer.close()
             if m.log is not None:
                 m.log.close()
+            _record_wallclock(m)
+        for lock in locks:
+            lock.release()
     console.print(f"[green]done: {', '.join(map(str, paths))} ({run_plan.total_env_steps:,} env steps, {run_plan.total_sgd_steps:,} SGD steps)")
     return paths
+
+
+# --- wall-clock: a run's real elapsed time, start-up, compile and checkpoints included, summed over the
+# processes that trained it (docs/metrics.md#time). ---
+
+
+def process_start_time() -> float:
+    """When this process started (Unix time), so that Python's start-up and imports count too. From
+    ``/proc/self/stat`` on Linux; elsewhere, when this module was imported."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat(5), counted from field 3 after the command name
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
+_IMPORTED_AT = time.time()
+
+
+def _wallclock_before(path: Path) -> float | None:
+    """The wall-clock the run's earlier processes spent on it; None for a run begun before rlscale
+    recorded it (it has no ``wallclock.json``): unknown, not guessed."""
+    if rd.read_wallclock(path) is None:
+        return None
+    return rd.wallclock_seconds(path)
+
+
+def _wallclock(m: "_SeedRun") -> float | None:
+    return None if m.wallclock_before is None else m.wallclock_before + time.time() - m.process_start
+
+
+def _record_wallclock(m: "_SeedRun") -> None:
+    """Write the run's wall-clock so far (at a checkpoint and when the process ends, however it ends)."""
+    seconds = _wallclock(m)
+    if seconds is not None and m.counts_time:
+        with contextlib.suppress(OSError):  # a full disk must not hide the error that ended the run
+            rd.write_wallclock(m.path, seconds)
 
 
 def dataset_record(path: str) -> dict[str, Any]:
@@ -467,11 +542,9 @@ def _stored_configs(paths: list[Path]) -> list[TrainConfig]:
     return cfgs
 
 
-def _create_run_dirs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
-    """Each seed's new run directory with its ``config.json``; refuses an existing one before creating any."""
-    for c in cfgs:
-        rd.check_new(c.run_dir)
-    paths = [rd.create(c.run_dir) for c in cfgs]
+def _write_run_configs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
+    """Each seed's ``config.json`` (and a wall-clock of 0) in its claimed, empty run directory."""
+    paths = [Path(c.run_dir) for c in cfgs]
     for c, path in zip(cfgs, paths):
         info = {"config": c.to_dict(), "config_schema": CONFIG_SCHEMA, "plan": dataclasses.asdict(run_plan),
                 "environment": rd.environment_info()}
@@ -479,6 +552,7 @@ def _create_run_dirs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
             info["trained_with_seeds"] = [other.seed for other in cfgs]
         if c.dataset is not None:  # what the run learns from, so that a resume can tell the file changed
             info["dataset"] = dataset_record(c.dataset)
+        rd.write_wallclock(path, 0.0)
         rd.write_atomic(path / rd.CONFIG_FILE, rd.dumps_json(info))
     return paths
 
@@ -502,6 +576,10 @@ def _compile(trainer: Trainer, states: list[TrainingState], members: list[_SeedR
         states = [jax.device_put(states[0], shardings)]
         sharded = {"out_shardings": (shardings, parallel.replicated(mesh))}
         console.print(f"data parallel over {mesh.size} devices: {mesh.devices.tolist()}")
+    else:
+        # Committed to the device, as a restored state is: a program's cache key records whether its inputs
+        # are committed, so only then does a resumed run find the fresh run's programs in the cache.
+        states = [jax.device_put(s, jax.devices()[0]) for s in states]
     keys = groups.split({name: _stack([m.keys[name] for m in members]) for name in ("train", "eval")})
     first_of_size = {size: g for g, size in reversed(list(enumerate(groups.sizes)))}
 
@@ -562,7 +640,7 @@ def _collector_actor(state: TrainingState):
     return None if state.collector is None else state.collector.actor_params
 
 
-def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, walltime: float, compile_seconds: float) -> dict:
+def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, m: _SeedRun, compile_seconds: float) -> dict:
     """Seed ``i``'s metrics row of the epoch."""
     epoch_steps = p.training_steps_per_epoch
     return {
@@ -578,7 +656,8 @@ def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, walltime
         "time/epoch_seconds": result.train_seconds,
         "time/eval_seconds": result.eval_seconds,
         "time/compile_seconds": compile_seconds,
-        "walltime": walltime,
+        "walltime": m.walltime,
+        rd.WALLCLOCK_KEY: _wallclock(m),
     }
 
 
@@ -602,19 +681,62 @@ def _save_epoch(trainer: Trainer, m: _SeedRun, seed_state: TrainingState, done: 
         "state_size": trainer.spec.state_size,
     }
     m.last_good = m.writer.save(env_steps, _saved_tree(seed_state, m.keys["init"], m.cfg.save_buffer), meta)
+    _record_wallclock(m)
 
 
-@contextlib.contextmanager
-def _sigterm_sets(event: threading.Event):
-    """While inside, SIGTERM sets ``event`` instead of killing the process (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class _StopSignals:
+    """SIGTERM and SIGINT at any moment of a run end it with :class:`Preempted` and a directory that
+    ``--resume`` continues (docs/runs.md#stopping-and-resuming).
+
+    Outside the epoch loop (start-up, restore, compile) the run stops at once: there is nothing to save.
+    In the loop, and in the ``deferred`` sections (claiming run directories, writing their configs), the
+    signal is noted and the run stops at the next safe point: after the epoch's checkpoint. A second
+    SIGINT (Ctrl-C twice) stops at once; a checkpoint it interrupts is a temporary one, which orbax never
+    lists and the resume cleans up."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested: str | None = None  # the name of the signal that asked to stop
+        self.deferring = False
+        self._raised = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        again = self.requested is not None
+        self.requested = signal.Signals(signum).name
+        if self._raised:
+            return
+        if not self.deferring or (again and signum == signal.SIGINT):
+            self._raised = True
+            raise Preempted(self.requested)
+        os.write(2, f"\n{self.requested}: stopping after this epoch's checkpoint (Ctrl-C again to stop now)\n".encode())
+
+    @contextlib.contextmanager
+    def deferred(self, stop_after: bool = True):
+        """A section a signal must not cut: the stop waits for its end (``stop_after``), or the section
+        stops by itself (the epoch loop, after a checkpoint; a run that completed just exits)."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if stop_after:
+            self.stop_if_requested()
+
+    def stop_if_requested(self) -> None:
+        if self.requested is not None and not self._raised:
+            self._raised = True
+            raise Preempted(self.requested)
 
 
 def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, console: Console):

@@ -21,7 +21,8 @@ TINY = dict(
     tensorboard=False,
 )
 
-TIMING_KEYS = ("training/sps", "training/sgd_sps", "time/epoch_seconds", "time/eval_seconds", "time/compile_seconds", "walltime")
+TIMING_KEYS = ("training/sps", "training/sgd_sps", "time/epoch_seconds", "time/eval_seconds", "time/compile_seconds", "walltime",
+               "time/wallclock_seconds")
 
 
 def without_timing(row: dict) -> dict:

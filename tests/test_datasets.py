@@ -86,6 +86,10 @@ def test_info_says_what_a_dataset_holds(tmp_path):
     (lambda p: _write(p, trajectory_ids=np.arange(40, dtype=np.int32)[::-1].copy()), "trajectory_ids must not decrease"),
     (lambda p: _write(p, actions=np.zeros((39, 2), np.float32)), "must be .* of one length"),
     (lambda p: _write(p, observations=np.full((40, 6), np.nan, np.float32)), "non-finite"),
+    (lambda p: _write(p, actions=np.zeros((40, 2), np.int32)), "actions must be floating-point .* got int32"),
+    (lambda p: _write(p, observations=np.full((40, 6), "x")), "observations must be floating-point .* got <U1"),
+    (lambda p: _write(p, trajectory_ids=np.zeros(40, np.float32)), "trajectory_ids must be integers .* got float32"),
+    (lambda p: _write(p, format_version=np.array("one")), "format_version must be one integer, got <U3"),
     (lambda p: _write(p, actions=np.zeros((40, 2), np.float32) + np.eye(40, 2, -7, dtype=np.float32) * 5),
      r"actions must lie in \[-1, 1\] .* step 7 holds \[5.0, 0.0\] \(2 such steps\)"),
 ])

@@ -522,6 +522,30 @@ def test_sigterm_saves_a_checkpoint_and_the_run_is_resumed_not_restarted(tmp_pat
 
 
 @pytest.mark.slow
+def test_two_launchers_on_one_sweep_train_each_run_once_and_say_who_finished_it(tmp_path, compile_cache):
+    """The second launcher waits on the run's writer lock (rlscale.run_dir.RunLock) while the first trains
+    it, and then reports the run as finished by another process, not as started and done by itself."""
+    sweep_file = write_sweep(tmp_path / "two.yaml", {"env": ["point_u_maze"]}, base=_budget(20))
+    root = tmp_path / "runs"
+    (spec,) = _specs(sweep_file, root)
+    first = _launch(sweep_file, root, log=tmp_path / "first.log")
+    try:
+        _wait_for(lambda: Path(spec.run_dir, "metrics.jsonl").exists(), 240, "the first launcher's first epoch", first)
+        second = _launch(sweep_file, root, log=tmp_path / "second.log")
+        assert second.wait(timeout=300) == 0 and first.wait(timeout=300) == 0
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert "finished by another process while this launcher waited" in (tmp_path / "second.log").read_text()
+    assert "finished by another process" not in (tmp_path / "first.log").read_text()
+    log = spec.log_path.read_text()
+    assert log.count("] start: ") == 1 and "] resume: " not in log  # trained once, by one process
+    assert "waiting for the process that writes" in log
+    assert [row["epoch"] for row in rd.read_metrics(spec.run_dir)] == list(range(1, 21))
+
+
+@pytest.mark.slow
 def test_ray_backend_retries_a_run_whose_worker_died(tmp_path, compile_cache, monkeypatch):
     ray = pytest.importorskip("ray")
     marker = tmp_path / "killed-once"

@@ -43,7 +43,7 @@ def sweep_tables(sweep_dir: Path) -> dict:
             "seeds": [int(s) for s in g["seed"]], "scores": [round(float(s), 4) for s in g["score"]],
             "mean": float(g["score"].mean()), "halfwidth": analysis.t_halfwidth(g["score"]),
             "success_any": float(g["success_any"].mean()),
-            "walltime_min": [round(float(w) / 60, 2) for w in g["walltime_s"]],
+            "walltime_min": [round(float(w) / 60, 2) for w in g["training_s"]],
             "complete": bool(g["complete"].all()),
         })
     effects = []
@@ -52,7 +52,7 @@ def sweep_tables(sweep_dir: Path) -> dict:
             table = analysis.depth_effect(at_width, deep=int(deep))
             effects += [{**row, "width": int(width)} for row in table.to_dict("records")]
     curves = (evals.groupby(["task", "critic_depth", "width", "epoch"])
-              .agg(env_steps=("env_steps", "mean"), score=("score", "mean"), walltime_s=("walltime_s", "mean"))
+              .agg(env_steps=("env_steps", "mean"), score=("score", "mean"), training_s=("training_s", "mean"))
               .reset_index())
     return {
         "sweep": sweep_dir.name,
@@ -61,7 +61,7 @@ def sweep_tables(sweep_dir: Path) -> dict:
         "learning_curves": [
             {"task": t, "depth": int(d), "width": int(w), "env_steps": g["env_steps"].astype(int).tolist(),
              "score": [round(float(s), 4) for s in g["score"]],
-             "walltime_min": [round(float(s) / 60, 2) for s in g["walltime_s"]]}
+             "walltime_min": [round(float(s) / 60, 2) for s in g["training_s"]]}
             for (t, d, w), g in curves.groupby(["task", "critic_depth", "width"], sort=True)
         ],
     }
@@ -86,12 +86,12 @@ def probability_of_improvement(deep: list[float], shallow: list[float], reps: in
     return {"estimate": float(np.ravel(point["deep,shallow"])[0]), "low": float(low), "high": float(high)}
 
 
-def score_at_walltime(evals, runs: list[str], walltime_s: float):
+def score_at_training_time(evals, runs: list[str], training_s: float):
     """Each run's score (mean normalised score of its last LAST_EVALS evaluations) counted up to its last
-    evaluation whose walltime is at most ``walltime_s``; with the evaluation's env steps."""
+    evaluation whose training (and evaluation) time is at most ``training_s``; with the evaluation's env steps."""
     out = []
     for run in runs:
-        g = evals[(evals["run"] == run) & (evals["walltime_s"] <= walltime_s)].sort_values("env_steps")
+        g = evals[(evals["run"] == run) & (evals["training_s"] <= training_s)].sort_values("env_steps")
         if g.empty:
             out.append((None, 0))
             continue
@@ -114,8 +114,8 @@ def compare(evals, scores, deep: dict, shallow: dict) -> dict:
     test = welch(a["score"], b["score"])
     success = welch(a["success_any"], b["success_any"])
     hw_a, hw_b = t_halfwidth(a["score"]), t_halfwidth(b["score"])
-    shallow_wall = float(b["walltime_s"].median())
-    at_wall = score_at_walltime(evals, a["run"].tolist(), shallow_wall)
+    shallow_wall = float(b["training_s"].median())
+    at_wall = score_at_training_time(evals, a["run"].tolist(), shallow_wall)
     at_wall_scores = [s for s, _ in at_wall if s is not None]
     return {
         "deep": deep, "shallow": shallow,
@@ -130,7 +130,7 @@ def compare(evals, scores, deep: dict, shallow: dict) -> dict:
                         "welch": success},
         "equal_walltime": {
             "shallow_median_walltime_min": shallow_wall / 60,
-            "deep_median_walltime_min": float(a["walltime_s"].median()) / 60,
+            "deep_median_walltime_min": float(a["training_s"].median()) / 60,
             "deep_env_steps_at_it": [steps for _, steps in at_wall],
             "deep_scores_at_it": at_wall_scores,
             "welch": welch(at_wall_scores, b["score"]),
