@@ -2,7 +2,7 @@
 the definition through the ``[B, B, D]`` tensor of differences, alone and inside a whole SGD step.
 
 Both forms run in one process, their timed calls interleaved, so the ratios are what to read (this
-machine's timings are noisy). The SGD step is ``Agent.sgd_step`` (actor, α and both critic encoders)
+machine's timings are noisy). The SGD step is ``CRL.sgd_step`` (actor, α and both critic encoders)
 on a point-maze-sized minibatch, with ``rlscale.losses.energy`` swapped for the definition.
 
     python benchmarks/energy.py                                   # batch 256 and 1024, CPU-scale nets
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlscale import losses
-from rlscale.agent import Agent
+from rlscale.agents.crl import CRL
 from rlscale.buffer import Transitions
 from rlscale.config import config_for
 from rlscale.run_dir import write_atomic
@@ -81,7 +81,7 @@ def sgd_step_ms(env: str, depth: int, width: int, batch: int, repeats: int, step
     for name, energy in FORMS.items():
         losses.energy = energy  # traced now, so each compiled program keeps its own form
         try:
-            agent = Agent.build(cfg, spec)
+            agent = CRL.build(cfg, spec)
             learner = jax.jit(agent.init)(jax.random.PRNGKey(0))
 
             def k_steps(learner, key, agent=agent):

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from rlscale.envs.base import TaskSpec
-from rlscale.agent import Agent
+from rlscale.agents.crl import CRL
 from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig
 from rlscale.networks import param_count
@@ -32,7 +32,7 @@ SPEC = TaskSpec("humanoid_sized", 268, (0, 1, 2), 17, 0.5, 1000, "humanoid_sized
 
 def measure(depth: int, scan: bool, batch: int, width: int, steps: int, actor_depth: int | None = None) -> dict:
     cfg = TrainConfig(depth=depth, actor_depth=actor_depth, width=width, batch_size=batch, scan_blocks=scan)
-    agent = Agent.build(cfg, SPEC)
+    agent = CRL.build(cfg, SPEC)
     learner = agent.init(jax.random.PRNGKey(0))
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
     batch_data = Transitions(

@@ -12,7 +12,7 @@ Modes (all at the same depth, width, batch):
   the default from data.
 
 ``--modes`` picks among baseline and fast (default both). ``--algos`` (default ``crl``) adds an
-algorithm axis: CRL against the baselines (``rlscale.algorithms``: sac, sac_her, td3_her, gcsl; gcbc's
+algorithm axis: CRL against the baselines (``rlscale.agents``: sac, sac_her, td3_her, gcsl; gcbc's
 SGD step only, as it trains from a dataset). Every algorithm runs at the SAME settings given here (width,
 batch, K, envs, unroll length, SGD steps per collection, replay sizes), not at its training defaults
 (``config_for``'s algorithm defaults would double the TD baselines' SGD steps and set batch 256), so the
@@ -59,13 +59,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-from rlscale.config import ALGORITHMS  # noqa: E402 (after the path set-up above)
+from rlscale.agents import names as algorithm_names  # noqa: E402 (after the path set-up above)
 
 RESULT_PREFIX = "SPEED_JSON "  # marks the one result line a child prints among any log output
 DEPTHS = [4, 16, 64, 256, 1024]
 MODES = ("baseline", "fast")  # --modes; fast_other comes with --also-other-dtype, fast_u<N> with --unrolls
-# The algorithms whose minibatches are TD transitions (s, a, s', g, r, terminated); the others' are (s, a, g).
-TD_ALGORITHMS = ("sac", "sac_her", "td3_her")
 
 
 # --- configuration of one mode ------------------------------------------------------------------
@@ -139,7 +137,10 @@ def random_minibatch(algo: str, batch_size: int, spec, key):
     state = jax.random.normal(k1, (batch_size, spec.state_size))
     action = jax.random.uniform(k2, (batch_size, spec.action_size), minval=-1, maxval=1)
     goal = jax.random.normal(k3, (batch_size, spec.goal_size))
-    if algo not in TD_ALGORITHMS:
+    from rlscale import agents
+
+    # A learner of next states (SAC, TD3) takes TD transitions (s, a, s', g, r, terminated); the others (s, a, g).
+    if not agents.get(algo).agent.needs_next_state:
         return Transitions(state=state, action=action, goal=goal)
     return TDTransitions(
         state=state, action=action, next_state=jax.random.normal(k4, (batch_size, spec.state_size)), goal=goal,
@@ -154,13 +155,13 @@ def measure_sgd(args, depth: int, knobs: dict, algo: str = "crl") -> dict:
     import jax
 
     from benchmarks.network import SPEC
-    from rlscale import algorithms
+    from rlscale import agents
     from rlscale.config import TrainConfig
     from rlscale.flops import cost_analysis_flops, sgd_step_flops
 
     actor_depth = actor_depth_for(depth)
     cfg = TrainConfig(algo=algo, depth=depth, actor_depth=actor_depth, width=args.width, batch_size=args.batch_size, **knobs)
-    agent = algorithms.build(cfg, SPEC)
+    agent = agents.build(cfg, SPEC)
     learner = jax.jit(agent.init)(jax.random.PRNGKey(0))
     batch = random_minibatch(algo, args.batch_size, SPEC, jax.random.PRNGKey(1))
     steps = args.sgd_steps_per_call
@@ -659,7 +660,7 @@ def parse_args(argv=None):
     add("--fast-remat", choices=("dots", "full", "off"), default="dots", help="remat policy of the fast mode (off: none)")
     add("--fast-dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="auto: bfloat16 on a GPU, else float32")
     add("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes to measure (fast_other: --also-other-dtype)")
-    add("--algos", nargs="+", choices=ALGORITHMS, default=["crl"],
+    add("--algos", nargs="+", choices=algorithm_names(), default=["crl"],
         help="algorithms, all at the settings given here; with several, each ÷ crl (else ÷ the first) per depth and mode")
     add("--also-other-dtype", action="store_true", help="also measure the fast mode with the other dtype")
     add("--unrolls", type=int, nargs="*", default=[], help="also measure the fast SGD step at these scan unrolls")
@@ -690,7 +691,7 @@ def parse_args(argv=None):
     add("--one", choices=("config", "peak", "seeds"), help=argparse.SUPPRESS)
     add("--depth", type=int, help=argparse.SUPPRESS)
     add("--mode", choices=("baseline", "fast", "fast_other"), help=argparse.SUPPRESS)
-    add("--algo", choices=ALGORITHMS, default="crl", help=argparse.SUPPRESS)
+    add("--algo", choices=algorithm_names(), default="crl", help=argparse.SUPPRESS)
     add("--unroll", type=int, default=1, help=argparse.SUPPRESS)
     add("--skip-loop-here", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Gymnasium views of every rlscale task: a single CPU-friendly env and a JAX-batched vector env.
 
-``import envs`` registers each task as ``rlscale/<CamelCaseName>-v0`` (``point_u_maze`` →
+``import rlscale.envs`` registers (when gymnasium is installed) each task as ``rlscale/<CamelCaseName>-v0`` (``point_u_maze`` →
 ``rlscale/PointUMaze-v0``, ``ant_u4_maze_eval`` → ``rlscale/AntU4MazeEval-v0``); entry points are
 strings, so nothing is built until ``make``::
 

@@ -1,6 +1,6 @@
 """Top-down pictures of the maze tasks (point, ant and humanoid mazes), drawn with matplotlib's Agg canvas.
 
-The picture reads like the layouts in :mod:`envs.mazes`: layout columns (world y) run left to right and
+The picture reads like the layouts in :mod:`rlscale.envs.mazes`: layout columns (world y) run left to right and
 layout rows (world x) top to bottom, so world x points *down*. Walls are dark, the start cell blue, goal
 cells green; a commanded goal is a red star and each trajectory (an array of world x, y rows) a line
 from a circle (start) to a cross (end).

@@ -27,7 +27,6 @@ from rlscale.envs.mazes import Maze, cell_distances, maze
 
 MAX_GOAL_DISTANCE = 3
 EVAL_GOAL_DISTANCES = (4, 5, 6)
-ROBOTS = ("point", "point_inertia", "ant")
 
 
 def check_distance(option: str, value: Any) -> int:

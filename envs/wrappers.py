@@ -40,7 +40,6 @@ class StepInfo:
     """What one step reports besides the next state (all per env)."""
 
     done: jax.Array  # the episode ended (termination or truncation); the env continues from a fresh reset
-    truncated: jax.Array  # the time limit was reached (possibly together with termination)
     terminated: jax.Array  # the task terminated (the robot fell): the next state is terminal, its value is 0
     next_state: jax.Array  # the state part of the observation the step reached, before any auto-reset
     metrics: dict[str, jax.Array]
@@ -112,7 +111,6 @@ class EpisodeEnv:
             key=key,
             initial=state.initial,
         )
-        truncated = state.steps + 1 >= self.episode_length
-        info = StepInfo(done=done, truncated=truncated, terminated=nxt.terminated,
+        info = StepInfo(done=done, terminated=nxt.terminated,
                         next_state=nxt.obs[: self.task.spec.state_size], metrics=nxt.metrics)
         return new_state, info

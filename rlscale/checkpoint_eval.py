@@ -26,7 +26,7 @@ from rlscale import checkpoint as ckpt
 from rlscale.policy import LoadedPolicy, load, make_eval_task
 from rlscale.rollout import make_unroll, summarize
 from rlscale.run_dir import find_run_dirs, write_atomic
-from rlscale.train import eval_key
+from rlscale.keys import eval_key
 
 
 class EvalError(ValueError):
@@ -39,9 +39,9 @@ def evaluate(policy: LoadedPolicy, task: str | None = None, episodes: int = 128,
     if episodes < 1:
         raise EvalError(f"--episodes must be a positive integer, got {episodes}")
     env = make_eval_task(policy, task)
-    seed = policy.config["seed"] if seed is None else seed
+    seed = policy.train_config.seed if seed is None else seed
     epoch = policy.meta["counters"]["epoch"]
-    unroll = make_unroll(env, policy.config["episode_length"], episodes, policy.act)
+    unroll = make_unroll(env, policy.train_config.episode_length, episodes, policy.act)
     per_episode = jax.jit(unroll, static_argnums=2)(policy.actor_params, eval_key(seed, epoch - 1), stochastic)
     return {
         "task": env.spec.name,
@@ -50,7 +50,7 @@ def evaluate(policy: LoadedPolicy, task: str | None = None, episodes: int = 128,
         "episodes": episodes,
         "seed": seed,
         "stochastic": stochastic,
-        "episode_length": policy.config["episode_length"],
+        "episode_length": policy.train_config.episode_length,
         **summarize(per_episode),
     }
 
@@ -113,14 +113,14 @@ def _pictures(args: argparse.Namespace, policies: list[LoadedPolicy]) -> None:
         if p.run_dir not in latest or p.step > latest[p.run_dir].step:
             latest[p.run_dir] = p
     by_depth: dict[int, LoadedPolicy] = {}
-    for p in sorted(latest.values(), key=lambda p: (p.config["depth"], p.config["seed"], str(p.run_dir))):
-        by_depth.setdefault(p.config["depth"], p)
+    for p in sorted(latest.values(), key=lambda p: (p.train_config.depth, p.train_config.seed, str(p.run_dir))):
+        by_depth.setdefault(p.train_config.depth, p)
     first = next(iter(by_depth.values()))
-    key = jax.random.PRNGKey(args.seed if args.seed is not None else first.config["seed"])
+    key = jax.random.PRNGKey(args.seed if args.seed is not None else first.train_config.seed)
     for out in filter(None, wanted):
         out.parent.mkdir(parents=True, exist_ok=True)
     # Short titles (a run's name is wider than its panel); which run each panel shows is printed instead.
-    panels = [(f"depth {d}, seed {p.config['seed']}", p) for d, p in by_depth.items()]
+    panels = [(f"depth {d}, seed {p.train_config.seed}", p) for d, p in by_depth.items()]
     for title, p in panels:
         print(f"panel {title}: {p.run_dir}")
     if args.trajectories:
@@ -178,7 +178,7 @@ def main(argv: list[str]) -> int:
         policy = load(target)
         results.append((policy, evaluate(policy, args.task, args.episodes, args.seed, args.stochastic)))
     _pictures(args, [p for p, _ in results])
-    rows = [{"run": str(policy.run_dir), "depth": policy.config["depth"], **result} for policy, result in results]
+    rows = [{"run": str(policy.run_dir), "depth": policy.train_config.depth, **result} for policy, result in results]
     print(_format(rows))  # first: the numbers reach the user even when they cannot be saved
     try:
         for policy, result in results:

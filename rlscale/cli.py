@@ -149,14 +149,13 @@ def _train(args: list[str]) -> None:
     pre.add_argument("--env", default=TrainConfig.env)
     pre.add_argument("--algo", default=TrainConfig.algo)
     known, _ = pre.parse_known_args(args)
-    from rlscale.config import ALGORITHMS
+    from rlscale import agents
     from rlscale.envs import names
 
     if known.env not in names():
         raise CliError(f"unknown task {known.env!r}; valid tasks: {', '.join(names())}")
-    if known.algo not in ALGORITHMS:
-        raise CliError(f"unknown --algo {known.algo!r}; valid: {', '.join(ALGORITHMS)}")
-    # The algorithm's defaults (config.ALGORITHM_DEFAULTS), shown by --help; the options given win over them.
+    agents.get(known.algo)  # an unknown --algo: a ValueError naming the valid ones
+    # The algorithm's defaults (its Algorithm.defaults), shown by --help; the options given win over them.
     defaults = config_for(known.env, algo=known.algo)
     cfg = tyro.cli(
         TrainConfig,

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from typing_extensions import Doc
 
+from rlscale import agents
 from rlscale.networks import TRUNK_OPTIONS, TrunkConfig, check_option, check_positive, upgrade_options
 
 # Version of what TrainConfig's values mean, saved in every config.json. Bump it only when an option keeps
@@ -53,8 +54,8 @@ def _with_trunk_options(after: str):
 class TrainConfig:
     """Contrastive RL (CRL), or a baseline (--algo), with residual MLP networks."""
 
-    algo: str = "crl"
-    """Learning algorithm: crl, sac, sac_her, td3_her, gcsl or gcbc (docs/method.md#baselines; gcbc needs --dataset). The baselines change some defaults, shown below for the chosen --algo: sac and sac_her: lr 1e-3, batch 256, twice the task's SGD steps per collection, target entropy -1 per action dim, relabel probability 0 (sac) or 0.8 (sac_her); td3_her: lr 1e-4, batch 256, twice the SGD steps, relabel probability 0.8; gcsl and gcbc: batch 256. Options the user sets win."""
+    algo: str = agents.DEFAULT
+    """Learning algorithm: crl (the default), sac, sac_her, td3_her, gcsl or gcbc (rlscale/agents/; docs/method.md#baselines; gcbc needs --dataset). An algorithm may change some defaults: the values shown below are those of the chosen --algo. Options the user sets win."""
 
     # --- task ---
     env: str = "point_u_maze"
@@ -188,6 +189,16 @@ class TrainConfig:
             raise ValueError(f"unknown network {network!r}; valid: {', '.join(depths)}")
         return self.trunk(depths[network])
 
+    def eval_task_name(self, spec=None) -> str:
+        """The task the run evaluates on, the one resolution of it: ``--eval-env``, else the task's own choice
+        (its ``TaskSpec.eval_task``: a maze's far-goal layout; docs/tasks.md). ``spec``: the training task's,
+        when it is built already."""
+        if self.eval_env is not None:
+            return self.eval_env
+        from rlscale import envs
+
+        return (spec or envs.make(self.env).spec).eval_task
+
     def make_task(self, name: str | None = None):
         """The run's task (or the task ``name``, e.g. its eval task) built as in training: the one task builder
         from a config (the trainer, evaluation, recording and rendering all call it). The episode length and
@@ -220,11 +231,11 @@ class TrainConfig:
             if self.actor_depth is None and self.critic_depth is None
             else f"a{self.resolved_actor_depth}c{self.resolved_critic_depth}"
         )
+        algorithm = agents.get(self.algo)
         collector = "" if self.collector_depth is None else f"_col{self.collector_depth}"
-        if self.dataset is not None and self.algo == "crl":
-            collector = "_offline"  # offline CRL beside the online runs of the same options
-        algo = "" if self.algo == "crl" else f"_{self.algo}"  # CRL runs keep their names
-        return f"{self.env}{algo}_{depth}{collector}_w{self.width}_b{self.batch_size}_s{self.seed}"
+        if self.dataset is not None:
+            collector = algorithm.dataset_run_tag
+        return f"{self.env}{algorithm.tag}_{depth}{collector}_w{self.width}_b{self.batch_size}_s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -276,9 +287,10 @@ def validate(cfg: TrainConfig) -> None:
     from rlscale import losses
     from rlscale.envs import names
 
-    check_algorithm(cfg.algo)
-    if cfg.collector_depth is not None and cfg.algo != "crl":
-        raise ValueError(f"--collector-depth is a CRL experiment; it cannot be combined with --algo {cfg.algo}")
+    algorithm = agents.get(cfg.algo)
+    if cfg.collector_depth is not None and not algorithm.collector_experiment:
+        able = " or ".join(a for a in agents.names() if agents.get(a).collector_experiment)
+        raise ValueError(f"--collector-depth is an experiment of --algo {able}; it cannot be combined with --algo {cfg.algo}")
     check_dataset_options(cfg)
     if cfg.stitch_max_goal_distance is not None:
         if not cfg.env.endswith("_stitch"):
@@ -392,55 +404,18 @@ def load_preset(task: str) -> dict[str, Any]:
 
 # --- per-algorithm defaults -------------------------------------------------------------------------
 
-ALGORITHMS = ("crl", "sac", "sac_her", "td3_her", "gcsl", "gcbc")
-# The algorithms with an actor only (goal-conditioned supervised learning: no critic, no TD).
-SUPERVISED_ALGORITHMS = ("gcsl", "gcbc")
-# The algorithms that train from a --dataset (gcbc only from one); gcsl on a fixed dataset is gcbc.
-DATASET_ALGORITHMS = ("crl", "gcbc")
-
-
-@dataclasses.dataclass(frozen=True)
-class Scaled:
-    """An algorithm default that is a multiple of the value below it (the task preset's, else the paper's)."""
-
-    factor: int
-
-
-_TD_DEFAULTS: dict[str, Any] = {
-    # Deep TD critics are less stable than the contrastive one: a smaller step; JaxGCRL's SAC uses 1e-4 and
-    # batch 256. Twice the task's SGD steps: TD learning propagates the sparse reward one step per update.
-    "actor_lr": 1e-4, "critic_lr": 1e-4, "alpha_lr": 1e-4, "batch_size": 256, "sgd_steps_per_collection": Scaled(2),
-}
-# SAC's step from the brief tuning (benchmarks/baselines_cpu.md): at depth 4 on the point U-maze 1e-3 scored
-# 0.93 where 1e-4 scored 0.16, and it stayed stable at depth 16. TD3 was not tuned and keeps 1e-4.
-_SAC_STEP: dict[str, Any] = {"actor_lr": 1e-3, "critic_lr": 1e-3, "alpha_lr": 1e-3}
-# What each algorithm changes of the defaults (paper's, then the task preset's), applied by config_for only
-# to options the caller did not set. CRL changes nothing: its runs, and their run ids, stay as they were.
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "crl": {},
-    "sac": {**_TD_DEFAULTS, **_SAC_STEP, "target_entropy_per_action_dim": -1.0, "relabel_probability": 0.0},  # SAC's -|A|
-    "sac_her": {**_TD_DEFAULTS, **_SAC_STEP, "target_entropy_per_action_dim": -1.0, "relabel_probability": 0.8},
-    "td3_her": {**_TD_DEFAULTS, "relabel_probability": 0.8},
-    "gcsl": {"batch_size": 256},
-    "gcbc": {"batch_size": 256},
-}
-
-
-def check_algorithm(algo: Any) -> None:
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown --algo {algo!r}; valid: {', '.join(ALGORITHMS)}")
-
-
 def check_dataset_options(cfg: "TrainConfig") -> None:
     """The options a --dataset run (learner-only: it never acts) can and must combine with; the file itself
     is checked against the task by ``rlscale.datasets.check_fits``."""
+    algorithm = agents.get(cfg.algo)
     if cfg.dataset is None:
-        if cfg.algo == "gcbc":
-            raise ValueError("--algo gcbc learns from a fixed dataset: give --dataset FILE.npz (made by rlscale record)")
+        if algorithm.data == agents.registry.DATASET:
+            raise ValueError(f"--algo {cfg.algo} learns from a fixed dataset: give --dataset FILE.npz (made by rlscale record)")
         return
-    if cfg.algo not in DATASET_ALGORITHMS:
-        hint = " (gcsl on a fixed dataset is gcbc)" if cfg.algo == "gcsl" else ""
-        raise ValueError(f"--dataset trains --algo {' or '.join(DATASET_ALGORITHMS)}, not {cfg.algo}{hint}")
+    if algorithm.data == agents.registry.COLLECTS:
+        able = " or ".join(a for a in agents.names() if agents.get(a).data != agents.registry.COLLECTS)
+        hint = f" ({algorithm.dataset_hint})" if algorithm.dataset_hint else ""
+        raise ValueError(f"--dataset trains --algo {able}, not {cfg.algo}{hint}")
     if cfg.collector_depth is not None:
         raise ValueError("--dataset and --collector-depth both say where the data comes from; give one")
     if cfg.save_buffer:
@@ -448,21 +423,20 @@ def check_dataset_options(cfg: "TrainConfig") -> None:
 
 
 def algorithm_defaults(algo: str, below: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """The options ``algo`` sets on top of ``below`` (a preset's options over the paper defaults), leaving
-    out those in ``overrides`` (set by the user)."""
-    check_algorithm(algo)
+    """The options ``algo`` sets (its ``Algorithm.defaults``) on top of ``below`` (a preset's options over the
+    paper defaults), leaving out those in ``overrides`` (set by the user)."""
     out = {}
-    for option, value in ALGORITHM_DEFAULTS[algo].items():
+    for option, value in agents.get(algo).defaults.items():
         if option in overrides:
             continue
-        if isinstance(value, Scaled):
+        if isinstance(value, agents.Scaled):
             value = value.factor * below.get(option, getattr(TrainConfig, option))
         out[option] = value
     return out
 
 
 def config_for(task: str, **overrides: Any) -> TrainConfig:
-    """Paper defaults, then the task's preset, then the algorithm's defaults (``ALGORITHM_DEFAULTS``, for
+    """Paper defaults, then the task's preset, then the algorithm's defaults (``Algorithm.defaults``, for
     options not in ``overrides``), then ``overrides``."""
     preset = load_preset(task)
     algo = overrides.get("algo", TrainConfig.algo)

@@ -60,8 +60,8 @@ def record(policy, num_episodes: int, out: str | os.PathLike, *, task: str | Non
         raise DatasetError(f"the folder of --out {out} does not exist")
     check_can_create(out)  # before the rollouts, which may take minutes
     env = make_eval_task(policy, task or policy.task)
-    length = policy.config["episode_length"]
-    seed = policy.config["seed"] if seed is None else seed
+    length = policy.train_config.episode_length
+    seed = policy.train_config.seed if seed is None else seed
     chunks = []
     for first in range(0, num_episodes, EPISODES_PER_ROLLOUT):  # bounded memory: the rollout keeps every state
         count = min(EPISODES_PER_ROLLOUT, num_episodes - first)
@@ -240,3 +240,26 @@ def buffer_of(data: dict[str, Any], window: int, multiple_of: int = 1) -> Replay
         traj_id=slots(data["trajectory_ids"].astype(np.int32)),
         size=jnp.asarray(slot_length, jnp.int32),
     )
+
+
+def file_record(path: str) -> dict[str, Any]:
+    """The ``dataset`` entry of a dataset run's ``config.json``: where the file was and its SHA-256."""
+    return {"path": str(Path(path).resolve()), "sha256": sha256(path)}
+
+
+def check_unchanged(saved: dict[str, Any] | None, run_path: Path) -> str | None:
+    """The dataset file a dataset run resumes from (``saved``: its ``config.json``'s ``dataset`` entry, from
+    :func:`file_record`): the very file it started with (absolute path and SHA-256, so the resume may run
+    from another folder); None for a run without a dataset."""
+    if saved is None:
+        return None
+    path = saved["path"]
+    if not Path(path).is_file():
+        raise DatasetError(f"{run_path} trains from dataset {path}, which no longer exists; restore it to resume")
+    now = sha256(path)
+    if now != saved["sha256"]:
+        raise DatasetError(
+            f"dataset {path} changed since {run_path} started (SHA-256 {saved['sha256'][:12]}… then, {now[:12]}… now): "
+            f"restore that file to resume, or start a new run"
+        )
+    return path

@@ -1,4 +1,4 @@
-"""Matrix-product FLOPs of one SGD step (``Agent.sgd_step``), counted from the Dense layers' weights.
+"""Matrix-product FLOPs of one SGD step (``sgd_step`` of an agent), counted from the Dense layers' weights.
 
 A Dense layer of ``m`` weights (kernel ``in × out``) on ``B`` rows costs ``2 B m`` FLOPs forward,
 ``2 B m`` for the gradient with respect to its weights and ``2 B m`` for the gradient with respect
@@ -25,23 +25,14 @@ the losses, and the Adam updates (≈ 13 FLOPs a parameter in XLA's count). The 
 does not change the count. ``tests/test_flops.py`` checks it against XLA's cost analysis of the real
 unrolled step.
 
-The baselines (``--algo``, ``rlscale.algorithms``), by the same rules, with ``P_q`` the Dense weights of one
-Q trunk on ``(s, a, g)`` (``q = s + a + g``; both Q trunks run on every row):
-
-* SAC: critic loss ``B (2 P_a + 4 P_q + 12 P_q - 4 q w)`` (the actor on s' and the two target Q forward;
-  the two online Q trained), actor loss ``B (6 P_a - 2 (s + g) w + 8 P_q)`` (the two Q forward and input
-  gradients down to the action);
-* TD3: the same critic loss (its target actor in place of the actor), and the actor loss with Q1 only,
-  ``B (6 P_a - 2 (s + g) w + 4 P_q)``, once every ``policy_delay`` steps (``lax.cond``; counted as its
-  average share of a step);
-* GCSL: the actor's forward and backward, ``B (6 P_a - 2 (s + g) w)``.
-
-These three are derived, not checked against XLA's count as CRL's is.
+Each algorithm counts its own step by these rules (``Algorithm.sgd_step_flops`` in ``rlscale/agents/``): CRL's
+above (``rlscale.agents.crl``), SAC's and TD3's twin-Q steps (``rlscale.agents.common.td_flops``) and GCSL's
+actor-only step (``rlscale.agents.gcsl``); the baselines' are derived, not checked against XLA's count.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from rlscale.envs.base import TaskSpec
@@ -53,32 +44,27 @@ def trunk_matmul_weights(in_size: int, out_size: int, depth: int, width: int) ->
     return in_size * width + depth * width * width + width * out_size
 
 
-def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
-    """Matmul FLOPs of one SGD step of ``cfg.algo`` (module docstring): ``total``, ``actor_loss`` and ``critic_loss``."""
-    from rlscale.config import SUPERVISED_ALGORITHMS
+class InputSizes(NamedTuple):
+    """What the first layer of each trunk reads: ``s + g`` (actor), ``s + a`` (φ), ``g`` (ψ), ``s + a + g``
+    (a Q trunk); with ``--norm hyperspherical`` one more each (its input units also read a constant)."""
 
-    s, g, a, w, batch = spec.state_size, spec.goal_size, spec.action_size, cfg.width, cfg.batch_size
-    shift = 1 if cfg.norm == "hyperspherical" else 0  # its input units read the input and a constant
-    sag = s + a + g + shift
-    sg, sa, g = s + g + shift, s + a + shift, g + shift
-    p_a = trunk_matmul_weights(sg, 2 * a, cfg.resolved_actor_depth, w)
-    if cfg.algo != "crl":
-        p_q = trunk_matmul_weights(sag, 1, cfg.resolved_critic_depth, w)
-        actor_training = 6 * p_a - 2 * sg * w
-        if cfg.algo in SUPERVISED_ALGORITHMS:
-            actor_loss, critic_loss = batch * actor_training, 0
-        elif cfg.algo == "td3_her":
-            actor_loss = batch * (actor_training + 4 * p_q) // cfg.policy_delay
-            critic_loss = batch * (2 * p_a + 16 * p_q - 4 * sag * w)
-        else:  # sac, sac_her
-            actor_loss = batch * (actor_training + 8 * p_q)
-            critic_loss = batch * (2 * p_a + 16 * p_q - 4 * sag * w)
-        return {"total": actor_loss + critic_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
-    p_sa = trunk_matmul_weights(sa, cfg.repr_dim, cfg.resolved_critic_depth, w)
-    p_g = trunk_matmul_weights(g, cfg.repr_dim, cfg.resolved_critic_depth, w)
-    actor_loss = batch * (6 * p_a - 2 * sg * w + 4 * p_sa + 2 * p_g)
-    critic_loss = batch * (6 * p_sa - 2 * sa * w + 6 * p_g - 2 * g * w)
-    return {"total": actor_loss + critic_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
+    sg: int
+    sa: int
+    g: int
+    sag: int
+
+
+def input_sizes(cfg: "TrainConfig", spec: "TaskSpec") -> InputSizes:
+    shift = 1 if cfg.norm == "hyperspherical" else 0
+    s, g, a = spec.state_size, spec.goal_size, spec.action_size
+    return InputSizes(sg=s + g + shift, sa=s + a + shift, g=g + shift, sag=s + a + g + shift)
+
+
+def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
+    """Matmul FLOPs of one SGD step of ``cfg.algo``: ``total``, ``actor_loss`` and ``critic_loss``."""
+    from rlscale import agents
+
+    return agents.get(cfg.algo).sgd_step_flops(cfg, spec)
 
 
 def cost_analysis_flops(analysis) -> float | None:

@@ -457,7 +457,7 @@ def deterministic_action(mean: jax.Array) -> jax.Array:
 def act(actor: Actor, actor_params, obs: jax.Array, state_size: int, key: jax.Array | None) -> jax.Array:
     """The policy's action for observations ``state ⊕ goal`` (the first ``state_size`` entries are the
     state), batched or not: tanh(mean) without a key, a tanh-Gaussian sample with one. How the tanh-Gaussian
-    policies (CRL, SAC, GCSL) act; ``rlscale.acting.inference_fn`` picks each algorithm's acting (TD3's is
-    its own) for training and for a loaded checkpoint alike."""
+    policies (CRL, SAC, GCSL) act; each algorithm's ``Algorithm.make_inference_fn`` (``rlscale.agents``) is its
+    acting, for training and for a loaded checkpoint alike (TD3's is its own)."""
     mean, log_std = actor.apply({"params": actor_params}, obs[..., :state_size], obs[..., state_size:])
     return deterministic_action(mean) if key is None else sample_action(mean, log_std, key)[0]

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 
 from rlscale import checkpoint as ckpt
 from rlscale.config import TrainConfig
-from rlscale.networks import Actor, TrunkConfig
+from rlscale.networks import Actor
 
 if TYPE_CHECKING:
     from rlscale import envs
@@ -41,40 +42,31 @@ class LoadedPolicy:
 
     @property
     def task(self) -> str:
-        return self.config["env"]
+        return self.train_config.env
 
     @property
     def eval_task(self) -> str:
-        """The task the run evaluated on in training: the checkpoint's record, else the config's ``eval_env``,
-        else the task's default (``envs.default_eval_task``, as the trainer resolves it)."""
-        if self.meta.get("eval_task") or self.config.get("eval_env"):
-            return self.meta.get("eval_task") or self.config["eval_env"]
-        from rlscale import envs
-
-        return envs.default_eval_task(self.config["env"])
+        """The task the run evaluated on in training: the checkpoint's record, else resolved from its config
+        as the trainer resolves it (``TrainConfig.eval_task_name``)."""
+        return self.meta.get("eval_task") or self.train_config.eval_task_name()
 
     @property
     def obs_size(self) -> int:
         return self.actor_params["trunk"]["input"]["Dense_0"]["kernel"].shape[0]
 
-    @property
+    @functools.cached_property
     def train_config(self) -> TrainConfig:
         """The saved config rebuilt as every saved config is (``TrainConfig.from_dict``)."""
         return TrainConfig.from_dict(self.config, source=f"{self.run_dir}'s config", saved=True)
 
     def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
-        """The run's algorithm's own acting (``rlscale.acting.inference_fn``, as its agent acts in training):
-        deterministic without a key, exploring with one (a tanh-Gaussian sample, or TD3's Gaussian noise on
-        tanh(mean))."""
-        from rlscale.acting import inference_fn
+        """The run's algorithm's inference function (``Algorithm.make_inference_fn``, the one its agent acts
+        with in training): deterministic without a key, exploring with one (a tanh-Gaussian sample, or TD3's
+        Gaussian noise on tanh(mean))."""
+        from rlscale import agents
 
-        return inference_fn(self.train_config, self.actor, self.state_size)(actor_params, obs, key)
-
-
-def trunk_config(config: dict[str, Any], network: str) -> TrunkConfig:
-    """The ``"actor"`` or ``"critic"`` trunk of a saved config, built as in training: the config rebuilt
-    as every saved config is (``TrainConfig.from_dict``), then ``TrainConfig.network_trunk``."""
-    return TrainConfig.from_dict(config, source="the checkpoint's config", saved=True).network_trunk(network)
+        cfg = self.train_config
+        return agents.get(cfg.algo).make_inference_fn(cfg, self.actor, self.state_size)(actor_params, obs, key)
 
 
 def load(path: str | os.PathLike) -> LoadedPolicy:
@@ -82,6 +74,7 @@ def load(path: str | os.PathLike) -> LoadedPolicy:
     run_dir, step = ckpt.locate(path)
     saved, meta = ckpt.restore_raw(run_dir, step)
     config = meta["config"]
+    cfg = TrainConfig.from_dict(config, source=f"{run_dir}'s checkpoint config", saved=True)
     params = saved["learner"]["actor_params"]
     output_kernel = params["trunk"]["output"]["kernel"]
     action_size = output_kernel.shape[1] // 2
@@ -90,9 +83,9 @@ def load(path: str | os.PathLike) -> LoadedPolicy:
         step=step,
         config=config,
         meta=meta,
-        actor=Actor(trunk_config(config, "actor"), action_size),
+        actor=Actor(cfg.network_trunk("actor"), action_size),
         actor_params=jax.tree.map(jnp.asarray, params),
-        state_size=meta["state_size"] if "state_size" in meta else _state_size(config["env"]),
+        state_size=meta["state_size"] if "state_size" in meta else _state_size(cfg.env),
     )
 
 

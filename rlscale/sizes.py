@@ -32,24 +32,13 @@ def task_spec(task: str) -> "TaskSpec | None":
 
 
 def agent_param_count(cfg: "TrainConfig") -> int | None:
-    """Parameters the run trains: CRL's actor, two critic encoders and the cosine energy's temperature; a
-    baseline's actor and (SAC, TD3) its two Q trunks, target copies not counted. None for an unregistered task."""
-    from rlscale.config import SUPERVISED_ALGORITHMS
-    from rlscale.networks import trunk_param_count
+    """Parameters the run trains (its algorithm's ``param_count``: CRL's actor, two critic encoders and the
+    cosine energy's temperature; a baseline's actor and, SAC and TD3, its two Q trunks, target copies not
+    counted). None for an unregistered task."""
+    from rlscale import agents
 
     spec = task_spec(cfg.env)
-    if spec is None:
-        return None
-    shape = {"width": cfg.width, "norm": cfg.norm, "residual": cfg.residual}
-    actor = trunk_param_count(spec.obs_size, 2 * spec.action_size, cfg.resolved_actor_depth, **shape)
-    if cfg.algo in SUPERVISED_ALGORITHMS:
-        return actor
-    if cfg.algo != "crl":  # the twin Q of SAC and TD3
-        return actor + 2 * trunk_param_count(spec.obs_size + spec.action_size, 1, cfg.resolved_critic_depth, **shape)
-    sa = trunk_param_count(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, **shape)
-    g = trunk_param_count(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, **shape)
-    temperature = 1 if cfg.energy == "cosine" else 0  # the critic's log_temperature
-    return actor + sa + g + temperature
+    return None if spec is None else agents.get(cfg.algo).param_count(cfg, spec)
 
 
 def flops_per_sgd_step(cfg: "TrainConfig") -> int | None:

@@ -1,4 +1,4 @@
-"""The training loop of every algorithm (``--algo``: CRL and the baselines of ``rlscale.algorithms``).
+"""The training loop of every algorithm (``--algo``: the agents of ``rlscale.agents``).
 
 ``Trainer.training_step(state, key)`` is one pure, jittable step: collect ``unroll_length`` steps in
 each of ``num_envs`` envs, insert them in the replay buffer, draw ``sgd_steps_per_collection``
@@ -28,31 +28,17 @@ from rich.console import Console
 
 from rlscale import envs
 from rlscale.envs.wrappers import EpisodeEnv, EpisodeState
+from rlscale.keys import eval_key, run_keys
 from rlscale import checkpoint as ckpt
 from rlscale import parallel
 from rlscale import run_dir as rd
-from rlscale import algorithms
+from rlscale import agents
 from rlscale import datasets
 from rlscale.buffer import EpisodeEnds, ReplayBuffer, init_buffer, insert
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
 from rlscale.rollout import make_unroll, summarize
 from rlscale.scores import BLOCK_NORMS_PREFIX
 from rlscale.seed_groups import SeedGroups, check_seed_threads, default_seed_threads
-
-
-# --- the run's RNG scheme: every random draw of a run derives from its seed through these keys; `rlscale
-# eval` (rlscale.checkpoint_eval) reproduces an epoch's evaluation with eval_key. ---
-RUN_KEYS = ("init", "train", "eval", "refill")
-
-
-def run_keys(seed: int) -> dict[str, jax.Array]:
-    """The root keys of a run; every random draw of training and evaluation derives from these."""
-    return dict(zip(RUN_KEYS, jax.random.split(jax.random.PRNGKey(seed), len(RUN_KEYS))))
-
-
-def eval_key(seed: int, epoch_index: int) -> jax.Array:
-    """The key of the evaluation after epoch ``epoch_index`` (0-based) of a run with this seed."""
-    return jax.random.fold_in(run_keys(seed)["eval"], epoch_index)
 
 
 # Exit status of a run stopped by SIGTERM (Slurm preemption, Ray cancellation) after it saved a
@@ -74,7 +60,7 @@ class Preempted(Exception):
 
 @struct.dataclass
 class TrainingState:
-    learner: Any  # the algorithm's learner (rlscale.algorithms): its networks act, except in a collector run
+    learner: Any  # the algorithm's learner (rlscale.agents): its networks act, except in a collector run
     env_state: EpisodeState  # batched over num_envs
     buffer: ReplayBuffer
     collector: Any | None = None  # a collector run's acting CRL agent (``TrainConfig.collector_depth``)
@@ -90,7 +76,7 @@ class Trainer:
         self.plan: Plan = plan(cfg)
         self.task = cfg.make_task()
         self.spec = self.task.spec
-        self.eval_task = cfg.make_task(cfg.eval_env or self.spec.eval_task)
+        self.eval_task = cfg.make_task(cfg.eval_task_name(self.spec))
         eval_spec = self.eval_task.spec
         if (eval_spec.obs_size, eval_spec.action_size) != (self.spec.obs_size, self.spec.action_size):
             raise ValueError(
@@ -98,7 +84,7 @@ class Trainer:
                 f"task {self.spec.name!r} (obs {self.spec.obs_size}, action {self.spec.action_size})"
             )
         self.env = EpisodeEnv(self.task, cfg.episode_length, cfg.fixed_goals_per_env)
-        self.agent = algorithms.build(cfg, self.spec)
+        self.agent = agents.build(cfg, self.spec)
         # A dataset run (docs/method.md#offline-training) never acts: its buffer is the dataset, read once.
         self.dataset = None
         self.num_devices = 1 if mesh is None else mesh.size  # a dataset's buffer slots split evenly over them
@@ -108,7 +94,7 @@ class Trainer:
                                 self.num_devices)
         self.eval_unroll = make_unroll(self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.agent.act)
         # A collector run (docs/method.md#collector-experiment): this agent acts, the run's own only learns.
-        self.collector_agent = None if cfg.collector_depth is None else algorithms.build(cfg.collector_config(), self.spec)
+        self.collector_agent = None if cfg.collector_depth is None else agents.build(cfg.collector_config(), self.spec)
         self.collector_eval_unroll = None if self.collector_agent is None else make_unroll(
             self.eval_task, cfg.episode_length, cfg.num_eval_envs, self.collector_agent.act)
 
@@ -507,35 +493,12 @@ def _record_wallclock(m: "_SeedRun") -> None:
             rd.write_wallclock(m.path, seconds)
 
 
-def dataset_record(path: str) -> dict[str, Any]:
-    """The ``dataset`` entry of a dataset run's ``config.json``: where the file was and its SHA-256."""
-    return {"path": str(Path(path).resolve()), "sha256": datasets.sha256(path)}
-
-
-def _check_same_dataset(stored: dict[str, Any], run_path: Path) -> str | None:
-    """The dataset file a dataset run resumes from: the very file it started with (absolute path and SHA-256
-    in ``config.json``, so the resume may run from another folder)."""
-    saved = stored.get("dataset")
-    if saved is None:
-        return None
-    path = saved["path"]
-    if not Path(path).is_file():
-        raise datasets.DatasetError(f"{run_path} trains from dataset {path}, which no longer exists; restore it to resume")
-    now = datasets.sha256(path)
-    if now != saved["sha256"]:
-        raise datasets.DatasetError(
-            f"dataset {path} changed since {run_path} started (SHA-256 {saved['sha256'][:12]}… then, {now[:12]}… now): "
-            f"restore that file to resume, or start a new run"
-        )
-    return path
-
-
 def _stored_configs(paths: list[Path]) -> list[TrainConfig]:
     """The configs of runs to resume, from their ``config.json``, each with its run directory."""
     cfgs = []
     for path in paths:
         stored = rd.read_config(path)
-        dataset = _check_same_dataset(stored, path)
+        dataset = datasets.check_unchanged(stored.get("dataset"), path)
         cfg = TrainConfig.from_dict(stored["config"], source=str(path / rd.CONFIG_FILE))
         cfgs.append(dataclasses.replace(cfg, run_dir=str(path), dataset=dataset or cfg.dataset))
     check_same_but_seed(cfgs)
@@ -551,7 +514,7 @@ def _write_run_configs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
         if len(cfgs) > 1:
             info["trained_with_seeds"] = [other.seed for other in cfgs]
         if c.dataset is not None:  # what the run learns from, so that a resume can tell the file changed
-            info["dataset"] = dataset_record(c.dataset)
+            info["dataset"] = datasets.file_record(c.dataset)
         rd.write_wallclock(path, 0.0)
         rd.write_atomic(path / rd.CONFIG_FILE, rd.dumps_json(info))
     return paths
@@ -807,7 +770,7 @@ def _print_plan(console: Console, cfg: TrainConfig, p: Plan, trainer: Trainer, r
     from rlscale.networks import param_count
 
     learner = jax.eval_shape(trainer.agent.init, jax.random.PRNGKey(0))
-    algo = "" if cfg.algo == "crl" else f"{cfg.algo}, "
+    algo = f"{cfg.algo}, " if agents.get(cfg.algo).tag else ""  # as in run names: CRL's says nothing
     console.print(
         f"[bold]{run_path}[/]: {algo}{cfg.env} (eval {trainer.eval_task.spec.name}), actor depth {cfg.resolved_actor_depth}, "
         f"critic depth {cfg.resolved_critic_depth}, width {cfg.width}, batch {cfg.batch_size}, seed {cfg.seed}; "

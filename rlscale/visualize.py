@@ -14,7 +14,7 @@ from rlscale import envs
 from rlscale import losses
 from rlscale.checkpoint import restore_raw
 from rlscale.networks import Critic, critic_log_temperature
-from rlscale.policy import LoadedPolicy, make_eval_task, trunk_config
+from rlscale.policy import LoadedPolicy, make_eval_task
 from rlscale.rollout import rollout as episodes_rollout
 from rlscale.run_dir import atomic_output
 
@@ -70,12 +70,14 @@ def trajectories_figure(panels: list[tuple[str, LoadedPolicy]], task_name: str |
 
 def _critic(policy: LoadedPolicy) -> tuple[Critic, dict]:
     """The critic of ``policy``'s checkpoint (``LoadedPolicy`` holds only the actor) and its parameters."""
-    algo = policy.config.get("algo", "crl")  # configs saved before --algo are CRL's
-    if algo != "crl":
-        raise RenderError(f"critic maps and embeddings draw CRL's contrastive critic; {policy.run_dir} is a {algo} run")
+    cfg = policy.train_config
     saved, _ = restore_raw(policy.run_dir, policy.step)
-    critic = Critic(trunk_config(policy.config, "critic"), policy.config["repr_dim"], policy.config["energy"])
-    return critic, jax.tree.map(jnp.asarray, saved["learner"]["critic_params"])
+    critic_params = saved["learner"].get("critic_params", {})
+    if "sa_encoder" not in critic_params:  # a contrastive critic's φ(s, a) encoder (CRL's); a Q critic has none
+        raise RenderError(f"critic maps and embeddings draw a contrastive critic (φ(s, a), ψ(g)); {policy.run_dir} "
+                          f"is a {cfg.algo} run, which has none")
+    critic = Critic(cfg.network_trunk("critic"), cfg.repr_dim, cfg.energy)
+    return critic, jax.tree.map(jnp.asarray, critic_params)
 
 
 def _critic_values(policy: LoadedPolicy, task: envs.GoalTask, goal_xy: np.ndarray, resolution: float):
@@ -103,7 +105,7 @@ def _critic_values(policy: LoadedPolicy, task: envs.GoalTask, goal_xy: np.ndarra
     def values(state, goal):
         action = policy.act(policy.actor_params, jnp.concatenate([state, goal], -1), None)
         sa, g = critic.apply({"params": critic_params}, state, action, goal)
-        return losses.pair_energy(sa, g, policy.config["energy"], critic_log_temperature(critic_params))
+        return losses.pair_energy(sa, g, policy.train_config.energy, critic_log_temperature(critic_params))
 
     value = np.asarray(values(jnp.asarray(state_part), jnp.asarray(goals)))
     image = np.full(len(grid), np.nan)

@@ -18,7 +18,7 @@ from helpers import TINY, without_timing  # noqa: E402
 
 from rlscale import parallel  # noqa: E402
 from rlscale import run_dir as rd  # noqa: E402
-from rlscale.agent import Agent  # noqa: E402
+from rlscale.agents.crl import CRL  # noqa: E402
 from rlscale.buffer import Transitions  # noqa: E402
 from rlscale.config import TrainConfig  # noqa: E402
 from rlscale import train as train_module  # noqa: E402
@@ -27,7 +27,7 @@ from rlscale.train import Trainer, train  # noqa: E402
 assert len(jax.devices()) == 4, jax.devices()
 cfg = TrainConfig(**{**TINY, "batch_size": 64})
 spec = Trainer(cfg).spec
-agent = Agent.build(cfg, spec)
+agent = CRL.build(cfg, spec)
 learner = agent.init(jax.random.PRNGKey(0))
 k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
 batch = Transitions(

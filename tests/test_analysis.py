@@ -114,7 +114,6 @@ def test_saved_configs_are_rebuilt_as_every_config_is(tmp_path):
     """TrainConfig.from_dict rebuilds a config.json for rlscale plot and a checkpoint's trunks: options it
     lacks take their defaults, options of another version are dropped; elsewhere they are an error."""
     from rlscale.config import TrainConfig
-    from rlscale.policy import trunk_config
 
     make_run(tmp_path, [2, 4], retired_option=3, actor_depth=8)  # a config.json of another version
     (row,) = analysis.run_scores(analysis.load_sweep(tmp_path)).to_dict("records")
@@ -124,8 +123,8 @@ def test_saved_configs_are_rebuilt_as_every_config_is(tmp_path):
         TrainConfig.from_dict(saved)
     cfg = TrainConfig.from_dict(saved, saved=True)
     assert cfg == TrainConfig(env="point_u_maze", depth=4, actor_depth=8, width=32)
-    assert trunk_config(saved, "actor") == cfg.network_trunk("actor") == cfg.trunk(8)
-    assert trunk_config(saved, "critic").depth == 4 and trunk_config(saved, "critic").width == 32
+    assert cfg.network_trunk("actor") == cfg.trunk(8)
+    assert cfg.network_trunk("critic").depth == 4 and cfg.network_trunk("critic").width == 32
 
 
 def test_score_matrix_is_runs_by_tasks(tmp_path):

@@ -1,4 +1,4 @@
-"""The baselines of ``--algo`` (rlscale.algorithms; docs/method.md#baselines): their TD targets, target
+"""The baselines of ``--algo`` (rlscale.agents; docs/method.md#baselines): their TD targets, target
 networks, TD3's smoothing and delay, HER relabelling, GCSL's likelihood, the per-algorithm defaults, and
 tiny end-to-end runs (slow) whose checkpoints load as policies and resume exactly."""
 
@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from helpers import TINY, assert_rows_close, without_timing
-from rlscale import algorithms
+from rlscale import agents
+from rlscale.agents import common, td3
 from rlscale import checkpoint as ckpt
 from rlscale import run_dir as rd
 from rlscale.buffer import EpisodeEnds, TDTransitions, init_buffer, insert, relabel_td_window, success_reward
-from rlscale.config import ALGORITHMS, TrainConfig, config_for, plan
+from rlscale.config import TrainConfig, config_for, plan
 from rlscale.envs.base import GoalTask, TaskSpec, TaskState
 from rlscale.envs.wrappers import EpisodeEnv
 from rlscale.networks import action_log_prob, param_count, sample_action
@@ -42,11 +43,11 @@ def test_td_target_takes_the_smaller_twin_and_the_entropy_term_and_stops_at_a_te
     terminated = jnp.array([False, False, True])
     q1, q2 = jnp.array([1.0, 3.0, 5.0]), jnp.array([2.0, 1.0, 4.0])
     entropy_term = jnp.array([0.2, 0.4, 0.1])  # α log π(a'|s', g)
-    target = algorithms.td_target(reward, terminated, q1, q2, 0.5, entropy_term)
+    target = common.td_target(reward, terminated, q1, q2, 0.5, entropy_term)
     np.testing.assert_allclose(target, [0.5 * (1.0 - 0.2), 1.0 + 0.5 * (1.0 - 0.4), 1.0], rtol=1e-6)
-    np.testing.assert_allclose(algorithms.td_target(reward, terminated, q1, q2, 0.5), [0.5, 1.5, 1.0], rtol=1e-6)  # TD3
+    np.testing.assert_allclose(common.td_target(reward, terminated, q1, q2, 0.5), [0.5, 1.5, 1.0], rtol=1e-6)  # TD3
     # Whatever the critic says of a terminal state, even inf or nan, never reaches its target.
-    assert float(algorithms.td_target(jnp.array(1.0), jnp.array(True), jnp.array(jnp.inf), jnp.array(jnp.nan), 0.5)) == 1.0
+    assert float(common.td_target(jnp.array(1.0), jnp.array(True), jnp.array(jnp.inf), jnp.array(jnp.nan), 0.5)) == 1.0
 
 
 def _window_ends(final_valid, terminated, final_state):
@@ -155,7 +156,7 @@ def test_td_minibatches_hold_every_episodes_last_transition_with_its_real_next_s
     _, data = jax.lax.scan(step, jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs)), None, steps)
     buffer = insert(init_buffer(steps, num_envs, 2, 1, final_state_size=1), *data)
     assert buffer.obs[:, :, 0].max() == 2.0  # x = 3 is nowhere among the stored observations
-    agent = algorithms.build(_cfg("sac", relabel_probability=relabel_probability, batch_size=16, window_length=6), task.spec)
+    agent = agents.build(_cfg("sac", relabel_probability=relabel_probability, batch_size=16, window_length=6), task.spec)
     batches, _ = jax.jit(agent.sample_minibatches, static_argnums=2)(buffer, jax.random.PRNGKey(1), 8)
     state, next_state = np.asarray(batches.state[..., 0]), np.asarray(batches.next_state[..., 0])
     np.testing.assert_array_equal(next_state, state + 1)
@@ -170,14 +171,14 @@ def test_td_minibatches_hold_every_episodes_last_transition_with_its_real_next_s
 
 def test_polyak_moves_targets_a_fraction_tau():
     target, online = {"w": jnp.zeros(3)}, {"w": jnp.full(3, 4.0)}
-    np.testing.assert_allclose(algorithms.polyak(target, online, 0.25)["w"], jnp.full(3, 1.0))
+    np.testing.assert_allclose(common.polyak(target, online, 0.25)["w"], jnp.full(3, 1.0))
 
 
 def test_td3_target_smoothing_noise_is_clipped():
     mean = jnp.zeros((1000, 2))
-    action = algorithms.smoothed_target_action(mean, jax.random.PRNGKey(0), noise=100.0, noise_clip=0.5)
+    action = td3.smoothed_target_action(mean, jax.random.PRNGKey(0), noise=100.0, noise_clip=0.5)
     assert float(jnp.max(jnp.abs(action))) == pytest.approx(0.5)
-    saturated = algorithms.smoothed_target_action(jnp.full((1000, 2), 10.0), jax.random.PRNGKey(1), 100.0, 0.5)
+    saturated = td3.smoothed_target_action(jnp.full((1000, 2), 10.0), jax.random.PRNGKey(1), 100.0, 0.5)
     assert float(jnp.max(saturated)) <= 1.0 and float(jnp.min(saturated)) >= 0.5  # tanh(10) ≈ 1, then ±0.5, in [-1, 1]
 
 
@@ -199,7 +200,7 @@ def _assert_close(a, b) -> None:
 
 
 def test_td3_updates_the_actor_and_targets_every_policy_delay_critic_updates():
-    agent = algorithms.build(_cfg("td3_her", policy_delay=2), SPEC)
+    agent = agents.build(_cfg("td3_her", policy_delay=2), SPEC)
     learner = agent.init(jax.random.PRNGKey(0))
     step = jax.jit(agent.sgd_step)
     batch = _td_batch()
@@ -211,16 +212,16 @@ def test_td3_updates_the_actor_and_targets_every_policy_delay_critic_updates():
     second, metrics2 = step(first, batch, jax.random.PRNGKey(2))
     assert _changed(second.actor_params, first.actor_params) and float(metrics2["actor_updated"]) == 1.0
     # The targets moved τ of the way toward the online networks.
-    _assert_close(second.target_critic_params, algorithms.polyak(first.target_critic_params, second.critic_params, agent.tau))
-    _assert_close(second.target_actor_params, algorithms.polyak(first.target_actor_params, second.actor_params, agent.tau))
+    _assert_close(second.target_critic_params, common.polyak(first.target_critic_params, second.critic_params, agent.tau))
+    _assert_close(second.target_actor_params, common.polyak(first.target_actor_params, second.actor_params, agent.tau))
     assert int(second.step) == 2
 
 
 def test_sac_step_moves_the_target_critic_by_polyak_and_tunes_alpha():
-    agent = algorithms.build(_cfg("sac"), SPEC)
+    agent = agents.build(_cfg("sac"), SPEC)
     learner = agent.init(jax.random.PRNGKey(0), initial_alpha=1.0)
     new, metrics = jax.jit(agent.sgd_step)(learner, _td_batch(), jax.random.PRNGKey(1))
-    _assert_close(new.target_critic_params, algorithms.polyak(learner.target_critic_params, new.critic_params, agent.tau))
+    _assert_close(new.target_critic_params, common.polyak(learner.target_critic_params, new.critic_params, agent.tau))
     assert _changed(new.actor_params, learner.actor_params) and float(new.log_alpha) != 0.0
     assert all(np.isfinite(float(v)) for v in metrics.values())
 
@@ -265,7 +266,7 @@ def test_gcsl_log_likelihood_of_a_known_action():
 
 
 def test_gcsl_step_raises_the_likelihood_of_the_batch_actions():
-    agent = algorithms.build(_cfg("gcsl", actor_lr=1e-2), SPEC)
+    agent = agents.build(_cfg("gcsl", actor_lr=1e-2), SPEC)
     learner = agent.init(jax.random.PRNGKey(0))
     batch = _td_batch()
     before = jnp.mean(agent.log_likelihood(learner.actor_params, batch))
@@ -278,8 +279,10 @@ def test_gcsl_step_raises_the_likelihood_of_the_batch_actions():
 # --- configuration -----------------------------------------------------------------------------------
 
 
-def test_every_algorithm_has_a_learner():
-    assert tuple(algorithms.ALGORITHM_CLASSES) == ALGORITHMS
+def test_the_built_in_algorithms_register_in_order_each_with_its_own_agent():
+    assert agents.names() == ("crl", "sac", "sac_her", "td3_her", "gcsl", "gcbc")
+    classes = {name: agents.get(name).agent.__name__ for name in agents.names()}
+    assert classes == {"crl": "CRL", "sac": "SAC", "sac_her": "SAC", "td3_her": "TD3", "gcsl": "GCSL", "gcbc": "GCSL"}
 
 
 def test_unknown_algo_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
@@ -307,7 +310,7 @@ def test_algorithm_defaults_apply_only_to_options_not_given():
 
 
 def test_collector_runs_are_crl_only():
-    with pytest.raises(ValueError, match="--collector-depth is a CRL experiment"):
+    with pytest.raises(ValueError, match="--collector-depth is an experiment of --algo crl; it cannot be combined with --algo sac"):
         plan(_cfg("sac", collector_depth=4))
 
 
@@ -316,14 +319,14 @@ def test_run_names_say_the_algorithm_except_crl():
     assert _cfg("td3_her").default_run_name() == "point_u_maze_td3_her_d4_w16_b32_s0"
 
 
-@pytest.mark.parametrize("algo", ALGORITHMS)
+@pytest.mark.parametrize("algo", agents.names())
 def test_sizes_and_flops_of_every_algorithm(algo):
     """The closed-form parameter count equals the built networks' (online networks only), and the FLOPs of a
     step are positive and grow with the batch."""
     from rlscale.sizes import agent_param_count, flops_per_sgd_step, task_spec
 
     cfg = _cfg(algo, width=32)
-    agent = algorithms.build(cfg, task_spec(cfg.env))
+    agent = agents.build(cfg, task_spec(cfg.env))
     learner = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
     assert agent_param_count(cfg) == param_count(agent.trained_params(learner))
     small, large = flops_per_sgd_step(cfg), flops_per_sgd_step(_cfg(algo, width=32, batch_size=64))
@@ -334,7 +337,7 @@ def test_sizes_and_flops_of_every_algorithm(algo):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", [a for a in ALGORITHMS if a not in ("crl", "gcbc")])  # gcbc: tests/test_datasets.py
+@pytest.mark.parametrize("algo", [a for a in agents.names() if a not in ("crl", "gcbc")])  # gcbc: tests/test_datasets.py
 def test_a_tiny_run_of_each_baseline_trains_and_its_checkpoint_is_a_policy(tmp_path, algo):
     from rlscale.policy import load, load_policy
     from rlscale.train import train

@@ -70,7 +70,7 @@ def test_load_policy_in_a_fresh_process_without_the_trainer(trained):
         f"policy, task = load_policy({str(run)!r})\n"
         "action = np.asarray(policy(np.zeros((5, 6), np.float32)))\n"
         "assert action.shape == (5, 2) and np.all(np.abs(action) <= 1), action\n"
-        "assert 'rlscale.train' not in sys.modules and 'rlscale.agent' not in sys.modules\n"
+        "assert 'rlscale.train' not in sys.modules and 'rlscale.buffer' in sys.modules\n"  # its agents, not the trainer
         "print(task)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -309,21 +309,21 @@ def _check_video_frames_without_a_renderer(run, tmp_path, monkeypatch):
 
 
 def test_a_loaded_policy_acts_as_the_trainers_agent(trained):
-    """LoadedPolicy.act and Agent.act are one function (rlscale.networks.act), on networks built alike from
+    """LoadedPolicy.act and CRL.act are one function (rlscale.networks.act), on networks built alike from
     the saved config (TrainConfig.from_dict): the same actions, bit for bit, deterministic and sampled."""
     import jax
     import numpy as np
 
     from rlscale import envs
-    from rlscale.agent import Agent
-    from rlscale.policy import load, trunk_config
+    from rlscale.agents.crl import CRL
+    from rlscale.policy import load
 
     _, (run, _) = trained
     policy = load(run)
     cfg = TrainConfig.from_dict(rd.read_config(run)["config"])
-    agent = Agent.build(cfg, envs.make(cfg.env).spec)
+    agent = CRL.build(cfg, envs.make(cfg.env).spec)
     assert policy.actor == agent.actor and policy.state_size == agent.state_size
-    assert trunk_config(policy.config, "critic") == agent.critic.cfg
+    assert policy.train_config.network_trunk("critic") == agent.critic.cfg
     obs = jax.random.normal(jax.random.PRNGKey(0), (5, policy.obs_size))
     for key in (None, jax.random.PRNGKey(1)):
         ours, theirs = policy.act(policy.actor_params, obs, key), agent.act(policy.actor_params, obs, key)
@@ -414,12 +414,12 @@ def test_a_loaded_td3_policy_explores_as_td3_did_in_training(tmp_path):
     import jax
     import numpy as np
 
-    from rlscale import algorithms, envs
+    from rlscale import agents, envs
     from rlscale.policy import LoadedPolicy
 
     cfg = TrainConfig(**{**TINY, "algo": "td3_her", "exploration_noise": 0.3})
     spec = envs.make(cfg.env).spec
-    agent = algorithms.build(cfg, spec)
+    agent = agents.build(cfg, spec)
     params = agent.init(jax.random.PRNGKey(0)).actor_params
     policy = LoadedPolicy(run_dir=tmp_path, step=0, config=cfg.to_dict(), meta={}, actor=agent.actor,
                           actor_params=params, state_size=spec.state_size)
@@ -430,11 +430,9 @@ def test_a_loaded_td3_policy_explores_as_td3_did_in_training(tmp_path):
     noise = np.asarray(policy.act(params, obs, jax.random.PRNGKey(2)) - policy.act(params, obs, None))
     assert 0.25 < noise.std() < 0.35
     # Every algorithm: a loaded checkpoint acts as its agent does in training, deterministic and exploring.
-    from rlscale.config import ALGORITHMS
-
-    for algo in ALGORITHMS:
+    for algo in agents.names():
         cfg = TrainConfig(**{**TINY, "algo": algo})
-        agent = algorithms.build(cfg, spec)
+        agent = agents.build(cfg, spec)
         params = agent.init(jax.random.PRNGKey(0)).actor_params
         policy = LoadedPolicy(run_dir=tmp_path, step=0, config=cfg.to_dict(), meta={}, actor=agent.actor,
                               actor_params=params, state_size=spec.state_size)

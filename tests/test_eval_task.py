@@ -19,11 +19,6 @@ HUMANOID_MAZES = ("humanoid_u_maze", "humanoid_big_maze")
 SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 
 
-def _resolved(cfg) -> str:
-    """What the trainer evaluates on (``rlscale.train.Trainer``: ``cfg.eval_env or spec.eval_task``)."""
-    return cfg.eval_env or envs.default_eval_task(cfg.env)
-
-
 def test_the_registry_decides_and_no_preset_repeats_it():
     assert {name: envs.default_eval_task(name) for name in HUMANOID_MAZES} == {name: name for name in HUMANOID_MAZES}
     assert envs.default_eval_task("humanoid_u_maze_eval") == "humanoid_u_maze_eval"
@@ -36,10 +31,10 @@ def test_rlscale_train_resolves_the_training_layout(task, monkeypatch):
     seen = []
     monkeypatch.setattr(train_module, "train_seeds", lambda cfg, *a, **k: seen.append(cfg))
     assert cli_main(["train", "--env", task]) == 0
-    assert seen[0].eval_env is None and _resolved(seen[0]) == task
-    assert _resolved(config_for(task)) == task
+    assert seen[0].eval_env is None and seen[0].eval_task_name() == task
+    assert config_for(task).eval_task_name() == task
     assert cli_main(["train", "--env", task, "--eval-env", f"{task}_eval"]) == 0
-    assert _resolved(seen[1]) == f"{task}_eval"  # an explicit choice still wins
+    assert seen[1].eval_task_name() == f"{task}_eval"  # an explicit choice still wins
 
 
 def test_sweep_runs_of_the_humanoid_mazes_evaluate_on_the_training_layout():
@@ -48,7 +43,7 @@ def test_sweep_runs_of_the_humanoid_mazes_evaluate_on_the_training_layout():
         for run in sweepfile.expand(sweepfile.load(path)):
             if run.config.env in HUMANOID_MAZES:
                 seen[path.stem] = seen.get(path.stem, 0) + 1
-                assert _resolved(run.config) == run.config.env, (path.name, run.name)
+                assert run.config.eval_task_name() == run.config.env, (path.name, run.name)
     assert {"paper_depth", "paper_depth_1024"} <= set(seen)  # paper_depth sets eval_env: null in its zip
     assert seen["paper_depth"] == 2 * 25
 

@@ -11,7 +11,7 @@ The rest is isolated without modelling it:
 * input sizes: widening the state and goal changes only the first layers' products (and a few
   concatenations), which tests the first-layer terms (no input gradient where the input is data).
 
-The step is the real ``Agent.sgd_step`` with unrolled, non-rematerialised trunks (``--no-scan-blocks
+The step is the real ``CRL.sgd_step`` with unrolled, non-rematerialised trunks (``--no-scan-blocks
 --no-remat``: XLA counts a scanned loop's body once). XLA's count is taken from the lowered module
 (``jit(...).lower(...).cost_analysis()``): the same products as the compiled program (checked on this
 step, jax 0.10: the compiled CPU program's ``w²`` coefficient agrees to 1e-5) without compiling
@@ -26,7 +26,7 @@ import optax
 import pytest
 
 from rlscale.envs.base import TaskSpec
-from rlscale.agent import Agent
+from rlscale.agents.crl import CRL
 from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig
 from rlscale.flops import cost_analysis_flops, sgd_step_flops, trunk_matmul_weights
@@ -45,8 +45,8 @@ def config(width: int, depth: int = 4, actor_depth: int = 4) -> TrainConfig:
 
 
 def xla_flops_without_adam(cfg: TrainConfig, task: TaskSpec) -> float:
-    """XLA's FLOPs of one ``Agent.sgd_step`` minus XLA's FLOPs of its three Adam updates."""
-    agent = Agent.build(cfg, task)
+    """XLA's FLOPs of one ``CRL.sgd_step`` minus XLA's FLOPs of its three Adam updates."""
+    agent = CRL.build(cfg, task)
     key = jax.eval_shape(jax.random.PRNGKey, 0)
     learner = jax.eval_shape(agent.init, key)
     rows = lambda size: jax.ShapeDtypeStruct((BATCH, size), jnp.float32)  # noqa: E731

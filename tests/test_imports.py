@@ -130,7 +130,7 @@ def test_training_imports_without_gymnasium():
     ids are registered only where gymnasium is installed)."""
     code = (
         "import sys; sys.modules['gymnasium'] = None\n"  # `import gymnasium` now raises ImportError
-        "import rlscale.agent, rlscale.train, rlscale.algorithms, rlscale.envs\n"
+        "import rlscale.agents, rlscale.train, rlscale.policy, rlscale.envs\n"
         "assert 'point_u_maze' in rlscale.envs.names()\n"
         "print('ok')"
     )

@@ -254,15 +254,15 @@ def test_project_weights_moves_only_the_hyperspherical_kernels():
 
 @pytest.mark.slow  # one SGD step, but compiling it takes ~80 s on a shared CPU core
 def test_an_sgd_step_keeps_every_hyperspherical_weight_on_the_sphere():
-    """Agent.sgd_step projects the actor's and both critic encoders' kernels after Adam's update."""
-    from rlscale.agent import Agent
+    """CRL.sgd_step projects the actor's and both critic encoders' kernels after Adam's update."""
+    from rlscale.agents.crl import CRL
     from rlscale.buffer import Transitions
     from rlscale.config import TrainConfig
     from rlscale.envs.base import TaskSpec
 
     spec = TaskSpec("probe", 4, (0, 1), 2, 0.5, 50, "probe")  # point_u_maze's sizes, without building it
     cfg = TrainConfig(depth=4, width=16, batch_size=8, norm="hyperspherical", actor_lr=0.1, critic_lr=0.1)
-    agent = Agent.build(cfg, spec)
+    agent = CRL.build(cfg, spec)
     learner = agent.init(jax.random.PRNGKey(0))
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
     batch = Transitions(

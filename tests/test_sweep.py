@@ -312,7 +312,7 @@ def test_param_count_matches_the_networks():
     import jax
 
     from rlscale import envs
-    from rlscale.agent import Agent
+    from rlscale.agents.crl import CRL
     from rlscale.config import config_for
     from rlscale.networks import param_count
 
@@ -320,7 +320,7 @@ def test_param_count_matches_the_networks():
                       {"actor_depth": 8, "critic_depth": 4, "width": 16, "norm": "hyperspherical"},
                       {"depth": 8, "width": 16, "norm": "hyperspherical", "residual": False}):
         cfg = config_for("point_u_maze", **overrides)
-        agent = Agent.build(cfg, envs.make("point_u_maze").spec)
+        agent = CRL.build(cfg, envs.make("point_u_maze").spec)
         learner = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
         assert sizes.agent_param_count(cfg) == param_count((learner.actor_params, learner.critic_params))
 
@@ -329,12 +329,12 @@ def test_param_count_counts_the_cosine_energys_temperature():
     import jax
 
     from rlscale import envs
-    from rlscale.agent import Agent
+    from rlscale.agents.crl import CRL
     from rlscale.config import config_for
     from rlscale.networks import param_count
 
     cfg = config_for("point_u_maze", width=16, energy="cosine")
-    learner = jax.eval_shape(Agent.build(cfg, envs.make("point_u_maze").spec).init, jax.random.PRNGKey(0))
+    learner = jax.eval_shape(CRL.build(cfg, envs.make("point_u_maze").spec).init, jax.random.PRNGKey(0))
     assert learner.critic_params["log_temperature"].shape == ()
     assert sizes.agent_param_count(cfg) == param_count((learner.actor_params, learner.critic_params))
     assert sizes.agent_param_count(cfg) == sizes.agent_param_count(config_for("point_u_maze", width=16)) + 1

@@ -1,5 +1,5 @@
-"""The CRL agent: networks, parameters, optimisers, its minibatches and one SGD step
-(docs/method.md#objective); one implementation of the learner interface of ``rlscale.algorithms``.
+"""Contrastive RL (``--algo crl``, the default): networks, learner state, minibatches and one SGD step
+(docs/method.md#objective), its parameter count and FLOPs.
 
 Everything here is a pure function of its arguments; ``sgd_step`` updates the actor and α first, then
 the critic, on the same minibatch.
@@ -8,18 +8,22 @@ the critic, on the same minibatch.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlscale.envs.base import TaskSpec
 from rlscale import losses
+from rlscale.agents.common import actor_param_count, sampling_inference_fn
+from rlscale.agents.registry import COLLECTS_OR_DATASET, Algorithm, register
 from rlscale.buffer import ReplayBuffer, Transitions, sample_minibatches
-from rlscale.config import TrainConfig
-from rlscale.networks import Actor, Critic, act, block_norms, critic_log_temperature, project_weights, sample_action
+from rlscale.networks import Actor, Critic, block_norms, critic_log_temperature, project_weights, sample_action, trunk_param_count
+
+if TYPE_CHECKING:
+    from rlscale.config import TrainConfig
+    from rlscale.envs.base import TaskSpec
 
 
 @struct.dataclass
@@ -33,8 +37,8 @@ class Learner:
 
 
 @dataclasses.dataclass(frozen=True)
-class Agent:
-    """Static structure of the agent for one (config, task) pair."""
+class CRL:
+    """The CRL agent for one (config, task): the ``rlscale.agents.Agent`` interface."""
 
     needs_next_state: ClassVar[bool] = False  # goals are future states of the window: no next state needed
 
@@ -56,7 +60,7 @@ class Agent:
     goal_indices: tuple[int, ...]
 
     @classmethod
-    def build(cls, cfg: TrainConfig, spec: TaskSpec) -> "Agent":
+    def build(cls, cfg: "TrainConfig", spec: "TaskSpec") -> "CRL":
         return cls(
             actor=Actor(cfg.network_trunk("actor"), spec.action_size),
             critic=Critic(cfg.network_trunk("critic"), cfg.repr_dim, cfg.energy),
@@ -96,9 +100,9 @@ class Agent:
     # --- acting ---
 
     def act(self, actor_params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
-        """Action for observations ``state ⊕ goal``: stochastic with a key, tanh(mean) without
-        (``rlscale.networks.act``)."""
-        return act(self.actor, actor_params, obs, self.state_size, key)
+        """Action for observations ``state ⊕ goal``: a sample with a key, tanh(mean) without (the
+        inference function that a loaded checkpoint uses too)."""
+        return sampling_inference_fn(None, self.actor, self.state_size)(actor_params, obs, key)
 
     # --- learning ---
 
@@ -159,3 +163,36 @@ class Agent:
         }
         new = Learner(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt)
         return new, metrics
+
+
+def param_count(cfg: "TrainConfig", spec: "TaskSpec") -> int:
+    """The actor, the critic's φ(s, a) and ψ(g) encoders and the cosine energy's temperature."""
+    shape = {"width": cfg.width, "norm": cfg.norm, "residual": cfg.residual}
+    sa = trunk_param_count(spec.state_size + spec.action_size, cfg.repr_dim, cfg.resolved_critic_depth, **shape)
+    g = trunk_param_count(spec.goal_size, cfg.repr_dim, cfg.resolved_critic_depth, **shape)
+    temperature = 1 if cfg.energy == "cosine" else 0  # the critic's log_temperature
+    return actor_param_count(cfg, spec) + sa + g + temperature
+
+
+def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
+    """Matmul FLOPs of one ``CRL.sgd_step`` (derived in ``rlscale.flops``, checked against XLA's count by
+    ``tests/test_flops.py``): ``B (6 P_a + 10 P_φ + 8 P_ψ) − 2 B w (2 s + 2 g + a)``."""
+    from rlscale.flops import input_sizes, trunk_matmul_weights
+
+    sizes, batch, w = input_sizes(cfg, spec), cfg.batch_size, cfg.width
+    p_a = trunk_matmul_weights(sizes.sg, 2 * spec.action_size, cfg.resolved_actor_depth, w)
+    p_sa = trunk_matmul_weights(sizes.sa, cfg.repr_dim, cfg.resolved_critic_depth, w)
+    p_g = trunk_matmul_weights(sizes.g, cfg.repr_dim, cfg.resolved_critic_depth, w)
+    actor_loss = batch * (6 * p_a - 2 * sizes.sg * w + 4 * p_sa + 2 * p_g)
+    critic_loss = batch * (6 * p_sa - 2 * sizes.sa * w + 6 * p_g - 2 * sizes.g * w)
+    return {"total": actor_loss + critic_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
+
+
+ALGORITHM = register(Algorithm(
+    name="crl", agent=CRL, param_count=param_count, sgd_step_flops=sgd_step_flops,
+    make_inference_fn=sampling_inference_fn,
+    defaults={},  # CRL changes none of the paper's defaults: its runs and run ids stay as they were
+    data=COLLECTS_OR_DATASET, collector_experiment=True,
+    run_name_tag="",  # CRL runs keep the names they had before --algo existed
+    dataset_run_tag="_offline",  # offline CRL beside the online runs of the same options
+))
