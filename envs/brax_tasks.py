@@ -46,6 +46,19 @@ def brax_asset(name: str) -> epath.Path:
     return epath.resource_path("brax") / "envs" / "assets" / name
 
 
+def with_mjx_solver(sys):
+    """``sys`` with Brax's MJX solver settings (Newton, one iteration, four line-search steps, no Euler
+    damping), the one place the Brax tasks on the mjx backend (ant, humanoid) set them."""
+    return sys.tree_replace(
+        {
+            "opt.solver": mujoco.mjtSolver.mjSOL_NEWTON,
+            "opt.disableflags": mujoco.mjtDisableBit.mjDSBL_EULERDAMP,
+            "opt.iterations": 1,
+            "opt.ls_iterations": 4,
+        }
+    )
+
+
 def ant_system(backend: str, xml: str | None = None) -> tuple[brax_base.System, int]:
     """Brax's ant (``xml``: a modified copy of its shipped model) with brax's per-backend settings.
 
@@ -60,14 +73,7 @@ def ant_system(backend: str, xml: str | None = None) -> tuple[brax_base.System, 
         sys = sys.tree_replace({"opt.timestep": 0.005})
         n_frames = 10
     if backend == "mjx":
-        sys = sys.tree_replace(
-            {
-                "opt.solver": mujoco.mjtSolver.mjSOL_NEWTON,
-                "opt.disableflags": mujoco.mjtDisableBit.mjDSBL_EULERDAMP,
-                "opt.iterations": 1,
-                "opt.ls_iterations": 4,
-            }
-        )
+        sys = with_mjx_solver(sys)
     if backend == "positional":
         sys = sys.replace(actuator=sys.actuator.replace(gear=200 * jnp.ones_like(sys.actuator.gear)))
     return sys, n_frames

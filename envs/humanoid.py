@@ -29,7 +29,6 @@ from xml.etree import ElementTree
 
 import jax
 import jax.numpy as jnp
-import mujoco
 from brax import actuator as brax_actuator
 from brax import base as brax_base
 
@@ -42,6 +41,7 @@ from rlscale.envs.brax_tasks import (
     brax_asset,
     limit_wall_contact_pairs,
     set_floor_size,
+    with_mjx_solver,
 )
 from rlscale.envs.mazes import HUMANOID_MAZE_SCALE, Maze, maze
 
@@ -103,14 +103,7 @@ def humanoid_system(backend: str, xml: str, timestep: float) -> tuple[brax_base.
         sys = sys.replace(actuator=sys.actuator.replace(gear=jnp.array(SPRING_GEAR)))
         return sys, 10
     if backend == "mjx":
-        sys = sys.tree_replace(
-            {
-                "opt.solver": mujoco.mjtSolver.mjSOL_NEWTON,
-                "opt.disableflags": mujoco.mjtDisableBit.mjDSBL_EULERDAMP,
-                "opt.iterations": 1,
-                "opt.ls_iterations": 4,
-            }
-        )
+        sys = with_mjx_solver(sys)
     return sys, 5
 
 

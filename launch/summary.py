@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rlscale import metric_keys
 from rlscale.launch import runs
 from rlscale.launch.sweepfile import Run, Sweep
 from rlscale.run_dir import atomic_output, write_atomic
@@ -57,13 +58,13 @@ def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: di
             "run_dir": spec.run_dir,
             **cfg.scaling_knobs(),
             "params": agent_param_count(cfg),
-            "env_steps": last.get("training/env_steps", 0),
+            "env_steps": last.get(metric_keys.ENV_STEPS, 0),
             "total_env_steps": plan.total_env_steps if plan else None,
             **{k: score[k] for k in SCORE_COLUMNS},
             # Real elapsed time, start-up, compile and checkpoints included, all resumes summed (None: a run
             # begun before rlscale recorded it); and the time spent training and evaluating alone.
             "wallclock_s": wallclock_seconds(spec.run_dir, metrics),
-            "training_s": last.get("walltime"),
+            "training_s": last.get(metric_keys.TRAINING_TIME),
             "status": runs.state(spec),
         }
         for axis in extra_axes:

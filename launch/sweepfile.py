@@ -44,7 +44,7 @@ from typing import Any, Callable, Literal
 import yaml
 
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, config_for, plan
-from rlscale.networks import LEGACY_OPTIONS, legacy_form, upgrade_options
+from rlscale.legacy_options import LEGACY_OPTIONS, legacy_form, upgrade_options
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "exclude", "launcher", "reference_study")
 FIELDS: dict[str, Any] = typing.get_type_hints(TrainConfig)

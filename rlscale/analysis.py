@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 
 from rlscale import scores as run_scoring
-from rlscale.run_dir import (CONFIG_FILE, WALLCLOCK_KEY, atomic_output, find_run_dirs, is_complete, read_config,
-                              read_metrics)
+from rlscale import metric_keys
+from rlscale.run_dir import CONFIG_FILE, atomic_output, find_run_dirs, is_complete, read_config, read_metrics
 from rlscale.scores import BLOCK_NORMS_PREFIX, LAST_EVALS, beats, critical_depth, t_halfwidth, welch  # noqa: F401 (part of this module's API)
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
@@ -114,14 +114,14 @@ def load_runs(dirs: list[Path], source: str = "the runs") -> pd.DataFrame:
         for m in run_scoring.evaluations(read_metrics(run_dir)):
             rows.append(base | {
                 "epoch": m.get("epoch"),
-                "env_steps": m.get("training/env_steps"),
-                "sgd_steps": m.get("training/sgd_steps"),
-                "training_s": m.get("walltime"),  # training and evaluation alone
-                "wallclock_s": m.get(WALLCLOCK_KEY),  # real elapsed time (docs/metrics.md#time); NaN: unknown
-                "time_at_goal": float(m[run_scoring.TIME_AT_GOAL]),
-                "score": run_scoring.normalised(m[run_scoring.TIME_AT_GOAL], cfg.episode_length),
-                "success_any": m.get(run_scoring.SUCCESS_ANY),
-                "dist": m.get("eval/episode_dist"),
+                "env_steps": m.get(metric_keys.ENV_STEPS),
+                "sgd_steps": m.get(metric_keys.SGD_STEPS),
+                "training_s": m.get(metric_keys.TRAINING_TIME),  # training and evaluation alone
+                "wallclock_s": m.get(metric_keys.WALLCLOCK),  # real elapsed time (docs/metrics.md#time); NaN: unknown
+                "time_at_goal": float(m[metric_keys.TIME_AT_GOAL]),
+                "score": run_scoring.normalised(m[metric_keys.TIME_AT_GOAL], cfg.episode_length),
+                "success_any": m.get(metric_keys.SUCCESS_ANY),
+                "dist": m.get(metric_keys.FINAL_DISTANCE),
                 **_goal_distance_columns(m),
                 **{key: value for key, value in m.items() if key.startswith(BLOCK_NORMS_PREFIX)},
             })
@@ -136,7 +136,8 @@ def load_runs(dirs: list[Path], source: str = "the runs") -> pd.DataFrame:
 BLOCK_NORM_NETWORKS = {"actor": "actor", "critic_sa": "critic φ(s, a)", "critic_g": "critic ψ(g)"}
 
 
-GOAL_DISTANCE_KEY = re.compile(r"eval/episode_success_d(\d+)")  # time at goal over the episodes d cells away
+# Time at goal over the episodes d cells away.
+GOAL_DISTANCE_KEY = re.compile(re.escape(metric_keys.TIME_AT_GOAL + metric_keys.GOAL_DISTANCE_SUFFIX) + r"(\d+)")
 
 
 def _goal_distance_columns(m: dict[str, Any]) -> dict[str, float]:
@@ -148,7 +149,7 @@ def _goal_distance_columns(m: dict[str, Any]) -> dict[str, float]:
         if match:
             d = match.group(1)
             out[f"time_at_goal_d{d}"] = float("nan") if value is None else float(value)
-            any_d = m.get(f"eval/episode_success_any_d{d}")
+            any_d = m.get(metric_keys.per_goal_distance(metric_keys.SUCCESS_ANY, int(d)))
             out[f"success_any_d{d}"] = float("nan") if any_d is None else float(any_d)
     return out
 
@@ -346,23 +347,12 @@ def fits(scores: pd.DataFrame) -> pd.DataFrame:
         by_depth = {int(d): gd["score"].tolist() for d, gd in runs_.groupby("critic_depth")}
         row = {"task": task, "variant": variant, "depths": " ".join(str(int(d)) for d in sorted(g["critic_depth"])),
                "critical_depth": critical_depth(by_depth),
-               "critical_depth_old_rule": _critical_depth_old_rule(g["critic_depth"], g["mean"], g["halfwidth"])}
+               "critical_depth_old_rule": critical_depth(by_depth, old_rule=True)}
         rows.append(row | saturating_fit(runs_["critic_depth"], runs_["score"]))
     out = pd.DataFrame(rows)
     out["critical_depth"] = out["critical_depth"].astype("Int64")
     out["critical_depth_old_rule"] = out["critical_depth_old_rule"].astype("Int64")
     return out
-
-
-def _critical_depth_old_rule(depths, means, halfwidths) -> int | None:
-    """The critical depth by the rule used before the Welch test: the smallest depth whose mean exceeds the
-    previous depth's by more than the two 95 % half-widths added (reported beside the test)."""
-    order = np.argsort(np.asarray(depths, dtype=float))
-    d, m, h = (np.asarray(a, dtype=float)[order] for a in (depths, means, halfwidths))
-    for i in range(1, len(d)):
-        if beats(m[i], h[i], m[i - 1], h[i - 1]):
-            return int(d[i])
-    return None
 
 
 # --- published numbers -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import jax
 
 from rlscale import envs
 from rlscale import checkpoint as ckpt
+from rlscale import metric_keys
 from rlscale.policy import LoadedPolicy, load, make_eval_task
 from rlscale.rollout import make_unroll, summarize
 from rlscale.run_dir import find_run_dirs, write_atomic
@@ -80,7 +81,7 @@ def run_dirs_of(path: Path) -> list[Path]:
 def _by_group(r: dict[str, Any]) -> str:
     """Time at goal and success-any per episode group (``rlscale.rollout``'s ``<name>_count`` metrics, e.g.
     per goal distance on the stitching mazes), each over the group's episodes; '' for tasks without groups."""
-    prefix, any_prefix = "eval/episode_success_", "eval/episode_success_any"
+    prefix, any_prefix = metric_keys.TIME_AT_GOAL + "_", metric_keys.SUCCESS_ANY
     groups = [k.removeprefix(prefix) for k in r
               if k.startswith(prefix) and not k.startswith(any_prefix) and not k.endswith("_count") and f"{k}_count" in r]
     groups.sort(key=lambda g: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", g)])
@@ -94,9 +95,9 @@ def _format(rows: list[dict[str, Any]]) -> str:
     lines = [head]
     for r in rows:
         lines.append(
-            f"{r['run'][-44:]:44s} {r['task']:22s} {r['step']:>12,d} {r['eval/episode_success']:>10.1f} "
-            f"{r['eval/episode_success_stderr']:>7.1f} {r['eval/episode_success_any']:>5.2f} "
-            f"{r['eval/episode_dist']:>10.2f} {r['eval/avg_episode_length']:>7.0f}" + _by_group(r)
+            f"{r['run'][-44:]:44s} {r['task']:22s} {r['step']:>12,d} {r[metric_keys.TIME_AT_GOAL]:>10.1f} "
+            f"{r[metric_keys.TIME_AT_GOAL_STDERR]:>7.1f} {r[metric_keys.SUCCESS_ANY]:>5.2f} "
+            f"{r[metric_keys.FINAL_DISTANCE]:>10.2f} {r[metric_keys.EPISODE_LENGTH]:>7.0f}" + _by_group(r)
         )
     return "\n".join(lines)
 
@@ -185,8 +186,8 @@ def main(argv: list[str]) -> int:
             print(f"wrote {record(policy.run_dir, result)}")
         if len({r["run"] for r in rows}) > 1:  # a sweep: one comparison table
             table = args.path / "eval_summary.csv"
-            keys = ["run", "task", "depth", "seed", "step", "eval/episode_success", "eval/episode_success_stderr",
-                    "eval/episode_success_any", "eval/episode_dist"]
+            keys = ["run", "task", "depth", "seed", "step", metric_keys.TIME_AT_GOAL, metric_keys.TIME_AT_GOAL_STDERR,
+                    metric_keys.SUCCESS_ANY, metric_keys.FINAL_DISTANCE]
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
             writer.writeheader()

@@ -109,10 +109,10 @@ process options (not part of the run's config):
 
 
 def _legacy_flags(args: list[str]) -> list[str]:
-    """``args`` with the flags of renamed true/false options (``rlscale.networks.LEGACY_OPTIONS``) written as
+    """``args`` with the flags of renamed true/false options (``rlscale.legacy_options``) written as
     today's: ``--no-layer-norm`` → ``--norm none``, ``--layer-norm`` → ``--norm layernorm``, so that old
     scripts and old sweep jobs keep working (the old flags are no longer listed in ``--help``)."""
-    from rlscale.networks import LEGACY_OPTIONS
+    from rlscale.legacy_options import LEGACY_OPTIONS
 
     flags = {}
     for old, (new, values) in LEGACY_OPTIONS.items():

@@ -19,7 +19,8 @@ import yaml
 from typing_extensions import Doc
 
 from rlscale import agents
-from rlscale.networks import TRUNK_OPTIONS, TrunkConfig, check_option, check_positive, upgrade_options
+from rlscale.legacy_options import upgrade_options
+from rlscale.networks import TRUNK_OPTIONS, TrunkConfig, check_option, check_positive
 
 # Version of what TrainConfig's values mean, saved in every config.json. Bump it only when an option keeps
 # its value but changes meaning (a default of None that comes to stand for something else): runs saved
@@ -248,7 +249,7 @@ class TrainConfig:
         unknown option is an error naming ``source``, except with ``saved=True``: a ``config.json`` or a
         checkpoint's config read to describe a saved run or to act with its policy (``rlscale plot``,
         ``rlscale eval``) drops the options of another version. Resuming a run stays strict. Options saved
-        under an old name (``layer_norm``; ``rlscale.networks.LEGACY_OPTIONS``) are read under the new one."""
+        under an old name (``layer_norm``; ``rlscale.legacy_options``) are read under the new one."""
         data = upgrade_options(data, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)

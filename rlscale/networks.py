@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rlscale.legacy_options import upgrade_options
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"swish": nn.swish, "relu": nn.relu}
 UNITS_PER_BLOCK = 4
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -44,46 +46,9 @@ REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveab
 DTYPES = ("float32", "bfloat16")
 NORMS = ("layernorm", "hyperspherical", "none")
 
-# Options renamed since runs were saved: old name -> (new name, old value -> new value). The one table of
-# them, read wherever options arrive as a mapping (TrunkConfig.from_options, TrainConfig.from_dict, sweep
-# files, the CLI's old flags) and, backwards, where a run's id is hashed (launch.sweepfile.experiment), so
-# that every config.json, checkpoint, sweep file and run id written with an old name keeps its meaning.
-LEGACY_OPTIONS: dict[str, tuple[str, dict[Any, Any]]] = {
-    "layer_norm": ("norm", {True: "layernorm", False: "none"}),
-}
-
 # SimbaV2's hyperspherical normalisation (docs/method.md#hyperspherical-normalisation).
 SHIFT = 3.0  # the constant appended to the input before it is projected onto the sphere (SimbaV2's c_shift)
 EPS = 1e-8  # smallest norm divided by
-
-
-def upgrade_options(options: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
-    """``options`` with every :data:`LEGACY_OPTIONS` name replaced by its new name and value. An old value
-    the table does not know, or an old and a new name that disagree, is a ``ValueError`` naming ``source``."""
-    out = dict(options)
-    for old, (new, values) in LEGACY_OPTIONS.items():
-        if old not in out:
-            continue
-        value = out.pop(old)
-        if not any(value is known or (type(value) is type(known) and value == known) for known in values):
-            raise ValueError(f"{source}: {old}: {value!r} is not one of {', '.join(map(repr, values))}")
-        if new in out and out[new] != values[value]:
-            raise ValueError(
-                f"{source}: {old}={value!r} (the old name of {new}: {new}={values[value]!r}) contradicts {new}={out[new]!r}"
-            )
-        out[new] = values[value]
-    return out
-
-
-def legacy_form(name: str, value: Any) -> tuple[str, Any]:
-    """``(name, value)`` as :data:`LEGACY_OPTIONS` wrote it before ``name`` was renamed, where the old name
-    could say ``value``; else unchanged (a value that is new, e.g. ``norm="hyperspherical"``)."""
-    for old, (new, values) in LEGACY_OPTIONS.items():
-        if new == name:
-            for old_value, new_value in values.items():
-                if new_value == value:
-                    return old, old_value
-    return name, value
 
 
 def option(default: Any, help: str, check: Callable[[Any, str], None] | None = None) -> Any:
@@ -158,7 +123,7 @@ class TrunkConfig:
     def from_options(cls, options: Mapping[str, Any], depth: int) -> "TrunkConfig":
         """The trunk of ``depth`` with the :data:`TRUNK_OPTIONS` of a training config (``vars`` of a
         ``TrainConfig``, or a saved ``config.json``'s mapping: options it lacks, added since the run was
-        saved, take their defaults; they change speed, not the parameters; old names, :data:`LEGACY_OPTIONS`,
+        saved, take their defaults; they change speed, not the parameters; old names, ``rlscale.legacy_options``,
         are read under their new ones)."""
         options = upgrade_options(options, "trunk options")
         return cls(depth=depth, **{name: options[name] for name in TRUNK_OPTIONS if name in options})

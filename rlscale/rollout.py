@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlscale.envs.base import GoalTask
+from rlscale.metric_keys import COUNT_SUFFIX, EVAL_PREFIX
 
-COUNT = "_count"  # suffix of a group indicator metric (module docstring)
+COUNT = COUNT_SUFFIX  # suffix of a group indicator metric (module docstring)
 
 
 def rollout(task: GoalTask, act: Callable, policy_params, reset_key: jax.Array, num_episodes: int, length: int,
@@ -92,7 +93,7 @@ def make_unroll(task: GoalTask, episode_length: int, num_episodes: int, act: Cal
     return unroll
 
 
-def summarize(per_episode: dict[str, jax.Array], prefix: str = "eval/") -> dict[str, float]:
+def summarize(per_episode: dict[str, jax.Array], prefix: str = EVAL_PREFIX) -> dict[str, float]:
     """Means over episodes, plus the standard error of time at goal. A grouped metric (module docstring)
     is its mean over the group's episodes (NaN when the group has none) and ``<name>_count`` the number of
     those episodes."""

@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rlscale import metric_keys
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 # The run's writer lock (docs/runs.md#one-writer-per-run): an exclusive flock on this file, held by the one
@@ -34,7 +36,7 @@ HELD_LOCKS_ENV = "RLSCALE_HELD_RUN_LOCKS"
 # The run's wall-clock seconds so far, all its processes together (docs/metrics.md#time): written when the
 # run is created, after each checkpoint and when a process ends; each metrics row carries it as WALLCLOCK_KEY.
 WALLCLOCK_FILE = "wallclock.json"
-WALLCLOCK_KEY = "time/wallclock_seconds"
+WALLCLOCK_KEY = metric_keys.WALLCLOCK
 PACKAGES = ("rlscale", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orbax-checkpoint", "numpy")
 
 
@@ -426,7 +428,7 @@ class MetricsLog:
     def truncate_after(self, env_steps: int) -> int:
         """Drop rows past ``env_steps`` (written after the last checkpoint); returns how many."""
         rows = read_metrics(self.path.parent)
-        keep = [r for r in rows if r["training/env_steps"] <= env_steps]
+        keep = [r for r in rows if r[metric_keys.ENV_STEPS] <= env_steps]
         lines = "".join(json.dumps(r) + "\n" for r in keep)
         if self.path.exists() and self.path.read_text() != lines:
             write_atomic(self.path, lines)
@@ -437,10 +439,10 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        step = row["training/env_steps"]
+        step = row[metric_keys.ENV_STEPS]
         if self._tb is not None:
             for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "training/env_steps":
+                if isinstance(value, (int, float)) and key != metric_keys.ENV_STEPS:
                     self._tb.add_scalar(key, value, step)
             self._tb.flush()
         if self._wandb is not None:

@@ -20,12 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from rlscale.metric_keys import BLOCK_NORMS_PREFIX, ENV_STEPS, SUCCESS_ANY, TIME_AT_GOAL  # noqa: F401 (re-exported)
+
 LAST_EVALS = 5
-TIME_AT_GOAL = "eval/episode_success"  # the metrics.jsonl key of time at goal (steps)
-SUCCESS_ANY = "eval/episode_success_any"
-# Metrics-row keys of the residual blocks' output norms: <prefix><actor|critic_sa|critic_g>/<block index>
-# (docs/metrics.md#block-norms).
-BLOCK_NORMS_PREFIX = "training/block_norms/"
 
 
 def _number(value: Any) -> bool:
@@ -41,7 +38,7 @@ def evaluations(metrics: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of a run's ``metrics.jsonl`` that hold an evaluation (a numeric time at goal), in env-step
     order (file order among rows without ``training/env_steps``)."""
     rows = [m for m in metrics if _number(m.get(TIME_AT_GOAL))]
-    return sorted(rows, key=lambda m: m.get("training/env_steps") if _number(m.get("training/env_steps")) else -1)
+    return sorted(rows, key=lambda m: m.get(ENV_STEPS) if _number(m.get(ENV_STEPS)) else -1)
 
 
 def _mean(values: Sequence[Any]) -> float | None:
@@ -137,11 +134,18 @@ def depth_effect(by_depth: dict[int, Sequence[float]], shallow: int = 4) -> list
     return out
 
 
-def critical_depth(by_depth: dict[int, Sequence[float]]) -> int | None:
+def critical_depth(by_depth: dict[int, Sequence[float]], old_rule: bool = False) -> int | None:
     """The smallest depth whose seeds beat those of the previous depth run by the depth-effect test (its 95 %
-    Welch interval of the difference above zero); None when no step does."""
+    Welch interval of the difference above zero); None when no step does. ``old_rule``: by the rule used
+    before the test (the mean above the previous depth's by more than the two 95 % half-widths added),
+    reported beside it for readers of earlier results."""
     depths = sorted(by_depth)
     for prev, depth in zip(depths, depths[1:]):
-        if welch(by_depth[depth], by_depth[prev])["holds"]:
+        deep, shallow = [float(v) for v in by_depth[depth]], [float(v) for v in by_depth[prev]]
+        if old_rule:
+            holds = beats(sum(deep) / len(deep), t_halfwidth(deep), sum(shallow) / len(shallow), t_halfwidth(shallow))
+        else:
+            holds = welch(deep, shallow)["holds"]
+        if holds:
             return int(depth)
     return None

@@ -37,7 +37,7 @@ from rlscale import datasets
 from rlscale.buffer import EpisodeEnds, ReplayBuffer, init_buffer, insert
 from rlscale.config import CONFIG_SCHEMA, Plan, TrainConfig, plan
 from rlscale.rollout import make_unroll, summarize
-from rlscale.scores import BLOCK_NORMS_PREFIX
+from rlscale import metric_keys
 from rlscale.seed_groups import SeedGroups, check_seed_threads, default_seed_threads
 
 
@@ -196,7 +196,7 @@ class Trainer:
 # --- the host loop ------------------------------------------------------------------------------
 
 
-def _saved_tree(state: TrainingState, rng: jax.Array, with_buffer: bool) -> dict:
+def _saved_tree(state: TrainingState, rng: jax.Array | None, with_buffer: bool) -> dict:
     tree = {"learner": state.learner, "rng": rng}
     if state.collector is not None:
         tree["collector"] = state.collector
@@ -425,7 +425,7 @@ def train_seeds(
                         row = _metrics_row(result, i, run_plan, len(members), m, compile_seconds)
                         _log_epoch(console, m, row, run_plan, time.perf_counter() - t_start, result.done - start_epoch, grouped)
                         if checkpoint_now:
-                            _save_epoch(trainer, m, groups.seed(states, i), result.done)
+                            _save_epoch(trainer, m, groups.seed([_saved_tree(s, None, m.cfg.save_buffer) for s in states], i), result.done)
                     if stop.requested is not None and result.done < run_plan.num_epochs:
                         where = ", ".join(str(m.last_good) for m in members)
                         console.print(f"[yellow]{stop.requested}: stopped after epoch {result.done} with checkpoint {where}; "
@@ -438,6 +438,11 @@ def train_seeds(
             where = " ".join(str(m.path) for m in members)
             console.print(f"[yellow]{stop.requested}: stopped during start-up{saved}"
                           + (f"; continue with: rlscale train --resume {where}" if members else ""))
+        raise
+    except BaseException:
+        if not training:  # bad input or a failed start-up: the run directories stay exactly as they were
+            for m in members:
+                m.counts_time = False
         raise
     finally:
         if groups is not None:
@@ -608,19 +613,19 @@ def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, m: _Seed
     epoch_steps = p.training_steps_per_epoch
     return {
         "epoch": result.done,
-        "training/env_steps": p.env_steps_after(result.done),
-        "training/sgd_steps": p.sgd_steps_after(result.done),
-        **{f"training/{k}": float(v[i]) for k, v in result.train_metrics.items()},
+        metric_keys.ENV_STEPS: p.env_steps_after(result.done),
+        metric_keys.SGD_STEPS: p.sgd_steps_after(result.done),
+        **{f"{metric_keys.TRAINING_PREFIX}{k}": float(v[i]) for k, v in result.train_metrics.items()},
         # Throughput of the whole process (all its seeds together).
-        "training/sps": num_seeds * epoch_steps * p.env_steps_per_training_step / result.train_seconds,
-        "training/sgd_sps": num_seeds * epoch_steps * p.sgd_steps_per_training_step / result.train_seconds,
+        metric_keys.ENV_SPS: num_seeds * epoch_steps * p.env_steps_per_training_step / result.train_seconds,
+        metric_keys.SGD_SPS: num_seeds * epoch_steps * p.sgd_steps_per_training_step / result.train_seconds,
         **summarize(_seed_slice(result.per_episode, i)),
-        **{f"{BLOCK_NORMS_PREFIX}{net}/{b}": float(v) for net, values in result.block_norms.items() for b, v in enumerate(values[i])},
-        "time/epoch_seconds": result.train_seconds,
-        "time/eval_seconds": result.eval_seconds,
-        "time/compile_seconds": compile_seconds,
-        "walltime": m.walltime,
-        rd.WALLCLOCK_KEY: _wallclock(m),
+        **{f"{metric_keys.BLOCK_NORMS_PREFIX}{net}/{b}": float(v) for net, values in result.block_norms.items() for b, v in enumerate(values[i])},
+        metric_keys.EPOCH_SECONDS: result.train_seconds,
+        metric_keys.EVAL_SECONDS: result.eval_seconds,
+        metric_keys.COMPILE_SECONDS: compile_seconds,
+        metric_keys.TRAINING_TIME: m.walltime,
+        metric_keys.WALLCLOCK: _wallclock(m),
     }
 
 
@@ -630,8 +635,10 @@ def _log_epoch(console: Console, m: _SeedRun, row: dict, p: Plan, elapsed: float
     _print_row(console, row, p, elapsed, epochs_done_here, f"seed {m.cfg.seed}: " if grouped else "")
 
 
-def _save_epoch(trainer: Trainer, m: _SeedRun, seed_state: TrainingState, done: int) -> None:
-    """Checkpoint one seed's state (no seed axis: the shapes of a run trained alone) after ``done`` epochs."""
+def _save_epoch(trainer: Trainer, m: _SeedRun, saved: dict, done: int) -> None:
+    """Checkpoint one seed's ``saved`` tree (``_saved_tree`` without its key, sliced out of the stacked state:
+    without --save-buffer the buffer is never copied; no seed axis: the shapes of a run trained alone)
+    after ``done`` epochs."""
     p = trainer.plan
     env_steps = p.env_steps_after(done)
     meta = {
@@ -643,7 +650,7 @@ def _save_epoch(trainer: Trainer, m: _SeedRun, seed_state: TrainingState, done: 
         "eval_task": trainer.eval_task.spec.name,
         "state_size": trainer.spec.state_size,
     }
-    m.last_good = m.writer.save(env_steps, _saved_tree(seed_state, m.keys["init"], m.cfg.save_buffer), meta)
+    m.last_good = m.writer.save(env_steps, {**saved, "rng": m.keys["init"]}, meta)
     _record_wallclock(m)
 
 
@@ -796,13 +803,14 @@ def _print_row(console: Console, row: dict, p: Plan, elapsed: float, epochs_done
     remaining = p.num_epochs - row["epoch"]
     eta = elapsed / epochs_done_here * remaining
     console.print(
-        f"{prefix}epoch {row['epoch']:>4}/{p.num_epochs}  steps {row['training/env_steps']:>12,}  "
-        f"env/s {row['training/sps']:>9,.0f}  sgd/s {row['training/sgd_sps']:>7,.1f}  "
-        f"time@goal {row['eval/episode_success']:>7.1f}  success_any {row['eval/episode_success_any']:.2f}  "
+        f"{prefix}epoch {row['epoch']:>4}/{p.num_epochs}  steps {row[metric_keys.ENV_STEPS]:>12,}  "
+        f"env/s {row[metric_keys.ENV_SPS]:>9,.0f}  sgd/s {row[metric_keys.SGD_SPS]:>7,.1f}  "
+        f"time@goal {row[metric_keys.TIME_AT_GOAL]:>7.1f}  success_any {row[metric_keys.SUCCESS_ANY]:.2f}  "
         + "".join(f"{label} {row[key]:{spec}}  " for label, key, spec in _LOSS_COLUMNS if key in row)
         + f"ETA {eta / 60:.1f} min"
     )
 
 
 # The training metrics a printed row shows, where the algorithm reports them (GCSL has no critic or α).
-_LOSS_COLUMNS = (("critic", "training/critic_loss", ".3f"), ("actor", "training/actor_loss", ".3f"), ("α", "training/alpha", ".3g"))
+_LOSS_COLUMNS = tuple((label, metric_keys.TRAINING_PREFIX + name, spec)
+                      for label, name, spec in (("critic", "critic_loss", ".3f"), ("actor", "actor_loss", ".3f"), ("α", "alpha", ".3g")))

@@ -8,6 +8,7 @@ import pytest
 from helpers import TINY
 
 from rlscale import checkpoint as ckpt
+from rlscale import run_dir as rd
 from rlscale import cli
 from rlscale.cli import main
 from rlscale.config import TrainConfig, validate
@@ -26,7 +27,9 @@ def _args(run_dir, **overrides):
 
 
 def _snapshot(path: Path) -> dict:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    """Every file's hash, but the writer lock's: each process that takes the lock names itself in it."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name != rd.LOCK_FILE}
 
 
 @pytest.mark.slow
@@ -151,7 +154,7 @@ def test_a_bad_norm_lists_the_choices_and_writes_nothing(tmp_path, capsys):
 
 
 def test_the_old_layer_norm_flags_are_read_as_norm():
-    """Scripts and queued sweep jobs of earlier versions say --no-layer-norm (rlscale.networks.LEGACY_OPTIONS)."""
+    """Scripts and queued sweep jobs of earlier versions say --no-layer-norm (rlscale.legacy_options)."""
     assert cli._legacy_flags(["--depth", "8", "--no-layer-norm", "--layer-norm"]) == [
         "--depth", "8", "--norm", "none", "--norm", "layernorm",
     ]

@@ -176,7 +176,7 @@ def test_a_run_that_really_differs_gets_another_id_and_no_old_directory(root, tm
 
 @pytest.mark.parametrize("layer_norm,norm", [(False, "none"), (True, "layernorm")])
 def test_configs_saved_with_layer_norm_are_the_experiments_of_norm(root, tmp_path, layer_norm, norm):
-    """``norm`` replaced the true/false ``layer_norm`` (rlscale.networks.LEGACY_OPTIONS): a config.json that
+    """``norm`` replaced the true/false ``layer_norm`` (rlscale.legacy_options): a config.json that
     says ``layer_norm`` loads as ``norm`` (strictly, as resume reads it), keeps its experiment key and run
     id, and its directory is found by a sweep file that says ``norm``."""
     path = root / "whole_config_ids" / OLD_DIRS[0] / "config.json"

@@ -258,7 +258,7 @@ def test_dry_run_lists_commands_and_notes_unregistered_tasks(tmp_path, capsys):
     assert cli_main(["sweep", str(path), "--dry-run", "--runs-root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "8 runs: 8 pending" in out and "note: task teleport_maze is not registered yet: 4 run(s) can be listed" in out
-    # The file's old name layer_norm (rlscale.networks.LEGACY_OPTIONS) is launched as today's option.
+    # The file's old name layer_norm (rlscale.legacy_options) is launched as today's option.
     assert f"-m rlscale.cli train --env teleport_maze --depth 16 --activation relu --norm none --total-env-steps 1000000 " \
            f"--run-dir {root / 'future' / 'teleport_maze_d16_w256_b512_s0_'}" in out
     assert not root.exists()

@@ -172,7 +172,7 @@ def test_resume_from_a_checkpoint_of_an_earlier_version(tmp_path):
 
 @pytest.mark.slow  # two tiny trainings: 180 s on a shared CPU core
 def test_a_config_saved_with_layer_norm_false_resumes_as_norm_none(tmp_path):
-    """config.json files written before ``norm`` say ``layer_norm`` (rlscale.networks.LEGACY_OPTIONS);
+    """config.json files written before ``norm`` say ``layer_norm`` (rlscale.legacy_options);
     resuming reads them strictly (TrainConfig.from_dict) as the norm they meant. The run is given a
     fourth epoch of the same length. (``layer_norm: true``: the fixture run that
     test_resume_from_a_checkpoint_of_an_earlier_version resumes.)"""
