@@ -1,9 +1,9 @@
-"""The CRL critic's pairwise L2 energy: the matrix-product form (``rlscale.losses.energy``) against
+"""The CRL critic's pairwise L2 energy: the matrix-product form (``rlscale.agents.contrastive.energy``) against
 the definition through the ``[B, B, D]`` tensor of differences, alone and inside a whole SGD step.
 
 Both forms run in one process, their timed calls interleaved, so the ratios are what to read (this
 machine's timings are noisy). The SGD step is ``CRL.sgd_step`` (actor, α and both critic encoders)
-on a point-maze-sized minibatch, with ``rlscale.losses.energy`` swapped for the definition.
+on a point-maze-sized minibatch, with ``rlscale.agents.contrastive.energy`` swapped for the definition.
 
     python benchmarks/energy.py                                   # batch 256 and 1024, CPU-scale nets
     python benchmarks/energy.py --batch-sizes 256 --nets 4x64 --repeats 3
@@ -25,12 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlscale import losses
+from rlscale.agents import contrastive
 from rlscale.agents.crl import CRL
-from rlscale.buffer import Transitions
 from rlscale.config import config_for
-from rlscale.run_dir import write_atomic
+from rlscale.data.buffer import Transitions
 from rlscale.sizes import task_spec
+from rlscale.storage.run_dir import write_atomic
 
 
 def energy_by_differences(sa_repr, g_repr, kind="l2"):
@@ -39,7 +39,7 @@ def energy_by_differences(sa_repr, g_repr, kind="l2"):
     return -jnp.sqrt(jnp.sum(jnp.square(sa_repr[:, None, :] - g_repr[None, :, :]), axis=-1) + 1e-12)
 
 
-ENERGY_AS_SHIPPED = losses.energy
+ENERGY_AS_SHIPPED = contrastive.energy
 FORMS = {"matrix_product": ENERGY_AS_SHIPPED, "differences": energy_by_differences}
 
 
@@ -61,7 +61,7 @@ def critic_loss_ms(batch: int, repr_dim: int, repeats: int) -> dict:
     psi = phi + 0.1 * jax.random.normal(jax.random.PRNGKey(1), (batch, repr_dim))
 
     def value_and_grad(energy):
-        loss = lambda a, b: losses.contrastive_loss(energy(a, b), "forward_infonce", 0.1)[0]  # noqa: E731
+        loss = lambda a, b: contrastive.contrastive_loss(energy(a, b), "forward_infonce", 0.1)[0]  # noqa: E731
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
         return lambda: step(phi, psi)
 
@@ -79,7 +79,7 @@ def sgd_step_ms(env: str, depth: int, width: int, batch: int, repeats: int, step
     )
     calls = {}
     for name, energy in FORMS.items():
-        losses.energy = energy  # traced now, so each compiled program keeps its own form
+        contrastive.energy = energy  # traced now, so each compiled program keeps its own form
         try:
             agent = CRL.build(cfg, spec)
             learner = jax.jit(agent.init)(jax.random.PRNGKey(0))
@@ -90,7 +90,7 @@ def sgd_step_ms(env: str, depth: int, width: int, batch: int, repeats: int, step
 
             compiled = jax.jit(k_steps).lower(learner, jax.random.PRNGKey(2)).compile()
         finally:
-            losses.energy = ENERGY_AS_SHIPPED
+            contrastive.energy = ENERGY_AS_SHIPPED
         calls[name] = lambda compiled=compiled, learner=learner: compiled(learner, jax.random.PRNGKey(3))
     return {name: ms / steps_per_call for name, ms in interleaved_ms(calls, repeats).items()}
 

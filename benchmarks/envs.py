@@ -43,10 +43,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from rlscale.envs.wrappers import EpisodeEnv
 
 from rlscale import envs
-from rlscale.envs.wrappers import EpisodeEnv
-from rlscale.run_dir import write_atomic
+from rlscale.storage.run_dir import write_atomic
 
 BARE_BRAX = {"ant": "ant", "humanoid": "humanoid"}  # our task -> brax.envs name
 

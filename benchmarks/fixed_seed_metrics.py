@@ -21,9 +21,9 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' tiny run settings
 def train_all(out_dir: Path) -> None:
     from helpers import TINY, without_timing
 
-    from rlscale import run_dir as rd
     from rlscale.config import config_for
-    from rlscale.train import train
+    from rlscale.storage import run_dir as rd
+    from rlscale.training.loop import train
 
     out_dir.mkdir(parents=True, exist_ok=False)
     data = str(REPO / "tests" / "data" / "point_u_maze_crl_d4.npz")

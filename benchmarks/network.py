@@ -18,13 +18,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
-
 from rlscale.envs.base import TaskSpec
+
 from rlscale.agents.crl import CRL
-from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig
+from rlscale.data.buffer import Transitions
 from rlscale.networks import param_count
-from rlscale.run_dir import write_atomic
+from rlscale.storage.run_dir import write_atomic
 
 # Humanoid-sized inputs (docs/method.md#parameter-counts): state 268, goal 3, action 17.
 SPEC = TaskSpec("humanoid_sized", 268, (0, 1, 2), 17, 0.5, 1000, "humanoid_sized")

@@ -7,7 +7,7 @@ machine load):
 * ``packed_one_thread`` — 8 seeds ``vmap``-ed into one program on one host thread (rlscale before seed
   groups);
 * ``packed_threads`` — 8 seeds as ``--seed-threads`` groups (default: one per usable core), each group one
-  ``vmap``-ed program on its own host thread (``rlscale.seed_groups``, what ``rlscale train --num-seeds 8``
+  ``vmap``-ed program on its own host thread (``rlscale.training.seed_groups``, what ``rlscale train --num-seeds 8``
   does now).
 
 Two programs are timed: ``sgd`` — a ``lax.scan`` of K CRL SGD steps on a fixed minibatch; ``loop`` — the
@@ -41,14 +41,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.speed import machine_info  # noqa: E402
-from rlscale.buffer import Transitions  # noqa: E402
 from rlscale.config import config_for  # noqa: E402
-from rlscale.seed_groups import SeedGroups, default_seed_threads  # noqa: E402
-from rlscale.train import Trainer, _over_seeds  # noqa: E402
+from rlscale.data.buffer import Transitions  # noqa: E402
+from rlscale.training.loop import _over_seeds  # noqa: E402
+from rlscale.training.seed_groups import SeedGroups, default_seed_threads  # noqa: E402
+from rlscale.training.trainer import Trainer  # noqa: E402
 
 VARIANTS = ("single", "packed_one_thread", "packed_threads")
 

@@ -131,7 +131,7 @@ def random_minibatch(algo: str, batch_size: int, spec, key):
     import jax
     import jax.numpy as jnp
 
-    from rlscale.buffer import TDTransitions, Transitions
+    from rlscale.data.buffer import TDTransitions, Transitions
 
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
     state = jax.random.normal(k1, (batch_size, spec.state_size))
@@ -157,7 +157,8 @@ def measure_sgd(args, depth: int, knobs: dict, algo: str = "crl") -> dict:
     from benchmarks.network import SPEC
     from rlscale import agents
     from rlscale.config import TrainConfig
-    from rlscale.flops import cost_analysis_flops, sgd_step_flops
+    from rlscale.flops import cost_analysis_flops
+    from rlscale.sizes import sgd_step_flops
 
     actor_depth = actor_depth_for(depth)
     cfg = TrainConfig(algo=algo, depth=depth, actor_depth=actor_depth, width=args.width, batch_size=args.batch_size, **knobs)
@@ -230,7 +231,7 @@ def measure_loop(args, depth: int, knobs: dict, algo: str = "crl") -> dict:
     """Env steps/s of the whole training step: collect, insert, sample, scan the SGD steps."""
     import jax
 
-    from rlscale.train import Trainer
+    from rlscale.training.trainer import Trainer
 
     cfg = loop_config(args, depth, knobs, algo)
     trainer = Trainer(cfg)
@@ -259,7 +260,7 @@ def measure_seeds(args) -> dict:
     """One training step of 4 vmapped seeds against 1 seed, fast mode, depth 4, calls interleaved."""
     import jax
 
-    from rlscale.train import Trainer
+    from rlscale.training.trainer import Trainer
 
     depth, seeds = 4, 4
     trainer = Trainer(loop_config(args, depth, mode_knobs("fast", args.fast_unroll, args.fast_remat, args.fast_dtype), "crl"))
@@ -397,7 +398,7 @@ def add_mfu(row: dict, peak: dict) -> None:
     peak_flops = peak.get(f"{dtype}_flops_per_second")
     achieved = row["flops_per_sgd_step_analytic"] / row["sgd_step_seconds"]
     row["achieved_flops_per_second"] = achieved
-    row["flops_source"] = "analytic matmul FLOPs (rlscale.flops.sgd_step_flops); XLA cost analysis kept as flops_per_sgd_step_xla"
+    row["flops_source"] = "analytic matmul FLOPs (rlscale.sizes.sgd_step_flops); XLA cost analysis kept as flops_per_sgd_step_xla"
     row["mfu"] = achieved / peak_flops if peak_flops else None
     row["mfu_peak_dtype"] = dtype
     if row.get("flops_per_sgd_step_xla"):
@@ -561,7 +562,7 @@ def machine_info() -> dict:
 def parent_main(args) -> None:
     import jax
 
-    from rlscale.run_dir import write_atomic
+    from rlscale.storage.run_dir import write_atomic
 
     started = time.time()
     info = {**machine_info(), "load_average_before": os.getloadavg()}

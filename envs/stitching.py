@@ -6,7 +6,7 @@ along the maze's shortest path (never the start cell itself). ``<robot>_<layout>
 the usual start cell R and commands only the goals ``goal_distances`` (default 4, 5, 6) cells away from R,
 pairs that training never commands, and reports per goal distance d the metrics ``success_d<d>`` (success on
 episodes whose goal is d cells away, else 0) and ``success_d<d>_count`` (1 on such episodes): the evaluation
-(``rlscale.rollout``) turns each pair into time at goal and success-any averaged over those episodes only.
+(``rlscale.evaluation.rollout``) turns each pair into time at goal and success-any averaged over those episodes only.
 
 The distances are a breadth-first search over the layout's 4-connected free cells
 (:func:`envs.mazes.cell_distances`), computed once in NumPy at construction; reset samples from them in JAX,
@@ -21,7 +21,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from rlscale.envs.base import GoalTask
 from rlscale.envs.mazes import Maze, cell_distances, maze
 
@@ -105,7 +104,9 @@ class FarGoals:
 
 def _task(robot: str, layout: str, name: str, sampler, overrides: dict[str, Any]) -> GoalTask:
     if robot == "ant":
-        from rlscale.envs.ant_maze import AntMaze as cls  # Brax is imported only when an ant task is built.
+        from rlscale.envs.ant_maze import (
+            AntMaze as cls,  # Brax is imported only when an ant task is built.
+        )
     else:
         from rlscale.envs.point_maze import InertialPointMaze, PointMaze
 

@@ -14,7 +14,7 @@ steps where some episode ended; :meth:`EpisodeEnv.step` is the single-env form (
 The auto-reset replaces an ended episode's last observation by the next episode's first, so each step
 also reports the state part of the observation it reached before any reset (``StepInfo.next_state``)
 and whether that state is terminal (``StepInfo.terminated``: the task ended, not the time limit): what
-a TD learner needs to use an episode's last transition (``rlscale.buffer``).
+a TD learner needs to use an episode's last transition (``rlscale.data.buffer``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import struct
-
 from rlscale.envs.base import GoalTask, TaskState
 
 

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from rlscale.launch import runs, sweepfile
 from rlscale.launch.sweepfile import SweepError
-from rlscale.run_dir import CONFIG_FILE, RunDirError, is_started, read_config, run_dirs_in
+
+from rlscale.storage.run_dir import (
+    CONFIG_FILE,
+    RunDirError,
+    is_started,
+    read_config,
+    run_dirs_in,
+)
 
 FORWARD_PREFIXES = ("JAX_", "XLA_", "RLSCALE_", "WANDB_", "TF_CPP_")
 CACHE_DIR = ".jax_cache"

@@ -15,8 +15,9 @@ import re
 import shutil
 import subprocess
 
-from rlscale import seed_groups
 from rlscale.launch import runs
+
+from rlscale.training import seed_groups
 
 
 def detect_gpus(environ: dict[str, str] | None = None) -> list[str]:
@@ -46,7 +47,7 @@ def detect_gpus(environ: dict[str, str] | None = None) -> list[str]:
 def slots(gpus: list[str], workers: int | None, runs_per_gpu: int = 1, cores: int | None = None,
           environ: dict[str, str] | None = None) -> list[dict[str, str]]:
     """Environment of each worker slot: one GPU each, round-robin. CPU-only (1 slot by default): each slot's
-    share of the ``cores`` for its process's seed groups (``$RLSCALE_SEED_THREADS``, rlscale.seed_groups),
+    share of the ``cores`` for its process's seed groups (``$RLSCALE_SEED_THREADS``, rlscale.training.seed_groups),
     so that the workers together start one thread per core; a value the user exported is kept."""
     environ = os.environ if environ is None else environ
     if not gpus:

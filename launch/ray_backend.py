@@ -10,8 +10,9 @@ Ray sets ``CUDA_VISIBLE_DEVICES`` for each task; a fractional ``num_gpus`` also 
 
 from __future__ import annotations
 
-from rlscale import seed_groups
 from rlscale.launch import runs
+
+from rlscale.training import seed_groups
 
 
 def _execute(spec: runs.RunSpec, extra_env: dict[str, str]) -> int:
@@ -65,7 +66,7 @@ class RayBackend:
         if num_gpus is None:
             num_gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
         extra_env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if 0 < num_gpus < 1 else {}
-        # A run's packed seeds take one host thread per CPU Ray gives it (rlscale.seed_groups; no effect on a GPU).
+        # A run's packed seeds take one host thread per CPU Ray gives it (rlscale.training.seed_groups; no effect on a GPU).
         extra_env.setdefault(seed_groups.SEED_THREADS_ENV, str(max(1, int(self.num_cpus or 1))))
         task = ray.remote(_execute)
         options = dict(num_gpus=num_gpus, num_cpus=self.num_cpus, max_retries=self.max_retries, retry_exceptions=False)

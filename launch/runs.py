@@ -3,7 +3,7 @@
 :func:`execute` is the only code that starts ``rlscale train``. Backends call it where the run executes:
 in a thread of the launcher (local), in a Ray worker (ray) or in a Slurm job (slurm). It
 
-1. takes the run's writer lock, ``<run dir>/.lock`` (``rlscale.run_dir.RunLock``: the one lock that
+1. takes the run's writer lock, ``<run dir>/.lock`` (``rlscale.storage.run_dir.RunLock``: the one lock that
    ``rlscale train`` itself takes), waiting while another process holds it; the training process inherits
    it, so a run is never trained by two processes at once, even when the process that started it died;
 2. returns at once if the run is complete (:data:`FINISHED_ELSEWHERE` when another process finished it
@@ -13,7 +13,7 @@ in a thread of the launcher (local), in a Ray worker (ray) or in a Slurm job (sl
 4. records a failed-run marker ``logs/<run>.failed.json`` (exit status, command, log tail) when the run
    fails, and removes it when the run completes.
 
-Exit status 75 (``rlscale.train.PREEMPTED_EXIT_CODE``: SIGTERM, checkpoint saved) is not a failure; nor is
+Exit status 75 (``rlscale.training.loop.PREEMPTED_EXIT_CODE``: SIGTERM, checkpoint saved) is not a failure; nor is
 a run killed by SIGTERM, SIGINT or SIGHUP before it could save (both are reported as 75 and resumed).
 
 The training process is started through ``launch/_child.py``, which asks Linux to send it SIGTERM when
@@ -40,9 +40,9 @@ import threading
 import time
 from pathlib import Path
 
-from rlscale.run_dir import HELD_LOCKS_ENV, RunLock, is_complete, is_started
+from rlscale.storage.run_dir import HELD_LOCKS_ENV, RunLock, is_complete, is_started
 
-PREEMPTED = 75  # rlscale.train.PREEMPTED_EXIT_CODE (not imported: that module imports JAX)
+PREEMPTED = 75  # rlscale.training.loop.PREEMPTED_EXIT_CODE (not imported: that module imports JAX)
 # What execute returns for a run that another process (a second launcher, a user's resume) finished while
 # this one waited for its lock: done, but not by us. Not an exit status (those are below 256).
 FINISHED_ELSEWHERE = 256
@@ -127,7 +127,7 @@ def members(spec: "RunSpec | PackSpec") -> tuple[RunSpec, ...]:
 
 
 def mark_failed(spec: "RunSpec | PackSpec", code: int | None, message: str, command: list[str] | None = None) -> None:
-    from rlscale.run_dir import write_atomic
+    from rlscale.storage.run_dir import write_atomic
 
     if isinstance(spec, PackSpec):
         for member in spec.members:

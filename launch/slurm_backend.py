@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 
 import submitit
-
 from rlscale.launch import runs
-from rlscale.run_dir import is_complete
+
+from rlscale.storage.run_dir import is_complete
 
 
 class SlurmRun(submitit.helpers.Checkpointable):

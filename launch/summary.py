@@ -1,9 +1,9 @@
 """The sweep's summary: ``<sweep dir>/summary.csv`` (one row per run, rebuilt from the run directories),
-the depth-effect test's verdict (``rlscale.scores.depth_effect``) and, with the analysis extras (pandas),
-``summary.png`` (``rlscale.analysis.fig_depth_summary``: learning curves and score against depth, beside
+the depth-effect test's verdict (``rlscale.analysis.scores.depth_effect``) and, with the analysis extras (pandas),
+``summary.png`` (``rlscale.analysis.sweeps.fig_depth_summary``: learning curves and score against depth, beside
 the sweep's ``reference_study``).
 
-Scores are ``rlscale.scores``' (docs/metrics.md#per-run-the-score), the numbers ``rlscale plot`` shows:
+Scores are ``rlscale.analysis.scores``' (docs/metrics.md#per-run-the-score), the numbers ``rlscale plot`` shows:
 ``score`` is the mean normalised time at goal (time at goal / episode length) over the run's last 5
 evaluations; ``time_at_goal`` (in steps) and ``success_any`` are averaged over the same evaluations.
 Parameter counts are closed-form (``rlscale.networks.trunk_param_count``, the actor and both critic
@@ -18,13 +18,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rlscale import metric_keys
 from rlscale.launch import runs
 from rlscale.launch.sweepfile import Run, Sweep
-from rlscale.run_dir import atomic_output, write_atomic
-from rlscale.scores import score_of_metrics
-from rlscale.scores import depth_effect as scores_depth_effect
+
+from rlscale import metric_keys
+from rlscale.analysis.scores import depth_effect as scores_depth_effect
+from rlscale.analysis.scores import score_of_metrics
 from rlscale.sizes import agent_param_count
+from rlscale.storage.run_dir import atomic_output, write_atomic
 
 SCORE_COLUMNS = ["score", "time_at_goal", "success_any"]
 COLUMNS = [
@@ -42,7 +43,7 @@ def _fmt(value: Any) -> str:
 
 
 def rows(sweep: Sweep, run_list: list[Run], specs: list[runs.RunSpec], plans: dict) -> list[dict[str, Any]]:
-    from rlscale.run_dir import read_metrics, wallclock_seconds
+    from rlscale.storage.run_dir import read_metrics, wallclock_seconds
 
     extra_axes = [a for a in sweep.axes if a not in COLUMNS and a not in ("env",)]
     table = []
@@ -113,7 +114,7 @@ def plot_lines(done: list[dict[str, Any]], column: str = "score") -> dict[str, d
 
 
 def plot(table: list[dict[str, Any]], path: Path, title: str, study: str | None = None) -> str:
-    """Write the PNG (``rlscale.analysis.fig_depth_summary``: learning curves per depth, score against
+    """Write the PNG (``rlscale.analysis.sweeps.fig_depth_summary``: learning curves per depth, score against
     depth, and the shipped ``study``'s curves and verdict when the sweep names one); returns a one-line
     message saying what was done."""
     try:
@@ -147,7 +148,7 @@ def study_verdict(study: str | None) -> str | None:
 
 def depth_effect(table: list[dict[str, Any]], shallow: int = 4) -> list[dict[str, Any]]:
     """The depth-effect test (docs/metrics.md#across-seeds-intervals-and-the-depth-effect-test,
-    ``rlscale.scores.depth_effect``) on the finished runs, per line of :func:`plot_lines`: every deeper
+    ``rlscale.analysis.scores.depth_effect``) on the finished runs, per line of :func:`plot_lines`: every deeper
     depth D against ``shallow`` by the 95 % Welch interval of mean(D) − mean(shallow), and by the old rule."""
     done = [r for r in table if r["status"] == "done" and r["score"] is not None]
     return [{"line": label, **effect}

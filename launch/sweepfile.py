@@ -16,7 +16,7 @@ A sweep file (``configs/sweeps/*.yaml``) has these keys:
 ``launcher``
     Defaults for ``rlscale sweep`` (backend, workers, Ray and Slurm settings; see :class:`Launcher`).
 ``reference_study``
-    The name of a study shipped with rlscale (``configs/studies/<name>.json``, ``rlscale.analysis.load_study``)
+    The name of a study shipped with rlscale (``configs/studies/<name>.json``, ``rlscale.analysis.sweeps.load_study``)
     whose curves and verdict the sweep's ``summary.png`` draws beside the sweep's own runs.
 
 The factors of the product (grid axes and zip groups) nest in the order they appear in the file, the

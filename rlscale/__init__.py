@@ -43,7 +43,7 @@ _map_source_checkout()
 
 
 def load_policy(path, deterministic: bool = True):
-    """A checkpoint's jitted policy ``obs -> action`` and its task name (see :mod:`rlscale.policy`)."""
-    from rlscale.policy import load_policy as load
+    """A checkpoint's jitted policy ``obs -> action`` and its task name (see :mod:`rlscale.evaluation.policy`)."""
+    from rlscale.evaluation.policy import load_policy as load
 
     return load(path, deterministic)

@@ -126,7 +126,7 @@ def _train(args: list[str]) -> None:
     import tyro
 
     from rlscale.config import TrainConfig, config_for
-    from rlscale.train import resume_paths, train_seeds
+    from rlscale.training.loop import resume_paths, train_seeds
 
     if "-h" in args or "--help" in args:
         print(HOST_OPTIONS_HELP)
@@ -184,13 +184,13 @@ def _started_at() -> float | None:
     else (an in-process call) when training is called."""
     if not _AS_PROGRAM:
         return None
-    from rlscale.train import process_start_time
+    from rlscale.training.loop import process_start_time
 
     return process_start_time()
 
 
 def _eval(args: list[str]) -> int:
-    from rlscale.checkpoint_eval import main as evaluate
+    from rlscale.evaluation.evaluate import main as evaluate
 
     return evaluate(args)
 
@@ -226,7 +226,7 @@ def _plot(args: list[str]) -> int:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval (default 2000)")
     known = parser.parse_args(args)
     try:
-        from rlscale.analysis import plot_sweep
+        from rlscale.analysis.sweeps import plot_sweep
     except ImportError as err:
         raise CliError(f"{err}; rlscale plot needs pandas and rliable: pip install -e \".[notebook]\"") from None
 
@@ -248,8 +248,8 @@ def _record(args: list[str]) -> int:
     parser.add_argument("--task", default=None, help="task to record on (default: the run's training task)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the resets and actions (default: the run's seed)")
     known = parser.parse_args(args)
-    from rlscale import datasets
-    from rlscale.policy import load
+    from rlscale.data import datasets
+    from rlscale.evaluation.policy import load
 
     held = datasets.record(load(known.path), known.episodes, known.out, task=known.task,
                            deterministic=known.deterministic, seed=known.seed)
@@ -275,9 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"rlscale: error: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    from rlscale.checkpoint import CheckpointError
-    from rlscale.run_dir import RunBusyError, RunDirError, describe_os_error, terminal_stderr
-    from rlscale.train import PREEMPTED_EXIT_CODE, NonFiniteError, Preempted
+    from rlscale.storage.checkpoint import CheckpointError
+    from rlscale.storage.run_dir import (
+        RunBusyError,
+        RunDirError,
+        describe_os_error,
+        terminal_stderr,
+    )
+    from rlscale.training.loop import PREEMPTED_EXIT_CODE, NonFiniteError, Preempted
 
     # Exit status: 0 done, 1 the run diverged (non-finite), 2 bad input or a file-system error (one line
     # naming the path), 75 stopped by a signal or the run is busy (another process writes it): resume later.

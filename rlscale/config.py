@@ -285,7 +285,7 @@ def _flag(name: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ``ValueError`` with a one-line message naming the first bad value."""
-    from rlscale import losses
+    from rlscale.agents import contrastive
     from rlscale.envs import names
 
     algorithm = agents.get(cfg.algo)
@@ -316,15 +316,15 @@ def validate(cfg: TrainConfig) -> None:
         "num_evals", "num_eval_envs", "checkpoint_every",
     ):
         check_positive(getattr(cfg, name), _flag(name))
-    if cfg.energy not in losses.ENERGIES:
-        raise ValueError(f"unknown energy {cfg.energy!r}; valid: {', '.join(losses.ENERGIES)}")
+    if cfg.energy not in contrastive.ENERGIES:
+        raise ValueError(f"unknown energy {cfg.energy!r}; valid: {', '.join(contrastive.ENERGIES)}")
     if cfg.energy == "mrn" and cfg.repr_dim % 2:
         raise ValueError(
             f"--energy mrn needs an even --repr-dim (half asymmetric, half symmetric), got {cfg.repr_dim}"
         )
-    if cfg.contrastive_loss not in losses.CONTRASTIVE_LOSSES:
+    if cfg.contrastive_loss not in contrastive.CONTRASTIVE_LOSSES:
         raise ValueError(
-            f"unknown contrastive loss {cfg.contrastive_loss!r}; valid: {', '.join(losses.CONTRASTIVE_LOSSES)}"
+            f"unknown contrastive loss {cfg.contrastive_loss!r}; valid: {', '.join(contrastive.CONTRASTIVE_LOSSES)}"
         )
     if cfg.keep_checkpoints < 0:
         raise ValueError(f"--keep-checkpoints must be ≥ 0, got {cfg.keep_checkpoints}")
@@ -407,7 +407,7 @@ def load_preset(task: str) -> dict[str, Any]:
 
 def check_dataset_options(cfg: "TrainConfig") -> None:
     """The options a --dataset run (learner-only: it never acts) can and must combine with; the file itself
-    is checked against the task by ``rlscale.datasets.check_fits``."""
+    is checked against the task by ``rlscale.data.datasets.check_fits``."""
     algorithm = agents.get(cfg.algo)
     if cfg.dataset is None:
         if algorithm.data == agents.registry.DATASET:

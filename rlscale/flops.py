@@ -25,7 +25,8 @@ the losses, and the Adam updates (≈ 13 FLOPs a parameter in XLA's count). The 
 does not change the count. ``tests/test_flops.py`` checks it against XLA's cost analysis of the real
 unrolled step.
 
-Each algorithm counts its own step by these rules (``Algorithm.sgd_step_flops`` in ``rlscale/agents/``): CRL's
+Each algorithm counts its own step by these rules (``Algorithm.sgd_step_flops`` in ``rlscale/agents/``;
+``rlscale.sizes.sgd_step_flops`` asks the registry for a config's): CRL's
 above (``rlscale.agents.crl``), SAC's and TD3's twin-Q steps (``rlscale.agents.common.td_flops``) and GCSL's
 actor-only step (``rlscale.agents.gcsl``); the baselines' are derived, not checked against XLA's count.
 """
@@ -58,13 +59,6 @@ def input_sizes(cfg: "TrainConfig", spec: "TaskSpec") -> InputSizes:
     shift = 1 if cfg.norm == "hyperspherical" else 0
     s, g, a = spec.state_size, spec.goal_size, spec.action_size
     return InputSizes(sg=s + g + shift, sa=s + a + shift, g=g + shift, sag=s + a + g + shift)
-
-
-def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
-    """Matmul FLOPs of one SGD step of ``cfg.algo``: ``total``, ``actor_loss`` and ``critic_loss``."""
-    from rlscale import agents
-
-    return agents.get(cfg.algo).sgd_step_flops(cfg, spec)
 
 
 def cost_analysis_flops(analysis) -> float | None:

@@ -1,5 +1,5 @@
 """The run's RNG scheme: every random draw of a run derives from its seed through these keys, so a resumed
-run draws what an uninterrupted one would, and ``rlscale eval`` (``rlscale.checkpoint_eval``) reproduces an
+run draws what an uninterrupted one would, and ``rlscale eval`` (``rlscale.evaluation.evaluate``) reproduces an
 epoch's evaluation with :func:`eval_key`. Light on purpose: evaluation imports it, not the trainer."""
 
 from __future__ import annotations

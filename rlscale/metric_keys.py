@@ -1,9 +1,9 @@
 """The metrics schema: the keys of a ``metrics.jsonl`` row and of ``rlscale eval``'s entries, the one place
-they are spelled (docs/metrics.md). Writers (the trainer, ``rlscale.rollout.summarize``) and readers (scores,
+they are spelled (docs/metrics.md). Writers (the trainer, ``rlscale.evaluation.rollout.summarize``) and readers (scores,
 analysis, ``rlscale eval``, the sweep's summary) use these names. Plain strings: the launcher reads them
 without JAX."""
 
-EVAL_PREFIX = "eval/"  # an evaluation's per-episode means (rlscale.rollout.summarize)
+EVAL_PREFIX = "eval/"  # an evaluation's per-episode means (rlscale.evaluation.rollout.summarize)
 TRAINING_PREFIX = "training/"  # the SGD step's metrics, averaged over the epoch (an agent's sgd_step names them)
 
 ENV_STEPS = "training/env_steps"  # env steps done when the row was written (the x axis of every curve)

@@ -41,9 +41,15 @@ def agent_param_count(cfg: "TrainConfig") -> int | None:
     return None if spec is None else agents.get(cfg.algo).param_count(cfg, spec)
 
 
-def flops_per_sgd_step(cfg: "TrainConfig") -> int | None:
-    """Matmul FLOPs of one SGD step (``rlscale.flops.sgd_step_flops``); None for an unregistered task."""
-    from rlscale.flops import sgd_step_flops
+def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:
+    """Matmul FLOPs of one SGD step of ``cfg.algo`` on a task of this spec: ``total``, ``actor_loss`` and
+    ``critic_loss`` (its algorithm's count, by the rules of ``rlscale.flops``)."""
+    from rlscale import agents
 
+    return agents.get(cfg.algo).sgd_step_flops(cfg, spec)
+
+
+def flops_per_sgd_step(cfg: "TrainConfig") -> int | None:
+    """Matmul FLOPs of one SGD step (:func:`sgd_step_flops`); None for an unregistered task."""
     spec = task_spec(cfg.env)
     return None if spec is None else sgd_step_flops(cfg, spec)["total"]

@@ -47,9 +47,9 @@ def assert_rows_close(rows, reference, rtol=1e-4, batch_size=TINY["batch_size"])
 def learn_point_u_maze(run_dir, **overrides):
     """The learning tests' run: depth 4, width 64, 650 k env steps on point_u_maze with its CPU preset;
     ``(metrics rows, seconds)``."""
-    from rlscale import run_dir as rd
     from rlscale.config import config_for
-    from rlscale.train import train
+    from rlscale.storage import run_dir as rd
+    from rlscale.training.loop import train
 
     cfg = config_for(
         "point_u_maze", depth=4, width=64, total_env_steps=650_000, num_evals=13, seed=0,
@@ -73,7 +73,6 @@ class Countdown:
 
     def _state(self, t, lifetime, action_sum):
         import jax.numpy as jnp
-
         from rlscale.envs.base import TaskState
 
         return TaskState(sim={"t": t, "lifetime": lifetime, "action_sum": action_sum},

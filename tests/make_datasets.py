@@ -27,8 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     out = parser.parse_args().out
-    from rlscale import datasets
-    from rlscale.policy import load
+    from rlscale.data import datasets
+    from rlscale.evaluation.policy import load
 
     if out.exists():
         raise SystemExit(f"{out} exists; remove it to remake it")

@@ -16,13 +16,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import TINY, without_timing  # noqa: E402
 
-from rlscale import parallel  # noqa: E402
-from rlscale import run_dir as rd  # noqa: E402
 from rlscale.agents.crl import CRL  # noqa: E402
-from rlscale.buffer import Transitions  # noqa: E402
 from rlscale.config import TrainConfig  # noqa: E402
-from rlscale import train as train_module  # noqa: E402
-from rlscale.train import Trainer, train  # noqa: E402
+from rlscale.data.buffer import Transitions  # noqa: E402
+from rlscale.storage import run_dir as rd  # noqa: E402
+from rlscale.training import loop as train_module  # noqa: E402
+from rlscale.training import parallel  # noqa: E402
+from rlscale.training.loop import train  # noqa: E402
+from rlscale.training.trainer import Trainer  # noqa: E402
 
 assert len(jax.devices()) == 4, jax.devices()
 cfg = TrainConfig(**{**TINY, "batch_size": 64})

@@ -5,17 +5,19 @@ import re
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny_algorithm
 from helpers import TINY
 
 from rlscale import agents
-from rlscale import run_dir as rd
+from rlscale.agents import common
 from rlscale.cli import main as cli_main
 from rlscale.config import config_for
-from rlscale.policy import load
+from rlscale.evaluation.policy import load
 from rlscale.sizes import agent_param_count
+from rlscale.storage import run_dir as rd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,3 +69,21 @@ def test_no_module_outside_the_agents_branches_on_an_algorithms_name():
                 if ALGORITHM_BRANCH.search(line):
                     found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert found == []
+
+
+# The losses CRL and SAC share (rlscale.agents.common).
+def test_actor_loss_by_hand_and_alpha_is_not_trained_by_it():
+    log_prob, value = jnp.array([-1.0, 0.5]), jnp.array([-2.0, -4.0])
+    np.testing.assert_allclose(common.actor_loss(log_prob, value, jnp.array(0.5)), np.mean([-0.5 + 2.0, 0.25 + 4.0]))
+    grad_alpha = jax.grad(lambda a: common.actor_loss(log_prob, value, a))(jnp.array(0.5))
+    assert grad_alpha == 0.0
+
+
+def test_alpha_loss_direction():
+    target = -1.0
+    # Entropy (−log π = 3) above the target: gradient descent lowers α.
+    grad = jax.grad(common.alpha_loss)(jnp.array(0.0), jnp.full(4, -3.0), target)
+    assert grad > 0
+    np.testing.assert_allclose(common.alpha_loss(jnp.array(0.0), jnp.full(4, -3.0), target), 3.0 - target)
+    # Entropy below the target: α goes up.
+    assert jax.grad(common.alpha_loss)(jnp.array(0.0), jnp.full(4, 2.0), target) < 0

@@ -73,8 +73,8 @@ def test_run_score_is_the_mean_of_the_last_five_normalised_evals(tmp_path):
 
 
 def test_the_run_score_is_defined_once():
-    """rlscale.scores, which summary.csv and rlscale plot share: known answers, missing values, short runs."""
-    from rlscale import scores
+    """rlscale.analysis.scores, which summary.csv and rlscale plot share: known answers, missing values, short runs."""
+    from rlscale.analysis import scores
 
     assert scores.LAST_EVALS == analysis.LAST_EVALS == 5
     got = scores.run_score([20, 0, 2, 4, 6, 8, 10], [1, 0, 0, 1, None, float("nan"), 1], EPISODE)
@@ -91,10 +91,10 @@ def test_the_run_score_is_defined_once():
 
 
 def test_run_directories_are_found_one_way(tmp_path, capsys):
-    """rlscale.run_dir.find_run_dirs: a run directory stands for itself, a sweep directory for its runs;
+    """rlscale.storage.run_dir.find_run_dirs: a run directory stands for itself, a sweep directory for its runs;
     `rlscale plot` and `rlscale eval` both take either."""
-    from rlscale import checkpoint_eval
-    from rlscale import run_dir as rd
+    from rlscale.evaluation import evaluate as checkpoint_eval
+    from rlscale.storage import run_dir as rd
 
     runs = [make_run(tmp_path / "sweep", [2, 4, 6], seed=seed) for seed in (1, 0)]
     (tmp_path / "sweep" / "logs").mkdir()
@@ -207,7 +207,7 @@ def test_depth_effect_test_and_old_rule_with_hand_computed_intervals():
 
 
 def test_welch_edge_cases():
-    from rlscale.scores import welch
+    from rlscale.analysis.scores import welch
 
     assert welch([0.5, 0.6], [])["holds"] is False and welch([0.5, 0.6], [])["diff"] is None
     same = welch([0.3, 0.3, 0.3], [0.1, 0.1])  # no spread: the difference itself, certain
@@ -276,10 +276,9 @@ def test_fits_table_on_a_synthetic_sweep(tmp_path):
 
 def test_flops_per_sgd_step_is_the_step_count():
     """The runs table's FLOPs (rlscale.sizes) are rlscale.flops' count (tested against XLA in test_flops.py)."""
-    from rlscale import envs
+    from rlscale import envs, sizes
     from rlscale.config import config_for
-    from rlscale import sizes
-    from rlscale.flops import sgd_step_flops
+    from rlscale.sizes import sgd_step_flops
 
     cfg = config_for("point_u_maze", depth=4, width=32, batch_size=8)
     assert sizes.flops_per_sgd_step(cfg) == sgd_step_flops(cfg, envs.make("point_u_maze").spec)["total"] > 0

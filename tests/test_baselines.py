@@ -13,17 +13,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import TINY, assert_rows_close, without_timing
-from rlscale import agents
-from rlscale.agents import common, td3
-from rlscale import checkpoint as ckpt
-from rlscale import run_dir as rd
-from rlscale.buffer import EpisodeEnds, TDTransitions, init_buffer, insert, relabel_td_window, success_reward
-from rlscale.config import TrainConfig, config_for, plan
 from rlscale.envs.base import GoalTask, TaskSpec, TaskState
 from rlscale.envs.wrappers import EpisodeEnv
+
+from rlscale import agents
+from rlscale.agents import common, td3
+from rlscale.config import TrainConfig, config_for, plan
+from rlscale.data.buffer import (
+    EpisodeEnds,
+    TDTransitions,
+    init_buffer,
+    insert,
+    relabel_td_window,
+    success_reward,
+)
 from rlscale.networks import action_log_prob, param_count, sample_action
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage import run_dir as rd
 
 SPEC = TaskSpec("baseline_probe", 3, (0, 1), 2, 0.5, 20, "baseline_probe")
 OLD_BUFFER_RUN = Path(__file__).parent / "fixtures" / "crl_save_buffer_5a7fc95"
@@ -339,8 +346,8 @@ def test_sizes_and_flops_of_every_algorithm(algo):
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", [a for a in agents.names() if a not in ("crl", "gcbc")])  # gcbc: tests/test_datasets.py
 def test_a_tiny_run_of_each_baseline_trains_and_its_checkpoint_is_a_policy(tmp_path, algo):
-    from rlscale.policy import load, load_policy
-    from rlscale.train import train
+    from rlscale.evaluation.policy import load, load_policy
+    from rlscale.training.loop import train
 
     run = train(_cfg(algo, run_dir=str(tmp_path / algo)))
     rows = rd.read_metrics(run)
@@ -359,8 +366,8 @@ def test_a_sac_her_checkpoint_evaluates_and_loads_in_a_fresh_process(tmp_path):
     import subprocess
     import sys
 
-    from rlscale.policy import load_policy
-    from rlscale.train import train
+    from rlscale.evaluation.policy import load_policy
+    from rlscale.training.loop import train
 
     run = train(_cfg("sac_her", run_dir=str(tmp_path / "sac_her")))
     episodes = str(TINY["num_eval_envs"])
@@ -371,7 +378,7 @@ def test_a_sac_her_checkpoint_evaluates_and_loads_in_a_fresh_process(tmp_path):
     for key in ("eval/episode_success", "eval/episode_success_any", "eval/episode_dist"):
         assert entry[key] == logged[key]
     obs = [0.5, -1.0, 0.0, 0.0, 4.0, 8.0]
-    script = (f"from rlscale.policy import load_policy; import jax.numpy as jnp; p, t = load_policy({str(run)!r}); "
+    script = (f"from rlscale.evaluation.policy import load_policy; import jax.numpy as jnp; p, t = load_policy({str(run)!r}); "
               f"print(t, *[float(x) for x in p(jnp.asarray({obs}))])")
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split()
     policy, _ = load_policy(run)
@@ -383,7 +390,7 @@ def test_a_sac_her_checkpoint_evaluates_and_loads_in_a_fresh_process(tmp_path):
 def test_kill_and_resume_of_a_sac_her_run_with_its_buffer_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     from test_train import Interrupted, _interrupt_second_checkpoint
 
-    from rlscale.train import train
+    from rlscale.training.loop import train
 
     reference = rd.read_metrics(train(_cfg("sac_her", save_buffer=True, run_dir=str(tmp_path / "reference"))))
     with monkeypatch.context() as patch:
@@ -418,7 +425,7 @@ def test_a_crl_save_buffer_checkpoint_of_the_version_before_baselines_resumes_to
     """The fixture: a TINY CRL --save-buffer run of 5a7fc95 (before --algo and the baselines' buffer
     sampler) cut back to its epoch-2 checkpoint, with the metrics of its uninterrupted run. Resumed here,
     it trains epoch 3 to the same numbers (to 1e-5): old checkpoints load, and CRL's numbers did not change."""
-    from rlscale.train import train
+    from rlscale.training.loop import train
 
     run = Path(shutil.copytree(OLD_BUFFER_RUN, tmp_path / "old"))
     uninterrupted = [json.loads(line) for line in (run / "uninterrupted_metrics.jsonl").read_text().splitlines()]
@@ -434,7 +441,7 @@ def test_sac_her_learns_point_u_maze(tmp_path):
     """SAC+HER with its defaults (lr 1e-3 from the tuning), depth 4, width 64, 112 k env steps (2 evaluations)
     on point_u_maze's CPU preset. Measured (seed 0): success-any on point_u_maze_eval 0.66 then 1.00 (a random
     policy: 0.078); with the earlier default lr 1e-4 it needed 211 k steps to reach 1.0 once."""
-    from rlscale.train import train
+    from rlscale.training.loop import train
 
     cfg = config_for("point_u_maze", algo="sac_her", depth=4, width=64, total_env_steps=110_000, num_evals=2,
                      seed=0, run_dir=str(tmp_path / "sac_her"), tensorboard=False)
@@ -449,7 +456,7 @@ def test_td3_her_learns_point_u_maze(tmp_path):
     preset. Measured (seed 0): success-any on point_u_maze_eval 0.28 then 1.00 (a random policy: 0.078). Not
     every seed learns this fast: at 211 k steps (4 evaluations, seeds 0-2 vmapped) the last evaluation gave
     1.00, 0.61 and 0.00."""
-    from rlscale.train import train
+    from rlscale.training.loop import train
 
     cfg = config_for("point_u_maze", algo="td3_her", depth=4, width=64, total_env_steps=110_000, num_evals=2,
                      seed=0, run_dir=str(tmp_path / "td3_her"), tensorboard=False)

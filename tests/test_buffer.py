@@ -2,12 +2,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import serialization
 from scipy import stats
 
-from flax import serialization
-
-from rlscale import checkpoint as ckpt
-from rlscale.buffer import EpisodeEnds, future_offsets, init_buffer, insert, relabel_window, sample_minibatches, sample_windows
+from rlscale.data.buffer import (
+    EpisodeEnds,
+    future_offsets,
+    init_buffer,
+    insert,
+    relabel_window,
+    sample_minibatches,
+    sample_windows,
+)
+from rlscale.storage import checkpoint as ckpt
 
 
 def _chunk(start, steps, num_envs, traj=None):

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from helpers import TINY
 
-from rlscale import checkpoint as ckpt
-from rlscale import run_dir as rd
 from rlscale import cli
 from rlscale.cli import main
 from rlscale.config import TrainConfig, validate
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage import run_dir as rd
 
 
 def _args(run_dir, **overrides):

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from helpers import TINY
 
-from rlscale import checkpoint as ckpt
-from rlscale import run_dir as rd
 from rlscale.cli import main as cli_main
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage import run_dir as rd
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "crl_save_buffer_5a7fc95"
 PREEMPTED = 75
@@ -40,7 +40,7 @@ def tiny_args(**overrides) -> list[str]:
 # is long enough to land a signal or a second writer in it.
 SLOW_COMPILE = textwrap.dedent("""
     import sys, time
-    import rlscale.train as train
+    from rlscale.training import loop as train
     delay = float(sys.argv[1])
     compile_programs = train._compile
     def slow(*args):

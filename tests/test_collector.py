@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from helpers import TINY
 
-from rlscale import checkpoint as ckpt
-from rlscale import run_dir as rd
 from rlscale.cli import main
 from rlscale.config import TrainConfig
-from rlscale.train import train
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage import run_dir as rd
+from rlscale.training.loop import train
 
 
 def _saved(run):

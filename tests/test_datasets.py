@@ -1,9 +1,8 @@
-"""Datasets (rlscale.datasets): what `rlscale record` writes, how --dataset trains from it without acting
+"""Datasets (rlscale.data.datasets): what `rlscale record` writes, how --dataset trains from it without acting
 (offline CRL and GCBC), and the errors for files and options that cannot work."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -11,13 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import TINY, Countdown
 
-from rlscale import datasets
-from rlscale import run_dir as rd
 from rlscale.config import TrainConfig, plan
-from rlscale.datasets import DatasetError
+from rlscale.data import datasets
+from rlscale.data.datasets import DatasetError
+from rlscale.storage import run_dir as rd
 
 # Made by tests/make_datasets.py from a trained CRL run (docs/method.md#dataset-format).
 COMMITTED = Path(__file__).parent / "data" / "point_u_maze_crl_d4.npz"
@@ -62,7 +60,7 @@ def test_buffer_of_lays_the_stream_out_slot_by_slot(tmp_path):
     # Windows longer than an episode: slots of 30 steps, 3 of them, the last 10 steps left out.
     assert datasets.layout(100, 30, 20) == (30, 3) and datasets.layout(100, 20, 20, multiple_of=2) == (20, 4)
 
-    from rlscale.buffer import sample_minibatches
+    from rlscale.data.buffer import sample_minibatches
 
     batches, _ = sample_minibatches(buffer, jax.random.PRNGKey(0), num_batches=4, batch_size=32, window=20,
                                     gamma=0.9, state_size=4, goal_indices=(0, 1))
@@ -165,8 +163,8 @@ def test_run_names_of_dataset_runs():
 @pytest.fixture(scope="module")
 def tiny_recorded(tmp_path_factory):
     """A tiny CRL run and 8 recorded stochastic episodes of it (8 × 20 steps)."""
-    from rlscale.policy import load
-    from rlscale.train import train
+    from rlscale.evaluation.policy import load
+    from rlscale.training.loop import train
 
     root = tmp_path_factory.mktemp("recorded")
     run = train(_cfg(run_dir=str(root / "crl")))
@@ -177,7 +175,7 @@ def tiny_recorded(tmp_path_factory):
 @pytest.mark.slow
 def test_record_writes_the_policys_episodes_and_never_overwrites(tiny_recorded, tmp_path):
     from rlscale.cli import main
-    from rlscale.policy import load
+    from rlscale.evaluation.policy import load
 
     run, path, held = tiny_recorded
     assert (held["task"], held["steps"], held["episodes"], held["deterministic"]) == ("point_u_maze", 160, 8, False)
@@ -206,8 +204,9 @@ def test_record_writes_the_policys_episodes_and_never_overwrites(tiny_recorded, 
 def test_a_dataset_run_learns_from_the_file_without_acting(tiny_recorded, tmp_path, algo):
     """Its buffer stays the dataset through training (nothing is collected), it runs on the env-step clock
     of a collecting run, config.json names the file and its SHA-256, and its checkpoint is a policy."""
-    from rlscale.policy import load_policy
-    from rlscale.train import Trainer, train
+    from rlscale.evaluation.policy import load_policy
+    from rlscale.training.loop import train
+    from rlscale.training.trainer import Trainer
 
     _, path, _ = tiny_recorded
     cfg = _cfg(algo=algo, dataset=str(path), batch_size=32, run_dir=str(tmp_path / algo))
@@ -233,7 +232,7 @@ def test_a_dataset_run_learns_from_the_file_without_acting(tiny_recorded, tmp_pa
 def test_a_dataset_run_resumes_only_from_the_same_file(tiny_recorded, tmp_path):
     import shutil
 
-    from rlscale.train import train, train_seeds
+    from rlscale.training.loop import train, train_seeds
 
     _, path, _ = tiny_recorded
     copy = tmp_path / "copy.npz"
@@ -261,7 +260,7 @@ def test_gcbc_learns_point_u_maze_from_the_committed_dataset(tmp_path):
     CPU (seeds 0, 1, 2 vmapped), the best success-any of the last two evaluations: 0.66, 1.00, 0.67 (a random
     policy: 0.078); the threshold is about half the worst."""
     from rlscale.config import config_for
-    from rlscale.train import train
+    from rlscale.training.loop import train
 
     cfg = config_for("point_u_maze", algo="gcbc", dataset=str(COMMITTED), depth=4, width=64,
                      total_env_steps=105_600, num_evals=4, seed=0, run_dir=str(tmp_path / "gcbc"), tensorboard=False)

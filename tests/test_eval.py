@@ -10,11 +10,11 @@ import zlib
 import pytest
 from helpers import TINY, Countdown
 
-from rlscale import checkpoint as ckpt
-from rlscale import run_dir as rd
 from rlscale.cli import main
 from rlscale.config import TrainConfig
-from rlscale.train import train
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage import run_dir as rd
+from rlscale.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_load_policy_in_a_fresh_process_without_the_trainer(trained):
         f"policy, task = load_policy({str(run)!r})\n"
         "action = np.asarray(policy(np.zeros((5, 6), np.float32)))\n"
         "assert action.shape == (5, 2) and np.all(np.abs(action) <= 1), action\n"
-        "assert 'rlscale.train' not in sys.modules and 'rlscale.buffer' in sys.modules\n"  # its agents, not the trainer
+        "assert 'rlscale.training.loop' not in sys.modules and 'rlscale.data.buffer' in sys.modules\n"  # its agents, not the trainer
         "print(task)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -156,7 +156,7 @@ def test_embeddings_of_a_run(trained, tmp_path):
 def test_pca_finds_the_known_directions():
     import numpy as np
 
-    from rlscale.visualize import _pca
+    from rlscale.evaluation.visualize import _pca
 
     rng = np.random.default_rng(0)
     # Variance 9 along (1, 1, 0)/√2, 1 along (0, 0, 1), none along (1, −1, 0)/√2.
@@ -172,11 +172,11 @@ def test_pca_finds_the_known_directions():
 def test_critic_maps_of_a_sweep_share_one_colour_scale(trained, tmp_path, capsys):
     """A sweep of two depths: one critic-map panel per depth, both on the colour scale of all their values."""
     import numpy as np
-
-    from rlscale import visualize
     from rlscale.envs.mazes import maze
     from rlscale.envs.render import figure_size
-    from rlscale.policy import load, make_eval_task
+
+    from rlscale.evaluation import visualize
+    from rlscale.evaluation.policy import load, make_eval_task
 
     _, (shallow, _) = trained
     sweep = tmp_path / "sweep"
@@ -316,7 +316,7 @@ def test_a_loaded_policy_acts_as_the_trainers_agent(trained):
 
     from rlscale import envs
     from rlscale.agents.crl import CRL
-    from rlscale.policy import load
+    from rlscale.evaluation.policy import load
 
     _, (run, _) = trained
     policy = load(run)
@@ -333,13 +333,13 @@ def test_a_loaded_policy_acts_as_the_trainers_agent(trained):
 
 
 def test_the_rollout_with_its_states_is_the_rollout_that_evaluates():
-    """rlscale.rollout.rollout: its per-episode metrics are those of its trajectory's active steps (a step
+    """rlscale.evaluation.rollout.rollout: its per-episode metrics are those of its trajectory's active steps (a step
     counts until and including the one that terminates), and make_unroll is it with the key split."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from rlscale.rollout import make_unroll, rollout
+    from rlscale.evaluation.rollout import make_unroll, rollout
 
     task, n, length = Countdown(), 16, 6
     act = lambda params, obs, key: jnp.full((obs.shape[0], 1), params) if key is None else jax.random.normal(key, (obs.shape[0], 1))  # noqa: E731
@@ -377,9 +377,9 @@ def test_pictures_roll_out_the_episodes_that_eval_scores(trained):
     import jax
     import numpy as np
 
-    from rlscale import visualize
-    from rlscale.policy import load, make_eval_task
-    from rlscale.rollout import make_unroll
+    from rlscale.evaluation import visualize
+    from rlscale.evaluation.policy import load, make_eval_task
+    from rlscale.evaluation.rollout import make_unroll
 
     _, (run, _) = trained
     policy = load(run)
@@ -415,7 +415,7 @@ def test_a_loaded_td3_policy_explores_as_td3_did_in_training(tmp_path):
     import numpy as np
 
     from rlscale import agents, envs
-    from rlscale.policy import LoadedPolicy
+    from rlscale.evaluation.policy import LoadedPolicy
 
     cfg = TrainConfig(**{**TINY, "algo": "td3_her", "exploration_noise": 0.3})
     spec = envs.make(cfg.env).spec

@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rlscale.launch import sweepfile
 
 from rlscale import envs
-from rlscale.launch import sweepfile
-from rlscale import train as train_module
 from rlscale.cli import main as cli_main
 from rlscale.config import config_for, load_preset, preset_names
-from rlscale.policy import LoadedPolicy
+from rlscale.evaluation.policy import LoadedPolicy
+from rlscale.training import loop as train_module
 
 HUMANOID_MAZES = ("humanoid_u_maze", "humanoid_big_maze")
 SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"

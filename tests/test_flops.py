@@ -24,12 +24,13 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
-
 from rlscale.envs.base import TaskSpec
+
 from rlscale.agents.crl import CRL
-from rlscale.buffer import Transitions
 from rlscale.config import TrainConfig
-from rlscale.flops import cost_analysis_flops, sgd_step_flops, trunk_matmul_weights
+from rlscale.data.buffer import Transitions
+from rlscale.flops import cost_analysis_flops, trunk_matmul_weights
+from rlscale.sizes import sgd_step_flops
 
 BATCH = 64
 WIDTHS = (64, 128, 192)  # equally spaced: the second difference of a quadratic is 2 · step² · (w² coefficient)
@@ -72,7 +73,7 @@ def second_difference(values: list[float]) -> float:
 
 
 def wrong_twelve(cfg: TrainConfig, task: TaskSpec) -> int:
-    """The formula that rlscale.analysis used: φ forward and full backward in the actor loss too (12 P_φ)."""
+    """The formula that rlscale.analysis.sweeps used: φ forward and full backward in the actor loss too (12 P_φ)."""
     p_sa = trunk_matmul_weights(task.state_size + task.action_size, cfg.repr_dim, cfg.resolved_critic_depth, cfg.width)
     return sgd_step_flops(cfg, task)["total"] + 2 * cfg.batch_size * p_sa
 

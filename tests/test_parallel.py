@@ -10,11 +10,17 @@ import jax
 import pytest
 from helpers import TINY, assert_rows_close, without_timing
 
-from rlscale import checkpoint as ckpt
-from rlscale import run_dir as rd
 from rlscale.cli import main
 from rlscale.config import TrainConfig
-from rlscale.train import CACHE_DIR_NAME, enable_compilation_cache, resume_paths, train, train_seeds
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage import run_dir as rd
+from rlscale.training.loop import (
+    CACHE_DIR_NAME,
+    enable_compilation_cache,
+    resume_paths,
+    train,
+    train_seeds,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

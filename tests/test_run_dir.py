@@ -1,4 +1,4 @@
-"""rlscale.run_dir: the writer lock of a run, the atomic claim of a new run directory, the wall-clock
+"""rlscale.storage.run_dir: the writer lock of a run, the atomic claim of a new run directory, the wall-clock
 record and the one-line file-system errors."""
 
 import errno
@@ -7,16 +7,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from rlscale import run_dir as rd
+from rlscale.storage import run_dir as rd
 
 # Takes the lock of the run directory argv[1], says so, and holds it until killed.
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from rlscale import run_dir as rd
+    from rlscale.storage import run_dir as rd
     lock = rd.RunLock.acquire(sys.argv[1])
     print("held", flush=True)
     time.sleep(600)
@@ -46,7 +45,7 @@ def test_a_launchers_lock_is_handed_down_and_no_other_process_gets_it(tmp_path):
     """The sweep launcher locks a run and starts the training process with the open lock file and its
     descriptor in $RLSCALE_HELD_RUN_LOCKS: that process writes the run; one without it is refused."""
     lock = rd.RunLock.acquire(tmp_path)
-    child = "from rlscale import run_dir as rd; import os, sys; rd.RunLock.acquire(sys.argv[1]); print(os.getpid())"
+    child = "from rlscale.storage import run_dir as rd; import os, sys; rd.RunLock.acquire(sys.argv[1]); print(os.getpid())"
     handed = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True,
                             pass_fds=(lock.fileno(),), env={**os.environ, rd.HELD_LOCKS_ENV: str(lock.fileno())})
     assert handed.returncode == 0, handed.stderr
@@ -120,7 +119,7 @@ def test_diverted_stderr_passes_output_on_and_keeps_a_failures_noise_in_its_log(
     """Run in a process of its own: a failure leaves descriptor 2 diverted until the process exits."""
     script = textwrap.dedent(f"""
         import os, sys, threading
-        from rlscale import run_dir as rd
+        from rlscale.storage import run_dir as rd
         with rd.diverted_stderr({str(tmp_path / 'ok.log')!r}):
             os.write(2, b"passed on\\n")
         try:

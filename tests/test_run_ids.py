@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from rlscale.launch import launcher, sweepfile
+
 from rlscale import config as config_module
-from rlscale import run_dir as rd
 from rlscale.cli import main as cli_main
 from rlscale.config import CONFIG_SCHEMA, TrainConfig
+from rlscale.storage import run_dir as rd
 
 FIXTURE = Path(__file__).parent / "fixtures" / "whole_config_ids"
 SWEEP_FILE = FIXTURE / "whole_config_ids.yaml"
@@ -94,9 +94,9 @@ def test_the_fixture_sweep_retrains_nothing_and_summarises_every_old_directory(r
 
 @pytest.mark.slow
 def test_a_fixture_checkpoint_still_evaluates_to_the_numbers_logged_in_training(root):
-    from rlscale.checkpoint_eval import evaluate
-    from rlscale.policy import load
-    from rlscale.run_dir import read_metrics
+    from rlscale.evaluation.evaluate import evaluate
+    from rlscale.evaluation.policy import load
+    from rlscale.storage.run_dir import read_metrics
 
     run_dir = root / "whole_config_ids" / OLD_DIRS[0]
     policy = load(run_dir)
@@ -108,7 +108,7 @@ def test_a_fixture_checkpoint_still_evaluates_to_the_numbers_logged_in_training(
 
 
 def test_summary_csv_and_rlscale_plot_give_a_run_the_same_score(root):
-    """One score (rlscale.scores): summary.csv's ``score`` is ``rlscale plot``'s, normalised; ``time_at_goal``
+    """One score (rlscale.analysis.scores): summary.csv's ``score`` is ``rlscale plot``'s, normalised; ``time_at_goal``
     is the same mean in steps. The copied runs get 7 evaluations, so that only the last 5 count."""
     pytest.importorskip("pandas")
     from rlscale import analysis

@@ -1,4 +1,4 @@
-"""rlscale.seed_groups: how a process's seeds split into groups, and the groups' concurrent calls."""
+"""rlscale.training.seed_groups: how a process's seeds split into groups, and the groups' concurrent calls."""
 
 import threading
 import time
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlscale.seed_groups import SeedGroups, default_seed_threads, usable_cores
+from rlscale.training.seed_groups import SeedGroups, default_seed_threads, usable_cores
 
 
 def test_groups_are_contiguous_and_as_equal_as_possible():

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from rlscale.envs.mazes import cell_distances, maze
 
 from rlscale import envs
-from rlscale.envs.mazes import cell_distances, maze
-from rlscale.rollout import rollout, summarize
+from rlscale.evaluation.rollout import rollout, summarize
 
 POINT_ROBOTS = ("point", "point_inertia")
 # The U-maze's free cells in row-major order and their place along its one corridor from R (1, 1).
@@ -125,7 +125,7 @@ def test_an_episode_with_its_goal_five_cells_away_counts_only_in_the_d5_numbers(
 
 
 def test_grouped_metrics_average_over_their_group_only():
-    """rlscale.rollout.summarize: `<name>_count` divides `<name>`; an empty group is NaN; other keys are means."""
+    """rlscale.evaluation.rollout.summarize: `<name>_count` divides `<name>`; an empty group is NaN; other keys are means."""
     per_episode = {
         "episode_success": np.array([10.0, 0.0, 4.0, 6.0]),
         "episode_success_any": np.array([1.0, 0.0, 1.0, 1.0]),
@@ -143,7 +143,7 @@ def test_grouped_metrics_average_over_their_group_only():
 
 
 def test_rlscale_eval_prints_time_at_goal_per_goal_distance():
-    from rlscale.checkpoint_eval import _format
+    from rlscale.evaluation.evaluate import _format
 
     row = {"run": "r", "task": "point_u_maze_stitch_eval", "step": 100, "eval/episode_success": 5.0,
            "eval/episode_success_stderr": 1.0, "eval/episode_success_any": 0.5, "eval/episode_dist": 2.0,
@@ -161,9 +161,9 @@ def test_rlscale_eval_prints_time_at_goal_per_goal_distance():
 def test_training_logs_the_per_distance_numbers(tmp_path):
     from helpers import TINY
 
-    from rlscale import run_dir as rd
     from rlscale.config import TrainConfig
-    from rlscale.train import train
+    from rlscale.storage import run_dir as rd
+    from rlscale.training.loop import train
 
     run = train(TrainConfig(**{**TINY, "env": "point_u_maze_stitch", "num_evals": 1, "total_env_steps": 160,
                                "num_eval_envs": 16, "run_dir": str(tmp_path / "run")}))
@@ -178,10 +178,10 @@ def test_k_is_a_run_option_and_a_sweep_axis(tmp_path):
     """--stitch-max-goal-distance reaches the training task only (the eval task keeps its far goals), gives each
     k its own run id in a sweep, and is refused where it means nothing."""
     from helpers import TINY
+    from rlscale.launch import sweepfile
 
     from rlscale.config import TrainConfig, plan
-    from rlscale.launch import sweepfile
-    from rlscale.train import Trainer
+    from rlscale.training.trainer import Trainer
 
     trainer = Trainer(TrainConfig(**{**TINY, "env": "point_u_maze_stitch", "stitch_max_goal_distance": 1}))
     assert trainer.task.sampler.max_goal_distance == 1 and trainer.eval_task.spec.name == "point_u_maze_stitch_eval"
@@ -233,10 +233,10 @@ def test_recording_from_a_stitching_run_keeps_its_goal_distance(tmp_path):
     recorded episode's goal is at most 2 cells from its start (the task's default would allow 3)."""
     from helpers import TINY
 
-    from rlscale import datasets
     from rlscale.config import TrainConfig
+    from rlscale.data import datasets
+    from rlscale.evaluation.policy import LoadedPolicy, make_eval_task
     from rlscale.networks import Actor
-    from rlscale.policy import LoadedPolicy, make_eval_task
 
     cfg = TrainConfig(**{**TINY, "env": "point_u_maze_stitch", "stitch_max_goal_distance": 2})
     spec = envs.make(cfg.env).spec

@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import yaml
 from helpers import TINY
-
 from rlscale.configs import load_study
 from rlscale.launch import launcher, local_backend, runs, summary, sweepfile
-from rlscale import checkpoint as ckpt
-from rlscale import run_dir as rd
+
 from rlscale import sizes
 from rlscale.cli import main as cli_main
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage import run_dir as rd
 
 # Subprocesses are started after JAX initialised in this process (fork + exec: harmless).
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
@@ -362,7 +362,7 @@ def test_plot_has_one_line_per_task_unless_another_knob_varies():
 
 
 def test_t_halfwidth_and_the_rule_known_answers():
-    from rlscale.scores import beats, t_halfwidth
+    from rlscale.analysis.scores import beats, t_halfwidth
 
     assert t_halfwidth([1.0, 2.0, 3.0]) == pytest.approx(4.302653 / 3**0.5, rel=1e-6)  # t(0.975, 2) · s / √n
     assert t_halfwidth([0.5]) == float("inf")
@@ -523,7 +523,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_is_resumed_not_restarted(tmp_pat
 
 @pytest.mark.slow
 def test_two_launchers_on_one_sweep_train_each_run_once_and_say_who_finished_it(tmp_path, compile_cache):
-    """The second launcher waits on the run's writer lock (rlscale.run_dir.RunLock) while the first trains
+    """The second launcher waits on the run's writer lock (rlscale.storage.run_dir.RunLock) while the first trains
     it, and then reports the run as finished by another process, not as started and done by itself."""
     sweep_file = write_sweep(tmp_path / "two.yaml", {"env": ["point_u_maze"]}, base=_budget(20))
     root = tmp_path / "runs"

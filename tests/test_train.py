@@ -11,11 +11,12 @@ from flax import serialization
 from helpers import TINY, without_timing
 from rich.console import Console
 
-from rlscale import checkpoint as ckpt
-from rlscale import losses
-from rlscale import run_dir as rd
+from rlscale.agents import contrastive
 from rlscale.config import CONFIG_SCHEMA, TrainConfig, plan
-from rlscale.train import NonFiniteError, Trainer, run_keys, train
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage import run_dir as rd
+from rlscale.training.loop import NonFiniteError, run_keys, train
+from rlscale.training.trainer import Trainer
 
 # A single-seed run of commit 457363c, whose final checkpoint was written before seed groups (tests/test_run_ids.py).
 OLD_RUN = Path(__file__).parent / "fixtures" / "whole_config_ids" / "runs_root" / "whole_config_ids" / "point_u_maze_d4_w16_b32_s0_69228c99"
@@ -198,13 +199,13 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_saves_nothing(tmp_path, monkeypatch):
-    original = losses.contrastive_loss
+    original = contrastive.contrastive_loss
 
     def poisoned(logits, *args, **kwargs):
         loss, metrics = original(logits, *args, **kwargs)
         return loss * np.nan, metrics
 
-    monkeypatch.setattr(losses, "contrastive_loss", poisoned)
+    monkeypatch.setattr(contrastive, "contrastive_loss", poisoned)
     with pytest.raises(NonFiniteError, match=r"epoch 1; nothing was saved for it; last good checkpoint: none"):
         _run(tmp_path, "nan")
     assert ckpt.list_steps(tmp_path / "nan") == []

@@ -14,7 +14,7 @@ from flax import struct
 
 from rlscale.agents import Algorithm
 from rlscale.agents.common import actor_param_count, adam_step, sampling_inference_fn
-from rlscale.buffer import sample_minibatches
+from rlscale.data.buffer import sample_minibatches
 from rlscale.networks import Actor, block_norms
 
 

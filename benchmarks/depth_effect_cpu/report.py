@@ -102,7 +102,7 @@ def score_at_training_time(evals, runs: list[str], training_s: float):
 
 def compare(evals, scores, deep: dict, shallow: dict) -> dict:
     """The pre-registered comparison of arm ``deep`` against arm ``shallow`` (each a dict of depth, width)."""
-    from rlscale.scores import beats, t_halfwidth, welch
+    from rlscale.analysis.scores import beats, t_halfwidth, welch
 
     def arm(spec):
         g = scores[(scores["critic_depth"] == spec["depth"]) & (scores["width"] == spec["width"])].sort_values("seed")
@@ -165,7 +165,7 @@ def confirmation(sweep_dir: Path) -> dict:
 
 def study_record(result: dict, machine: str, commit: str | None) -> dict:
     """What rlscale ships of a confirmation (configs/studies/<name>.json): per-seed curves of each arm and
-    the verdict, for summary.png to draw beside a user's runs (rlscale.analysis.fig_depth_summary)."""
+    the verdict, for summary.png to draw beside a user's runs (rlscale.analysis.sweeps.fig_depth_summary)."""
     p, c = result["primary"], result["size_control"]
     w, wc = p["welch"], c["welch"]
     arms = result["arms"]

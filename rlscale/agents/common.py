@@ -13,8 +13,20 @@ import jax.numpy as jnp
 import optax
 
 from rlscale.agents.registry import ActFn, Scaled
-from rlscale.buffer import ReplayBuffer, TDTransitions, relabel_td_window, sample_relabelled
-from rlscale.networks import Actor, TwinQ, act, block_norms, project_weights, trunk_param_count
+from rlscale.data.buffer import (
+    ReplayBuffer,
+    TDTransitions,
+    relabel_td_window,
+    sample_relabelled,
+)
+from rlscale.networks import (
+    Actor,
+    TwinQ,
+    act,
+    block_norms,
+    project_weights,
+    trunk_param_count,
+)
 
 if TYPE_CHECKING:
     from rlscale.config import TrainConfig
@@ -44,7 +56,7 @@ def td_target(reward: jax.Array, terminated: jax.Array, next_q1: jax.Array, next
     entropy term).
 
     A terminal next state (the robot fell) has value 0, so its transition does not bootstrap; an episode
-    cut by the time limit bootstraps, as the state would have continued (``rlscale.buffer.EpisodeEnds``)."""
+    cut by the time limit bootstraps, as the state would have continued (``rlscale.data.buffer.EpisodeEnds``)."""
     bootstrap = gamma * (jnp.minimum(next_q1, next_q2) - next_entropy_term)
     # where, not a product: a terminal state's next-state values, whatever they are, never reach the target.
     return jax.lax.stop_gradient(reward + jnp.where(terminated, 0.0, bootstrap))
@@ -73,7 +85,7 @@ def twin_q_param_count(cfg: "TrainConfig", spec: "TaskSpec") -> int:
 
 @dataclasses.dataclass(frozen=True)
 class TDAgent:
-    """What SAC and TD3 share: the actor, the twin Q critic and the TD minibatches of ``rlscale.buffer``."""
+    """What SAC and TD3 share: the actor, the twin Q critic and the TD minibatches of ``rlscale.data.buffer``."""
 
     needs_next_state: ClassVar[bool] = True
 
@@ -122,7 +134,7 @@ class TDAgent:
         return self.critic.apply({"params": critic_params}, state, action, goal)
 
     def sample_minibatches(self, buffer: ReplayBuffer, key: jax.Array, num_batches: int) -> tuple[TDTransitions, jax.Array]:
-        """Minibatches of ``(s, a, s', g, r, terminated)`` (``rlscale.buffer.relabel_td_window``)."""
+        """Minibatches of ``(s, a, s', g, r, terminated)`` (``rlscale.data.buffer.relabel_td_window``)."""
         if buffer.ends is None:
             raise ValueError("the TD baselines need a replay buffer that keeps episode ends (init_buffer's final_state_size)")
         relabel = functools.partial(
@@ -172,3 +184,14 @@ def td_flops(cfg: "TrainConfig", spec: "TaskSpec", actor_q_passes: int, policy_d
     actor_loss = batch * (6 * p_a - 2 * sizes.sg * w + 2 * actor_q_passes * p_q) // policy_delay
     critic_loss = batch * (2 * p_a + 16 * p_q - 4 * sizes.sag * w)
     return {"total": actor_loss + critic_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
+
+
+# The actor and temperature losses of CRL and SAC (docs/method.md#objective).
+def actor_loss(log_prob: jax.Array, critic_value: jax.Array, alpha: jax.Array) -> jax.Array:
+    """mean(α · log π(a|s, g) − f(s, a, g)), a ~ π reparameterised, g the relabelled goal."""
+    return jnp.mean(jax.lax.stop_gradient(alpha) * log_prob - critic_value)
+
+
+def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+    """SAC temperature loss: α is pushed up when the entropy −log π falls below the target."""
+    return jnp.exp(log_alpha) * jnp.mean(jax.lax.stop_gradient(-log_prob - target_entropy))

@@ -15,11 +15,19 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlscale import losses
+from rlscale.agents import common, contrastive
 from rlscale.agents.common import actor_param_count, sampling_inference_fn
 from rlscale.agents.registry import COLLECTS_OR_DATASET, Algorithm, register
-from rlscale.buffer import ReplayBuffer, Transitions, sample_minibatches
-from rlscale.networks import Actor, Critic, block_norms, critic_log_temperature, project_weights, sample_action, trunk_param_count
+from rlscale.data.buffer import ReplayBuffer, Transitions, sample_minibatches
+from rlscale.networks import (
+    Actor,
+    Critic,
+    block_norms,
+    critic_log_temperature,
+    project_weights,
+    sample_action,
+    trunk_param_count,
+)
 
 if TYPE_CHECKING:
     from rlscale.config import TrainConfig
@@ -107,7 +115,7 @@ class CRL:
     # --- learning ---
 
     def sample_minibatches(self, buffer: ReplayBuffer, key: jax.Array, num_batches: int) -> tuple[Transitions, jax.Array]:
-        """Minibatches of ``(s, a, g)``, g a future state with P ∝ γ^offset (``rlscale.buffer.sample_minibatches``)."""
+        """Minibatches of ``(s, a, g)``, g a future state with P ∝ γ^offset (``rlscale.data.buffer.sample_minibatches``)."""
         return sample_minibatches(buffer, key, num_batches=num_batches, batch_size=self.batch_size, window=self.window,
                                   gamma=self.gamma, state_size=self.state_size, goal_indices=self.goal_indices)
 
@@ -127,22 +135,22 @@ class CRL:
 
     def critic_loss(self, critic_params, batch: Transitions):
         sa_repr, g_repr = self.critic_values(critic_params, batch.state, batch.action, batch.goal)
-        logits = losses.energy(sa_repr, g_repr, self.energy, critic_log_temperature(critic_params))
-        return losses.contrastive_loss(logits, self.contrastive_loss, self.logsumexp_penalty)
+        logits = contrastive.energy(sa_repr, g_repr, self.energy, critic_log_temperature(critic_params))
+        return contrastive.contrastive_loss(logits, self.contrastive_loss, self.logsumexp_penalty)
 
     def actor_loss(self, actor_params, critic_params, log_alpha, batch: Transitions, key):
         mean, log_std = self.actor.apply({"params": actor_params}, batch.state, batch.goal)
         action, log_prob = sample_action(mean, log_std, key)
         sa_repr, g_repr = self.critic_values(critic_params, batch.state, action, batch.goal)
-        value = losses.pair_energy(sa_repr, g_repr, self.energy, critic_log_temperature(critic_params))
-        loss = losses.actor_loss(log_prob, value, jnp.exp(log_alpha))
+        value = contrastive.pair_energy(sa_repr, g_repr, self.energy, critic_log_temperature(critic_params))
+        loss = common.actor_loss(log_prob, value, jnp.exp(log_alpha))
         return loss, log_prob
 
     def sgd_step(self, learner: Learner, batch: Transitions, key: jax.Array) -> tuple[Learner, dict]:
         (actor_loss, log_prob), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
             learner.actor_params, learner.critic_params, learner.log_alpha, batch, key
         )
-        alpha_loss, alpha_grad = jax.value_and_grad(losses.alpha_loss)(learner.log_alpha, log_prob, self.target_entropy)
+        alpha_loss, alpha_grad = jax.value_and_grad(common.alpha_loss)(learner.log_alpha, log_prob, self.target_entropy)
         updates, actor_opt = self.actor_optimizer.update(actor_grads, learner.actor_opt, learner.actor_params)
         actor_params = project_weights(optax.apply_updates(learner.actor_params, updates), self.actor.cfg)
         updates, alpha_opt = self.alpha_optimizer.update(alpha_grad, learner.alpha_opt, learner.log_alpha)

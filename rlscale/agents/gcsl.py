@@ -14,7 +14,7 @@ from flax import struct
 from rlscale.agents.common import actor_param_count, adam_step, sampling_inference_fn
 from rlscale.agents.crl import CRL
 from rlscale.agents.registry import COLLECTS, DATASET, Algorithm, register
-from rlscale.buffer import Transitions
+from rlscale.data.buffer import Transitions
 from rlscale.networks import Actor, action_log_prob, block_norms
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ class GCSLLearner:
 @dataclasses.dataclass(frozen=True)
 class GCSL:
     """Goal-conditioned supervised learning: maximise log π(a | s, g) of the agent's own actions, g a future
-    state of the same trajectory (CRL's relabelling, ``rlscale.buffer.sample_minibatches``). GCBC is the
+    state of the same trajectory (CRL's relabelling, ``rlscale.data.buffer.sample_minibatches``). GCBC is the
     same loss on a fixed dataset."""
 
     needs_next_state: ClassVar[bool] = False

@@ -2,7 +2,7 @@
 
 The rest of rlscale knows an algorithm only through its :class:`Algorithm` entry: ``--algo`` names it,
 the trainer builds its agent, the config applies its defaults and checks where its data may come from,
-``rlscale.sizes`` asks it for its parameter count and FLOPs, and ``rlscale.policy`` for its inference
+``rlscale.sizes`` asks it for its parameter count and FLOPs, and ``rlscale.evaluation.policy`` for its inference
 function. Nothing outside ``rlscale/agents/`` branches on an algorithm's name (``tests/test_agents.py``).
 """
 
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 import jax
 
 if TYPE_CHECKING:
-    from rlscale.buffer import ReplayBuffer
     from rlscale.config import TrainConfig
+    from rlscale.data.buffer import ReplayBuffer
     from rlscale.envs.base import TaskSpec
     from rlscale.networks import Actor
 
@@ -29,7 +29,7 @@ ActFn = Callable[[Any, jax.Array, "jax.Array | None"], jax.Array]
 class Agent(Protocol):
     """The static part of an algorithm for one (config, task), what ``Algorithm.agent.build`` returns.
 
-    The trainer (``rlscale.train.Trainer``) collects with ``act``, inserts into the replay buffer, draws
+    The trainer (``rlscale.training.loop.Trainer``) collects with ``act``, inserts into the replay buffer, draws
     ``sample_minibatches`` and scans ``sgd_step`` over them, the same way for every algorithm."""
 
     needs_next_state: bool  # its minibatches pair a step with its next state (the buffer keeps episode ends)

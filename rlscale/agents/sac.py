@@ -11,11 +11,19 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlscale import losses
-from rlscale.agents.common import (TD_DEFAULTS, TDAgent, adam_step, polyak, sampling_inference_fn, td_flops, td_target,
-                                   twin_q_param_count)
+from rlscale.agents import common
+from rlscale.agents.common import (
+    TD_DEFAULTS,
+    TDAgent,
+    adam_step,
+    polyak,
+    sampling_inference_fn,
+    td_flops,
+    td_target,
+    twin_q_param_count,
+)
 from rlscale.agents.registry import Algorithm, register
-from rlscale.buffer import TDTransitions
+from rlscale.data.buffer import TDTransitions
 from rlscale.networks import sample_action
 
 if TYPE_CHECKING:
@@ -37,7 +45,7 @@ class SACLearner:
 @dataclasses.dataclass(frozen=True)
 class SAC(TDAgent):
     """Soft actor-critic on the sparse goal reward: twin Q, Polyak target critics, α auto-tuned
-    (``losses.alpha_loss``), the tanh-Gaussian actor of CRL. SAC+HER is SAC with ``relabel_probability`` > 0."""
+    (``common.alpha_loss``), the tanh-Gaussian actor of CRL. SAC+HER is SAC with ``relabel_probability`` > 0."""
 
     alpha_optimizer: optax.GradientTransformation
     target_entropy: float
@@ -72,11 +80,11 @@ class SAC(TDAgent):
             mean, log_std = self.actor.apply({"params": actor_params}, batch.state, batch.goal)
             action, log_prob = sample_action(mean, log_std, actor_key)
             q1, q2 = self.q_values(critic_params, batch.state, action, batch.goal)
-            return losses.actor_loss(log_prob, jnp.minimum(q1, q2), jnp.exp(learner.log_alpha)), log_prob
+            return common.actor_loss(log_prob, jnp.minimum(q1, q2), jnp.exp(learner.log_alpha)), log_prob
 
         (actor_loss, log_prob), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(learner.actor_params)
         actor_params, actor_opt = adam_step(self.actor_optimizer, grads, learner.actor_opt, learner.actor_params, self.actor.cfg)
-        alpha_loss, alpha_grad = jax.value_and_grad(losses.alpha_loss)(learner.log_alpha, log_prob, self.target_entropy)
+        alpha_loss, alpha_grad = jax.value_and_grad(common.alpha_loss)(learner.log_alpha, log_prob, self.target_entropy)
         updates, alpha_opt = self.alpha_optimizer.update(alpha_grad, learner.alpha_opt, learner.log_alpha)
         log_alpha = optax.apply_updates(learner.log_alpha, updates)
         new = SACLearner(actor_params, critic_params, polyak(learner.target_critic_params, critic_params, self.tau),

@@ -7,12 +7,20 @@ from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 import optax
+from flax import struct
 
-from rlscale.agents.common import TD_DEFAULTS, TDAgent, adam_step, polyak, td_flops, td_target, twin_q_param_count
+from rlscale.agents.common import (
+    TD_DEFAULTS,
+    TDAgent,
+    adam_step,
+    polyak,
+    td_flops,
+    td_target,
+    twin_q_param_count,
+)
 from rlscale.agents.registry import ActFn, Algorithm, register
-from rlscale.buffer import TDTransitions
+from rlscale.data.buffer import TDTransitions
 from rlscale.networks import Actor, act
 
 if TYPE_CHECKING:

@@ -21,13 +21,12 @@ from typing import Any
 
 import jax
 
-from rlscale import envs
-from rlscale import checkpoint as ckpt
-from rlscale import metric_keys
-from rlscale.policy import LoadedPolicy, load, make_eval_task
-from rlscale.rollout import make_unroll, summarize
-from rlscale.run_dir import find_run_dirs, write_atomic
+from rlscale import envs, metric_keys
+from rlscale.evaluation.policy import LoadedPolicy, load, make_eval_task
+from rlscale.evaluation.rollout import make_unroll, summarize
 from rlscale.keys import eval_key
+from rlscale.storage import checkpoint as ckpt
+from rlscale.storage.run_dir import find_run_dirs, write_atomic
 
 
 class EvalError(ValueError):
@@ -69,7 +68,7 @@ def record(run_dir: Path, result: dict[str, Any]) -> Path:
 
 def run_dirs_of(path: Path) -> list[Path]:
     """The run directories a PATH stands for (one, or every run of a sweep directory:
-    ``rlscale.run_dir.find_run_dirs``), or PATH itself when it is a checkpoint directory."""
+    ``rlscale.storage.run_dir.find_run_dirs``), or PATH itself when it is a checkpoint directory."""
     if path.parent.name == ckpt.CHECKPOINT_DIR:
         return [path]
     runs = find_run_dirs(path)
@@ -79,7 +78,7 @@ def run_dirs_of(path: Path) -> list[Path]:
 
 
 def _by_group(r: dict[str, Any]) -> str:
-    """Time at goal and success-any per episode group (``rlscale.rollout``'s ``<name>_count`` metrics, e.g.
+    """Time at goal and success-any per episode group (``rlscale.evaluation.rollout``'s ``<name>_count`` metrics, e.g.
     per goal distance on the stitching mazes), each over the group's episodes; '' for tasks without groups."""
     prefix, any_prefix = metric_keys.TIME_AT_GOAL + "_", metric_keys.SUCCESS_ANY
     groups = [k.removeprefix(prefix) for k in r
@@ -104,7 +103,7 @@ def _format(rows: list[dict[str, Any]]) -> str:
 
 def _pictures(args: argparse.Namespace, policies: list[LoadedPolicy]) -> None:
     """The optional pictures, from the latest checkpoint of each run (one panel per depth for a sweep)."""
-    from rlscale import visualize
+    from rlscale.evaluation import visualize
 
     wanted = [args.trajectories, args.critic_map, args.embeddings, args.render, args.video]
     if not any(wanted):

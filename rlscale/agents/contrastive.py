@@ -1,4 +1,6 @@
-"""CRL losses as pure functions (docs/method.md#objective). No rewards, no target networks.
+"""CRL's critic objective as pure functions: the energies f(s, a, g) and the contrastive losses over them
+(docs/method.md#objective). No rewards, no target networks. The actor and α losses CRL shares with SAC are in
+``rlscale.agents.common``.
 
 Logits ``L[i, j] = f(s_i, a_i, g_j)``; the diagonal holds the positive pairs.
 """
@@ -134,13 +136,3 @@ def contrastive_loss(
         "logits_neg": (jnp.sum(logits) - jnp.sum(diag)) / (logits.size - diag.size),
     }
     return loss, metrics
-
-
-def actor_loss(log_prob: jax.Array, critic_value: jax.Array, alpha: jax.Array) -> jax.Array:
-    """mean(α · log π(a|s, g) − f(s, a, g)), a ~ π reparameterised, g the relabelled goal."""
-    return jnp.mean(jax.lax.stop_gradient(alpha) * log_prob - critic_value)
-
-
-def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
-    """SAC temperature loss: α is pushed up when the entropy −log π falls below the target."""
-    return jnp.exp(log_alpha) * jnp.mean(jax.lax.stop_gradient(-log_prob - target_entropy))

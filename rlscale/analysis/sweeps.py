@@ -8,14 +8,14 @@ Definitions (docs/metrics.md):
   in [0, 1]. The published numbers (``configs/paper_results.yaml``, out of 1000 steps) are normalised
   the same way.
 * **Run score** = mean normalised score over the run's last 5 evaluations. Both are defined in
-  :mod:`rlscale.scores` (``LAST_EVALS``), which ``rlscale sweep``'s ``summary.csv`` uses too.
+  :mod:`rlscale.analysis.scores` (``LAST_EVALS``), which ``rlscale sweep``'s ``summary.csv`` uses too.
   Evaluation episodes are already averaged within a run, so seeds are the unit of replication.
 * **Aggregates** (rliable): for each setting (e.g. each depth) a score matrix of shape
   ``(num_runs, num_tasks)`` (rows: seeds, columns: tasks; never the other way round), IQM and mean with
   95 % stratified-bootstrap percentile intervals (resampling seeds within each task).
 * **Per-task intervals**: mean over seeds ± the 95 % Student-t half-width ``t(0.975, n-1) · sd / sqrt(n)``
   (infinite with one seed).
-* **Depth-effect test** (``rlscale.scores``, docs/metrics.md): depth D beats depth 4 when the two-sided
+* **Depth-effect test** (``rlscale.analysis.scores``, docs/metrics.md): depth D beats depth 4 when the two-sided
   95 % Welch interval of mean(D) − mean(4) lies above zero; :func:`depth_effect` applies it, and reports
   the old rule (``mean(a) - mean(b) > hw(a) + hw(b)``, the two 95 % half-widths summed) beside it.
 * **Critical depth** of a task: the smallest depth d (in the sorted list of depths run) that beats the
@@ -24,11 +24,11 @@ Definitions (docs/metrics.md):
   scores with ``scipy.optimize.curve_fit``; needs at least 4 distinct depths, otherwise the table says why.
 * **Score per goal distance** (the stitching mazes, docs/tasks.md#stitching-mazes): a run's score over
   the episodes whose goal was d cells away (``eval/episode_success_d<d>``, already averaged over those
-  episodes by ``rlscale.rollout``), normalised and averaged over the last 5 evaluations as the run score;
+  episodes by ``rlscale.evaluation.rollout``), normalised and averaged over the last 5 evaluations as the run score;
   mean over seeds with 95 % Student-t half-widths per depth and distance (:func:`goal_distance_table`).
 * **FLOPs per SGD step**: the matrix products of one ``Agent.sgd_step``, counted from the Dense layers'
   weights, ``B (6 P_a + 10 P_φ + 8 P_ψ)`` less the first layers' unneeded input gradients
-  (``rlscale.flops.sgd_step_flops``, whose docstring derives it and says what is not counted).
+  (``rlscale.sizes.sgd_step_flops``; ``rlscale.flops``' docstring derives it and says what is not counted).
 """
 
 from __future__ import annotations
@@ -44,12 +44,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlscale import scores as run_scoring
 from rlscale import metric_keys
-from rlscale.run_dir import CONFIG_FILE, atomic_output, find_run_dirs, is_complete, read_config, read_metrics
-from rlscale.scores import BLOCK_NORMS_PREFIX, LAST_EVALS, beats, critical_depth, t_halfwidth, welch  # noqa: F401 (part of this module's API)
+from rlscale.analysis import scores as run_scoring
+from rlscale.analysis.scores import (  # noqa: F401 (part of this module's API)
+    BLOCK_NORMS_PREFIX,
+    LAST_EVALS,
+    beats,
+    critical_depth,
+    t_halfwidth,
+    welch,
+)
+from rlscale.storage.run_dir import (
+    CONFIG_FILE,
+    atomic_output,
+    find_run_dirs,
+    is_complete,
+    read_config,
+    read_metrics,
+)
 
-SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.scores.run_score's
+SCORE_COLUMNS = ["score", "time_at_goal", "success_any", "num_evals"]  # rlscale.analysis.scores.run_score's
 CONFIG_COLUMNS = ["task", "algo", "depth", "actor_depth", "critic_depth", "width", "batch_size", "seed", "activation",
                   "norm", "residual", "episode_length", "collector_depth"]
 # Knobs that may split a task's runs into separate lines (besides depth and seed); the algorithm first, so
@@ -75,7 +89,7 @@ class AnalysisError(ValueError):
 
 def run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
     """The run directories of a sweep directory, sorted by name, or a run directory itself
-    (``rlscale.run_dir.find_run_dirs``)."""
+    (``rlscale.storage.run_dir.find_run_dirs``)."""
     path = Path(sweep_dir)
     if not path.is_dir():
         raise AnalysisError(f"{path} is not a directory")
@@ -161,7 +175,7 @@ def goal_distances(evals: pd.DataFrame) -> list[int]:
 
 def goal_distance_scores(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataFrame:
     """One row per run and goal distance: the run's settings and its score over the episodes whose goal was
-    that far (``rlscale.scores.run_score`` of the per-distance times at goal and success-any)."""
+    that far (``rlscale.analysis.scores.run_score`` of the per-distance times at goal and success-any)."""
     scores = run_scores(evals, last)
     settings = scores.assign(variant=variants(scores)).set_index("run")[["task", "variant", "critic_depth", "seed"]]
     rows = []
@@ -185,7 +199,7 @@ def goal_distance_table(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataF
 
 
 def run_scores(evals: pd.DataFrame, last: int = LAST_EVALS) -> pd.DataFrame:
-    """One row per run: its settings and its score (``rlscale.scores.run_score``: the mean normalised score
+    """One row per run: its settings and its score (``rlscale.analysis.scores.run_score``: the mean normalised score
     over its last ``last`` evaluations, time at goal and success-any over the same ones)."""
     evals = evals.sort_values(["run", "env_steps"], kind="stable")
     runs = evals.groupby("run", sort=True)
@@ -289,7 +303,7 @@ def per_task(scores: pd.DataFrame, by: str = "critic_depth") -> pd.DataFrame:
 
 def depth_effect(scores: pd.DataFrame, deep: int, shallow: int = 4, by: str = "critic_depth") -> pd.DataFrame:
     """Per task (and variant): does depth ``deep`` beat depth ``shallow`` by the depth-effect test
-    (``rlscale.scores.depth_effect``: the 95 % Welch interval of the difference above zero; docs/metrics.md)?
+    (``rlscale.analysis.scores.depth_effect``: the 95 % Welch interval of the difference above zero; docs/metrics.md)?
 
     One row per task and variant that ran both depths: their means, 95 % Student-t half-widths and seed
     counts, the difference of the means, its Welch interval and p-value, ``holds`` (the test's verdict) and

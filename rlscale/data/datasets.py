@@ -11,7 +11,7 @@ A dataset is one ``.npz`` file of time steps in episode order, flat over episode
 
 Only the steps of an episode up to and including the one where the robot fell are kept, so no step
 pairs states across a fall. :func:`buffer_of` lays the stream out as a full replay buffer, which the
-trainer samples exactly as it samples its own (``rlscale.buffer``).
+trainer samples exactly as it samples its own (``rlscale.data.buffer``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlscale.buffer import ReplayBuffer, init_buffer
-from rlscale.run_dir import check_can_create, naming
+from rlscale.data.buffer import ReplayBuffer, init_buffer
 from rlscale.envs.base import TaskSpec
+from rlscale.storage.run_dir import check_can_create, naming
 
 FORMAT_VERSION = 1
 ARRAY_KEYS = ("observations", "actions", "trajectory_ids")
@@ -44,10 +44,10 @@ class DatasetError(ValueError):
 
 def record(policy, num_episodes: int, out: str | os.PathLike, *, task: str | None = None,
            deterministic: bool = False, seed: int | None = None) -> dict[str, Any]:
-    """Roll out a loaded checkpoint's policy (``rlscale.policy.load``) for ``num_episodes`` fresh episodes
+    """Roll out a loaded checkpoint's policy (``rlscale.evaluation.policy.load``) for ``num_episodes`` fresh episodes
     of its training task (or ``task``) and write them to ``out``; returns the file's info and its size."""
-    from rlscale import checkpoint as ckpt
-    from rlscale.policy import make_eval_task
+    from rlscale.evaluation.policy import make_eval_task
+    from rlscale.storage import checkpoint as ckpt
 
     out = Path(out)
     if num_episodes < 1:
@@ -84,10 +84,10 @@ def record(policy, num_episodes: int, out: str | os.PathLike, *, task: str | Non
 
 def episode_steps(env, act, params, reset_key: jax.Array, num_episodes: int, length: int,
                   act_key: jax.Array | None) -> dict[str, np.ndarray]:
-    """The dataset arrays of ``num_episodes`` fresh episodes of ``act`` (``rlscale.rollout.rollout``; no
+    """The dataset arrays of ``num_episodes`` fresh episodes of ``act`` (``rlscale.evaluation.rollout.rollout``; no
     ``act_key``: the deterministic policy): each step's observation and action, episode after episode, up
     to and including the step on which the robot fell."""
-    from rlscale.rollout import rollout
+    from rlscale.evaluation.rollout import rollout
 
     @jax.jit
     def run(params):

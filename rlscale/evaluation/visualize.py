@@ -1,22 +1,23 @@
 """Rollouts you can watch and what the critic learned: trajectory pictures, critic maps, HTML viewer, video.
 
-All of these take a checkpoint loaded with :func:`rlscale.policy.load` and never train or write into it.
+All of these take a checkpoint loaded with :func:`rlscale.evaluation.policy.load` and never train or write into it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rlscale import envs
-from rlscale import losses
-from rlscale.checkpoint import restore_raw
+from rlscale.agents import contrastive
+from rlscale.evaluation.policy import LoadedPolicy, make_eval_task
+from rlscale.evaluation.rollout import rollout as episodes_rollout
 from rlscale.networks import Critic, critic_log_temperature
-from rlscale.policy import LoadedPolicy, make_eval_task
-from rlscale.rollout import rollout as episodes_rollout
-from rlscale.run_dir import atomic_output
+from rlscale.storage.checkpoint import restore_raw
+from rlscale.storage.run_dir import atomic_output
 
 
 class RenderError(ValueError):
@@ -25,7 +26,7 @@ class RenderError(ValueError):
 
 def rollout(policy: LoadedPolicy, task: envs.GoalTask, episodes: int, key: jax.Array, length: int | None = None):
     """Deterministic episodes (``key`` seeds the resets): ``(task_states [T+1, N, ...], active [T+1, N])``
-    on the host, from :func:`rlscale.rollout.rollout`, the rollout that evaluates."""
+    on the host, from :func:`rlscale.evaluation.rollout.rollout`, the rollout that evaluates."""
     length = length or task.spec.episode_length
 
     @jax.jit
@@ -105,7 +106,7 @@ def _critic_values(policy: LoadedPolicy, task: envs.GoalTask, goal_xy: np.ndarra
     def values(state, goal):
         action = policy.act(policy.actor_params, jnp.concatenate([state, goal], -1), None)
         sa, g = critic.apply({"params": critic_params}, state, action, goal)
-        return losses.pair_energy(sa, g, policy.train_config.energy, critic_log_temperature(critic_params))
+        return contrastive.pair_energy(sa, g, policy.train_config.energy, critic_log_temperature(critic_params))
 
     value = np.asarray(values(jnp.asarray(state_part), jnp.asarray(goals)))
     image = np.full(len(grid), np.nan)

@@ -1,6 +1,6 @@
 """Rollouts of a policy on fresh episodes with a jitted fixed-length unroll, and their summary: what an
-evaluation measures (docs/metrics.md#per-evaluation), in training (``rlscale.train``) and in ``rlscale eval``
-(``rlscale.checkpoint_eval``); the same rollout, with its states, draws ``rlscale.visualize``'s pictures.
+evaluation measures (docs/metrics.md#per-evaluation), in training (``rlscale.training.loop``) and in ``rlscale eval``
+(``rlscale.evaluation.evaluate``); the same rollout, with its states, draws ``rlscale.evaluation.visualize``'s pictures.
 
 Per episode: time at goal (steps within the success threshold, counted until the episode ends or the
 robot falls), success-any, final distance and episode length; every other metric the task reports is
@@ -30,7 +30,7 @@ COUNT = COUNT_SUFFIX  # suffix of a group indicator metric (module docstring)
 def rollout(task: GoalTask, act: Callable, policy_params, reset_key: jax.Array, num_episodes: int, length: int,
             act_key: jax.Array | None = None, trajectory: bool = False):
     """``num_episodes`` fresh episodes of ``length`` steps: ``(per_episode, steps)``, the one rollout of a
-    policy (evaluation in training and in ``rlscale eval``, and the pictures of ``rlscale.visualize``).
+    policy (evaluation in training and in ``rlscale eval``, and the pictures of ``rlscale.evaluation.visualize``).
 
     ``act(policy_params, obs, key)`` returns actions; without ``act_key`` the key is ``None`` (the
     deterministic policy), with one each step gets its own key. A step counts while no earlier state of

@@ -1,5 +1,5 @@
 """A run's score (docs/metrics.md#per-run-the-score), defined once: ``rlscale sweep``'s ``summary.csv`` and
-``summary.png`` (``launch/summary.py``), ``rlscale plot`` and the notebook (``rlscale.analysis``) all take it
+``summary.png`` (``launch/summary.py``), ``rlscale plot`` and the notebook (``rlscale.analysis.sweeps``) all take it
 from here, so they show the same number for the same run.
 
 * **Normalised score** of an evaluation: time at goal (``eval/episode_success``, in steps) divided by the
@@ -63,7 +63,7 @@ def run_score(time_at_goal: Sequence[float], success_any: Sequence[float | None]
 
 
 def score_of_metrics(metrics: Iterable[dict[str, Any]], episode_length: int, last: int = LAST_EVALS) -> dict[str, Any]:
-    """:func:`run_score` of a run's ``metrics.jsonl`` rows (``rlscale.run_dir.read_metrics``)."""
+    """:func:`run_score` of a run's ``metrics.jsonl`` rows (``rlscale.storage.run_dir.read_metrics``)."""
     evals = evaluations(metrics)
     return run_score([m[TIME_AT_GOAL] for m in evals], [m.get(SUCCESS_ANY) for m in evals], episode_length, last)
 

@@ -20,7 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from rlscale.run_dir import diverted_stderr
+from rlscale.storage.run_dir import diverted_stderr
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -135,7 +135,7 @@ def restore(run_dir: str | os.PathLike, step: int, target: Any) -> tuple[Any, di
 
     Only what the checkpoint holds is read: a field added to the state since it was written is left to
     the target's type, whose restore fails on it unless it knows a value for older checkpoints (the replay
-    buffer's episode ends, ``rlscale.buffer``)."""
+    buffer's episode ends, ``rlscale.data.buffer``)."""
     meta = read_meta(run_dir, step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, serialization.to_state_dict(target))
     manager = _manager(run_dir, read_only=True, state_handler=True)

@@ -1,6 +1,6 @@
 """Turn a checkpoint into a policy without importing the trainer.
 
-    from rlscale.policy import load_policy
+    from rlscale.evaluation.policy import load_policy
     policy, task = load_policy("runs/demo")          # a run directory (latest checkpoint) or a checkpoint
     action = policy(obs)                              # obs = state ⊕ goal, batched or not
 """
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import jax
 import jax.numpy as jnp
 
-from rlscale import checkpoint as ckpt
 from rlscale.config import TrainConfig
 from rlscale.networks import Actor
+from rlscale.storage import checkpoint as ckpt
 
 if TYPE_CHECKING:
     from rlscale import envs
@@ -90,7 +90,9 @@ def load(path: str | os.PathLike) -> LoadedPolicy:
 
 
 def _state_size(task: str) -> int:
-    from rlscale import envs  # only for checkpoints written before the state size was stored in them
+    from rlscale import (
+        envs,  # only for checkpoints written before the state size was stored in them
+    )
 
     return envs.make(task).spec.state_size
 
@@ -109,7 +111,6 @@ def load_policy(path: str | os.PathLike, deterministic: bool = True) -> tuple[Ca
 def make_eval_task(policy: LoadedPolicy, task: str | None = None) -> envs.GoalTask:
     """The task ``task`` (default: the run's eval task) built as in training (``TrainConfig.make_task``: a
     stitching run's own task keeps its goal distance), checked to fit the policy."""
-    from rlscale import envs
 
     name = task or policy.eval_task
     env = policy.train_config.make_task(name)
