@@ -108,7 +108,7 @@ class TrunkConfig:
         "recompute everything (full).",
     )
     dtype: Literal[DTYPES] = option(
-        "float32", "Dtype of matrix products (parameters, LayerNorm statistics and losses stay float32)."
+        "float32", "Dtype of matrix products (parameters, LayerNorm statistics, losses and the input layer stay float32)."
     )
 
     def __post_init__(self):
@@ -232,7 +232,10 @@ class Trunk(nn.Module):
             # SimbaV2's input: a constant appended, so that the projection keeps the input's norm in its angle.
             shift = jnp.full(x.shape[:-1] + (1,), SHIFT, x.dtype)
             x = l2normalize(jnp.concatenate([x, shift], axis=-1).astype(jnp.float32))
-        x = Unit(self.cfg, name="input")(x)
+        # The input unit multiplies in float32 whatever --dtype says: raw observations (maze coordinates up to
+        # 64 m) would round to 0.25 m in bfloat16, and its in_size × width product is a negligible share of
+        # the FLOPs (docs/method.md#precision).
+        x = Unit(dataclasses.replace(self.cfg, dtype="float32"), name="input")(x)
         block = nn.remat(ResidualBlock, policy=REMAT_POLICIES[self.cfg.remat_policy]) if self.cfg.remat else ResidualBlock
         if self.cfg.scan_blocks:
             blocks = nn.scan(
@@ -356,7 +359,7 @@ class TwinQ(nn.Module):
 
 def critic_log_temperature(critic_params) -> jax.Array | None:
     """The critic's learned log-temperature (``cosine`` energy), None for the energies without one: the
-    ``log_temperature`` argument of ``rlscale.losses.energy`` / ``pair_energy``, for every caller."""
+    ``log_temperature`` argument of ``rlscale.agents.contrastive.energy`` / ``pair_energy``, for every caller."""
     return critic_params.get("log_temperature")
 
 

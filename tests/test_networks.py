@@ -255,10 +255,11 @@ def test_project_weights_moves_only_the_hyperspherical_kernels():
 @pytest.mark.slow  # one SGD step, but compiling it takes ~80 s on a shared CPU core
 def test_an_sgd_step_keeps_every_hyperspherical_weight_on_the_sphere():
     """CRL.sgd_step projects the actor's and both critic encoders' kernels after Adam's update."""
-    from rlscale.agents.crl import CRL
-    from rlscale.buffer import Transitions
-    from rlscale.config import TrainConfig
     from rlscale.envs.base import TaskSpec
+
+    from rlscale.agents.crl import CRL
+    from rlscale.config import TrainConfig
+    from rlscale.data.buffer import Transitions
 
     spec = TaskSpec("probe", 4, (0, 1), 2, 0.5, 50, "probe")  # point_u_maze's sizes, without building it
     cfg = TrainConfig(depth=4, width=16, batch_size=8, norm="hyperspherical", actor_lr=0.1, critic_lr=0.1)
@@ -320,3 +321,26 @@ def test_compile_time_does_not_grow_with_depth():
     shallow = min(_compile_seconds(16) for _ in range(2))
     deep = min(_compile_seconds(256) for _ in range(2))
     assert deep <= 2 * shallow + 0.5, (shallow, deep)
+
+
+def test_under_bfloat16_the_input_layer_keeps_a_30_m_coordinate_to_within_a_millimetre():
+    """Raw maze coordinates reach tens of metres, where bfloat16 keeps steps of 0.125 m: the input unit
+    multiplies in float32 (docs/method.md#precision), so 1 mm at 30 m still moves its output as it should."""
+    cfg = TrunkConfig(depth=4, width=16, dtype="bfloat16", scan_blocks=False)
+    params, x = _init(cfg)
+    x = x.at[:, 0].set(30.0)
+    moved = x.at[:, 0].add(0.001)
+
+    def input_products(inputs):
+        _, state = Trunk(cfg, 5).apply({"params": params}, inputs, capture_intermediates=True)
+        products = state["intermediates"]["input"]["Dense_0"]["__call__"][0]
+        assert products.dtype == jnp.float32
+        return np.asarray(products, np.float64)
+
+    kernel = np.asarray(params["input"]["Dense_0"]["kernel"], np.float64)
+    difference = input_products(moved) - input_products(x)
+    expected = np.broadcast_to(0.001 * kernel[0], difference.shape)
+    np.testing.assert_allclose(difference, expected, atol=2e-5)  # float32 at 30 m: steps of 2e-6
+    # The blocks still multiply in bfloat16.
+    _, state = Trunk(cfg, 5).apply({"params": params}, x, capture_intermediates=True)
+    assert state["intermediates"]["block_0"]["unit_0"]["Dense_0"]["__call__"][0].dtype == jnp.bfloat16
