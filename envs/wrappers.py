@@ -72,16 +72,25 @@ class EpisodeEnv:
     def step_batch(self, states: EpisodeState, actions: jax.Array) -> tuple[EpisodeState, StepInfo]:
         """All parallel envs' step (leading axis = env), equal to ``jax.vmap(self.step)``.
 
-        Fresh resets are drawn only on steps where some env's episode ended: with synchronised truncation
-        that is one step in ``episode_length``, so a fresh reset's cost (forward kinematics of a random
-        pose for the ant) no longer lands on every step. Under an outer ``vmap`` (several seeds) the
-        condition becomes a select again; the result is the same.
+        On the CPU, fresh resets are drawn only on steps where some env's episode ended: with synchronised
+        truncation that is one step in ``episode_length``, so a fresh reset's cost (forward kinematics of a
+        random pose for the ant: 3 to 7 % of the ant's env steps/s at 64 to 1024 envs,
+        benchmarks/results/envs_overhead_cpu.json) no longer lands on every step. On accelerators they are
+        drawn on every step and selected: there a ``cond`` reads its predicate back to the host on every env
+        step (docs/method.md#no-host-syncs). Both give the same result: where no episode ended the select
+        keeps the stepped state and the key. Under an outer ``vmap`` (several seeds) the ``cond`` becomes a
+        select too.
         """
         nxt = jax.vmap(self.task.step)(states.task, actions)
         done = jax.vmap(self._done)(states, nxt)
-        continued = jax.lax.cond(
-            done.any(), lambda: jax.vmap(self._continue_from)(states, nxt, done), lambda: (nxt, states.key)
-        )
+
+        def draw_resets():
+            return jax.vmap(self._continue_from)(states, nxt, done)
+
+        def draw_resets_when_needed():
+            return jax.lax.cond(done.any(), draw_resets, lambda: (nxt, states.key))
+
+        continued = jax.lax.platform_dependent(cpu=draw_resets_when_needed, default=draw_resets)
         return jax.vmap(self._advance)(states, nxt, done, continued)
 
     def _done(self, state: EpisodeState, nxt: TaskState) -> jax.Array:

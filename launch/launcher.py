@@ -246,6 +246,8 @@ class Reporter:
 
 
 def _print_dry_run(sweep, run_list, specs, checked, launcher, sweep_dir) -> None:
+    _cpu_only_jax()
+    costs = _Costs()
     print(f"sweep {sweep.name} ({sweep.path}): {len(run_list)} runs in {sweep_dir}")
     print(f"backend: {launcher.backend}" + (f", {launcher.workers} worker(s)" if launcher.workers else ""))
     if specs and specs[0].env:
@@ -261,9 +263,51 @@ def _print_dry_run(sweep, run_list, specs, checked, launcher, sweep_dir) -> None
         print(f"[{run.index + 1:>{width}}/{len(run_list)}] {status:8s} {spec.name}  {budget}  -> {action}")
         if status != "done":
             print("    " + " ".join(spec.command(resume=status == "partial" or is_started(spec.run_dir))))
+        if p is not None and run.config.env not in checked.unregistered:
+            print("    cost: " + costs.line(run.config))
     print(f"{len(run_list)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if costs.runs:
+        print("sweep cost: " + costs.totals())
     for task, task_runs in sorted(checked.unregistered.items()):
         print("note: " + sweepfile.unregistered_note(task, task_runs))
+
+
+class _Costs:
+    """The dry run's cost of each run (rlscale.training.estimates), estimated once per configuration: seeds
+    and run directories do not change it."""
+
+    def __init__(self):
+        self.estimates: dict[str, typing.Any] = {}
+        self.runs: list[typing.Any] = []
+        self.not_estimated = 0
+
+    def line(self, cfg) -> str:
+        from rlscale.training.estimates import estimate
+
+        key = json.dumps(dataclasses.asdict(dataclasses.replace(cfg, seed=0, run_dir=None)), sort_keys=True, default=str)
+        if key not in self.estimates:
+            try:
+                self.estimates[key] = estimate(cfg)
+            except (OSError, ValueError) as err:  # e.g. a dataset run's dataset not recorded yet
+                self.estimates[key] = f"not estimated: {err}"
+        cost = self.estimates[key]
+        if isinstance(cost, str):
+            self.not_estimated += 1
+            return cost
+        self.runs.append(cost)
+        return cost.line()
+
+    def totals(self) -> str:
+        from rlscale.training.estimates import GIB, flops_text, hours_text
+
+        timed = [c.hours for c in self.runs if c.hours is not None]
+        bound = "≥ " if any(c.hours_source.startswith("≥") for c in self.runs if c.hours is not None) else ""
+        hours = (f"{bound}{hours_text(sum(timed))} of device time" + ("" if len(timed) == len(self.runs) else
+                 f" for the {len(timed)} runs with a measured speed")) if timed else "no measured speed for this device"
+        sgd = sum(c.plan.total_sgd_steps * c.flops_per_sgd_step for c in self.runs)
+        unknown = f" ({self.not_estimated} runs not estimated)" if self.not_estimated else ""
+        return (f"{len(self.runs)} runs{unknown}, {flops_text(sgd)} of SGD steps, largest peak memory "
+                f"{max(c.peak_bytes for c in self.runs) / GIB:.2f} GiB per run; {hours}")
 
 
 def _cpu_only_jax() -> None:

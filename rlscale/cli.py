@@ -86,6 +86,7 @@ def _host_options(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--no-compilation-cache", action="store_true")
     parser.add_argument("--num-devices", type=int, default=None)
     parser.add_argument("--seed-threads", type=int, default=None)
+    parser.add_argument("--dry-run", action="store_true")
     # Used by the sweep launcher to pack runs: explicit seeds and run directories (one per seed).
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--run-dirs", nargs="+", default=None)
@@ -102,6 +103,8 @@ process options (not part of the run's config):
   --num-devices N             split envs and minibatches over the first N devices (default: all visible)
   --seed-threads N            run the seeds as N groups at once, one host thread each (default: one per
                               CPU core, or $RLSCALE_SEED_THREADS; 1 on a GPU); changes speed, not the run
+  --dry-run                   print the plan and the cost (parameters, FLOPs per SGD step, peak device
+                              memory, hours where benchmarks/results measured this device); train nothing
   --seeds S1 S2 … --run-dirs D1 D2 …
                               train these seeds together, seed Si in run directory Di (sweep packing)
   --resume DIR [DIR …]        resume a run, a --num-seeds group directory, or runs trained together
@@ -126,7 +129,7 @@ def _train(args: list[str]) -> None:
     import tyro
 
     from rlscale.config import TrainConfig, config_for
-    from rlscale.training.loop import resume_paths, train_seeds
+    from rlscale.training.loop import dry_run, resume_paths, train_seeds
 
     if "-h" in args or "--help" in args:
         print(HOST_OPTIONS_HELP)
@@ -136,6 +139,8 @@ def _train(args: list[str]) -> None:
         parser = argparse.ArgumentParser(prog="rlscale train", add_help=False, allow_abbrev=False)
         parser.add_argument("--resume", required=True, nargs="+")
         known, extra = parser.parse_known_args(args)
+        if host.dry_run:
+            raise CliError("--dry-run plans a new run: give its options, not --resume (a resumed run keeps its plan)")
         if extra or host.num_seeds != 1 or host.seeds or host.run_dirs:
             raise CliError(
                 f"with --resume the run's options come from {known.resume[0]}/config.json (a --num-seeds group: "
@@ -172,6 +177,9 @@ def _train(args: list[str]) -> None:
         raise CliError(f"--seeds and --run-dirs go together, one run directory per seed; got seeds {host.seeds}, run dirs {host.run_dirs}")
     if host.seeds and host.num_seeds != 1:
         raise CliError("give either --num-seeds or --seeds/--run-dirs, not both")
+    if host.dry_run:
+        dry_run(cfg, host.num_seeds, seeds=host.seeds, run_dirs=host.run_dirs)
+        return
     train_seeds(cfg, host.num_seeds, compilation_cache=cache, num_devices=host.num_devices,
                 seeds=host.seeds, run_dirs=host.run_dirs, seed_threads=host.seed_threads, started_at=_started_at())
 

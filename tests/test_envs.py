@@ -192,6 +192,7 @@ def test_state_part_does_not_depend_on_goal():
         assert not np.allclose(sa.obs[n:], sb.obs[n:])
 
 
+@pytest.mark.slow  # MJX physics of the pusher: 30 s to compile
 def test_pusher_starts_and_goals():
     task = envs.make("pusher")
     states = jax.jit(jax.vmap(task.reset))(jax.random.split(jax.random.PRNGKey(0), 2000))

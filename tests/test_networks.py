@@ -71,7 +71,7 @@ def test_block_norms_one_per_block_scanned_or_unrolled(norm):
             assert float(jnp.mean(jnp.linalg.norm(h, axis=-1))) == pytest.approx(float(norms["sa_encoder"][i]), rel=1e-5)
 
 
-@pytest.mark.parametrize("unroll", [2, 3, 8])
+@pytest.mark.parametrize("unroll", [2, 3, pytest.param(8, marks=pytest.mark.slow)])  # 8: 12 s to compile
 def test_scan_unroll_changes_nothing_but_the_loop(unroll):
     # 12 blocks: unroll 3 divides them, 8 does not (XLA adds a remainder), 2 divides them.
     base = TrunkConfig(depth=48, width=16, remat=False)

@@ -10,8 +10,8 @@ A new method is one module that builds its agent and calls :func:`register`, plu
 line below (``tests/test_agents.py`` registers one from a file of its own and trains it).
 """
 
-from rlscale.agents.registry import DEFAULT, Agent, Algorithm, Scaled, build, get, names, register, unregister
+from rlscale.agents.registry import DEFAULT, Agent, Algorithm, Scaled, build, get, names, register, sgd_steps, unregister
 
 from rlscale.agents import crl, sac, td3, gcsl  # noqa: E402,F401  (registers the built-in algorithms, in this order)
 
-__all__ = ["DEFAULT", "Agent", "Algorithm", "Scaled", "build", "get", "names", "register", "unregister"]
+__all__ = ["DEFAULT", "Agent", "Algorithm", "Scaled", "build", "get", "names", "register", "sgd_steps", "unregister"]

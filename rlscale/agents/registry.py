@@ -29,8 +29,9 @@ ActFn = Callable[[Any, jax.Array, "jax.Array | None"], jax.Array]
 class Agent(Protocol):
     """The static part of an algorithm for one (config, task), what ``Algorithm.agent.build`` returns.
 
-    The trainer (``rlscale.training.loop.Trainer``) collects with ``act``, inserts into the replay buffer, draws
-    ``sample_minibatches`` and scans ``sgd_step`` over them, the same way for every algorithm."""
+    The trainer (``rlscale.training.trainer.Trainer``) collects with ``act``, inserts into the replay buffer,
+    draws ``sample_minibatches`` and runs the SGD steps over them: the agent's ``sgd_steps(learner, batches,
+    keys)`` where it has one (optional: TD3 fixes its policy-delay pattern in it), else :func:`scan_sgd_steps`."""
 
     needs_next_state: bool  # its minibatches pair a step with its next state (the buffer keeps episode ends)
 
@@ -46,11 +47,24 @@ class Agent(Protocol):
     def sgd_step(self, learner, batch, key: jax.Array) -> tuple[Any, dict]:
         """One update: ``(learner, metrics)``, the metrics scalars (logged as ``training/<name>``)."""
 
+    # Optional: def sgd_steps(self, learner, batches, keys) -> (learner, metrics stacked over the steps).
+
     def trained_params(self, learner) -> Any:
         """The parameters the run trains (what its parameter count counts; target copies are not)."""
 
     def block_norms(self, learner, batch) -> dict[str, jax.Array]:
         """Each network's per-block mean output norm on ``batch`` (docs/metrics.md#block-norms)."""
+
+
+def sgd_steps(agent: Agent, learner, batches, keys: jax.Array) -> tuple[Any, dict]:
+    """The agent's SGD steps over ``batches`` (one key each): ``(learner, metrics stacked over the steps)``."""
+    own = getattr(agent, "sgd_steps", None)
+    return own(learner, batches, keys) if own is not None else scan_sgd_steps(agent, learner, batches, keys)
+
+
+def scan_sgd_steps(agent: Agent, learner, batches, keys: jax.Array) -> tuple[Any, dict]:
+    """``sgd_step`` scanned over the minibatches, the steps of every algorithm without a pattern of its own."""
+    return jax.lax.scan(lambda learner, inputs: agent.sgd_step(learner, *inputs), learner, (batches, keys))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rlscale.agents.common import (
     td_target,
     twin_q_param_count,
 )
-from rlscale.agents.registry import ActFn, Algorithm, register
+from rlscale.agents.registry import ActFn, Algorithm, register, scan_sgd_steps
 from rlscale.data.buffer import TDTransitions
 from rlscale.networks import Actor, act
 
@@ -93,29 +93,53 @@ class TD3(TDAgent):
         return td_target(batch.reward, batch.terminated, next_q1, next_q2, self.gamma)
 
     def sgd_step(self, learner: TD3Learner, batch: TDTransitions, key: jax.Array) -> tuple[TD3Learner, dict]:
-        critic_params, critic_opt, metrics = self._critic_step(learner, batch, self.target(learner, batch, key))
-
-        def actor_loss_fn(actor_params):
-            mean, _ = self.actor.apply({"params": actor_params}, batch.state, batch.goal)
-            q1, _ = self.q_values(critic_params, batch.state, jnp.tanh(mean), batch.goal)
-            return -jnp.mean(q1)
-
-        def update_actor(_):
-            loss, grads = jax.value_and_grad(actor_loss_fn)(learner.actor_params)
-            actor_params, actor_opt = adam_step(self.actor_optimizer, grads, learner.actor_opt, learner.actor_params, self.actor.cfg)
-            targets = (polyak(learner.target_actor_params, actor_params, self.tau),
-                       polyak(learner.target_critic_params, critic_params, self.tau))
-            return actor_params, actor_opt, targets, loss
-
-        def keep_actor(_):
-            targets = (learner.target_actor_params, learner.target_critic_params)
-            return learner.actor_params, learner.actor_opt, targets, jnp.zeros((), jnp.float32)
-
+        """One critic update, and the actor's when ``(step + 1) % policy_delay == 0`` (a ``cond``: the trainer
+        uses :meth:`sgd_steps`, whose pattern is fixed)."""
         delayed = (learner.step + 1) % self.policy_delay == 0
-        actor_params, actor_opt, (target_actor, target_critic), actor_loss = jax.lax.cond(delayed, update_actor, keep_actor, None)
+        return jax.lax.cond(delayed, lambda: self._step(learner, batch, key, True), lambda: self._step(learner, batch, key, False))
+
+    def sgd_steps(self, learner: TD3Learner, batches: TDTransitions, keys: jax.Array) -> tuple[TD3Learner, dict]:
+        """The SGD steps of one collection. When their number is a multiple of ``policy_delay`` (800 and 2 by
+        default) every collection starts at a step that is a multiple of it too, so which steps update the
+        actor is fixed: the steps run in groups of ``policy_delay``, the actor in the group's last. No
+        ``cond`` then, which on a GPU reads its predicate back to the host on every step
+        (docs/method.md#no-host-syncs); the updates are those of :meth:`sgd_step` in the same order."""
+        delay, num_steps = self.policy_delay, keys.shape[0]
+        if num_steps % delay:
+            return scan_sgd_steps(self, learner, batches, keys)
+
+        def group_of_steps(learner, inputs):
+            group_batches, group_keys = inputs
+            metrics = []
+            for i in range(delay):
+                batch = jax.tree.map(lambda x: x[i], group_batches)
+                learner, step_metrics = self._step(learner, batch, group_keys[i], i == delay - 1)
+                metrics.append(step_metrics)
+            return learner, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+
+        grouped = jax.tree.map(lambda x: x.reshape((num_steps // delay, delay) + x.shape[1:]), (batches, keys))
+        learner, metrics = jax.lax.scan(group_of_steps, learner, grouped)
+        return learner, jax.tree.map(lambda x: x.reshape((num_steps,) + x.shape[2:]), metrics)
+
+    def _step(self, learner: TD3Learner, batch: TDTransitions, key: jax.Array, update_actor: bool) -> tuple[TD3Learner, dict]:
+        critic_params, critic_opt, metrics = self._critic_step(learner, batch, self.target(learner, batch, key))
+        if update_actor:
+            def actor_loss_fn(actor_params):
+                mean, _ = self.actor.apply({"params": actor_params}, batch.state, batch.goal)
+                q1, _ = self.q_values(critic_params, batch.state, jnp.tanh(mean), batch.goal)
+                return -jnp.mean(q1)
+
+            actor_loss, grads = jax.value_and_grad(actor_loss_fn)(learner.actor_params)
+            actor_params, actor_opt = adam_step(self.actor_optimizer, grads, learner.actor_opt, learner.actor_params, self.actor.cfg)
+            target_actor = polyak(learner.target_actor_params, actor_params, self.tau)
+            target_critic = polyak(learner.target_critic_params, critic_params, self.tau)
+        else:
+            actor_params, actor_opt, actor_loss = learner.actor_params, learner.actor_opt, jnp.zeros((), jnp.float32)
+            target_actor, target_critic = learner.target_actor_params, learner.target_critic_params
         new = TD3Learner(actor_params, critic_params, target_actor, target_critic, actor_opt, critic_opt, learner.step + 1)
         # × policy_delay: the mean over a collection's SGD steps (a multiple of policy_delay) is the mean actor loss.
-        return new, {**metrics, "actor_loss": actor_loss * self.policy_delay, "actor_updated": delayed.astype(jnp.float32)}
+        return new, {**metrics, "actor_loss": actor_loss * self.policy_delay,
+                     "actor_updated": jnp.asarray(float(update_actor), jnp.float32)}
 
 
 def sgd_step_flops(cfg: "TrainConfig", spec: "TaskSpec") -> dict[str, int]:

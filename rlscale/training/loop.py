@@ -27,7 +27,7 @@ from rlscale.evaluation.rollout import summarize
 from rlscale.keys import eval_key, run_keys
 from rlscale.storage import checkpoint as ckpt
 from rlscale.storage import run_dir as rd
-from rlscale.training import parallel
+from rlscale.training import estimates, parallel
 from rlscale.training.seed_groups import (
     SeedGroups,
     check_seed_threads,
@@ -137,6 +137,22 @@ def seed_configs(
     seeds = range(cfg.seed, cfg.seed + num_seeds)
     group = Path(cfg.run_dir or Path("runs") / f"{cfg.default_run_name().rsplit('_s', 1)[0]}_seeds{seeds[0]}-{seeds[-1]}")
     return [dataclasses.replace(cfg, seed=seed, run_dir=str(group / f"seed{seed}")) for seed in seeds]
+
+
+def dry_run(cfg: TrainConfig, num_seeds: int = 1, seeds: list[int] | None = None, run_dirs: list[str] | None = None,
+            console: Console | None = None) -> "estimates.Estimate":
+    """Print the plan ``train_seeds`` would follow for these arguments and what it would cost (parameters,
+    FLOPs, peak device memory, hours where measured); train nothing, write nothing."""
+    console = console or Console(soft_wrap=True)
+    cfgs = seed_configs(cfg, num_seeds, seeds, run_dirs)
+    trainer = Trainer(cfgs[0])
+    _print_plan(console, cfgs[0], trainer.plan, trainer, Path(cfgs[0].run_dir))
+    if len(cfgs) > 1:
+        console.print(f"{len(cfgs)} seeds in one process: " + ", ".join(c.run_dir for c in cfgs))
+    cost = estimates.estimate(cfgs[0], num_seeds=len(cfgs), trainer=trainer)
+    console.print("cost" + (f" (all {len(cfgs)} seeds)" if len(cfgs) > 1 else "") + ": " + cost.line())
+    console.print("dry run: nothing trained, nothing written")
+    return cost
 
 
 def resume_paths(path: str | Path) -> list[Path]:

@@ -80,30 +80,39 @@ class Trainer:
 
         return jax.lax.scan(step, env_state, jax.random.split(key, length))
 
+    def empty_buffer(self) -> ReplayBuffer:
+        """The run's buffer before any step: a dataset run's dataset, else an empty buffer of the run's size."""
+        cfg = self.cfg
+        if self.dataset is not None:
+            return datasets.buffer_of(self.dataset, cfg.resolved_window_length, self.num_devices)
+        final_state_size = self.spec.state_size if self.agent.needs_next_state else None
+        return init_buffer(cfg.max_replay_size, cfg.num_envs, self.spec.obs_size, self.spec.action_size, final_state_size)
+
     def init_env_and_buffer(self, learner, key: jax.Array, collector=None) -> TrainingState:
         """Fresh envs and a buffer prefilled with ``min_replay_size`` steps per env of the current actor
         (a collector run's: the collector's)."""
         reset_key, prefill_key = jax.random.split(key)
-        cfg = self.cfg
-        env_state = jax.vmap(self.env.reset)(jax.random.split(reset_key, cfg.num_envs))
+        env_state = jax.vmap(self.env.reset)(jax.random.split(reset_key, self.cfg.num_envs))
+        buffer = self.empty_buffer()
         if self.dataset is not None:  # the envs are never stepped; they keep the state's structure
-            buffer = datasets.buffer_of(self.dataset, cfg.resolved_window_length, self.num_devices)
             return TrainingState(learner=learner, env_state=env_state, buffer=buffer, collector=collector)
-        final_state_size = self.spec.state_size if self.agent.needs_next_state else None
-        buffer = init_buffer(cfg.max_replay_size, cfg.num_envs, self.spec.obs_size, self.spec.action_size, final_state_size)
         acting = learner if collector is None else collector
-        env_state, data = self.collect(acting, env_state, prefill_key, cfg.min_replay_size)
+        env_state, data = self.collect(acting, env_state, prefill_key, self.cfg.min_replay_size)
         return TrainingState(learner=learner, env_state=env_state, buffer=insert(buffer, *data), collector=collector)
+
+    def init_learners(self, key: jax.Array) -> tuple[Any, Any]:
+        """``(learner, collector)``: the run's learner and a collector run's collector (else None)."""
+        alpha = self.cfg.initial_alpha
+        if self.collector_agent is None:
+            return self.agent.init(key, alpha), None
+        # The collector takes the keys a run of its own with this seed takes (so it, and the data, are that
+        # run's); the learner, which never acts, draws from a key of its own.
+        collector = self.collector_agent.init(key, alpha)
+        return self.agent.init(jax.random.fold_in(key, 1), alpha), collector
 
     def init(self, key: jax.Array) -> TrainingState:
         learner_key, env_key = jax.random.split(key)
-        alpha = self.cfg.initial_alpha
-        if self.collector_agent is None:
-            return self.init_env_and_buffer(self.agent.init(learner_key, alpha), env_key)
-        # The collector takes the keys a run of its own with this seed takes (so it, and the data, are that
-        # run's); the learner, which never acts, draws from a key of its own.
-        collector = self.collector_agent.init(learner_key, alpha)
-        learner = self.agent.init(jax.random.fold_in(learner_key, 1), alpha)
+        learner, collector = self.init_learners(learner_key)
         return self.init_env_and_buffer(learner, env_key, collector)
 
     def training_step(self, state: TrainingState, key: jax.Array) -> tuple[TrainingState, dict]:
@@ -119,11 +128,8 @@ class Trainer:
         batches = parallel.constrain_minibatches(batches, self.mesh)
 
         def sgd_steps(agent, learner, key: jax.Array):
-            def sgd(learner, inputs):
-                batch, step_key = inputs
-                return agent.sgd_step(learner, batch, step_key)
-
-            learner, metrics = jax.lax.scan(sgd, learner, (batches, jax.random.split(key, cfg.sgd_steps_per_collection)))
+            keys = jax.random.split(key, cfg.sgd_steps_per_collection)
+            learner, metrics = agents.sgd_steps(agent, learner, batches, keys)
             return learner, jax.tree.map(jnp.mean, metrics)
 
         collector = state.collector
