@@ -257,12 +257,13 @@ def measure_loop(args, depth: int, knobs: dict, algo: str = "crl") -> dict:
 
 
 def measure_seeds(args) -> dict:
-    """One training step of 4 vmapped seeds against 1 seed, fast mode, depth 4, calls interleaved."""
+    """One training step of ``--num-seeds-count`` vmapped seeds against 1 seed, fast mode, depth 4, calls
+    interleaved."""
     import jax
 
     from rlscale.training.trainer import Trainer
 
-    depth, seeds = 4, 4
+    depth, seeds = 4, args.num_seeds_count
     trainer = Trainer(loop_config(args, depth, mode_knobs("fast", args.fast_unroll, args.fast_remat, args.fast_dtype), "crl"))
     one = jax.jit(trainer.init)(jax.random.PRNGKey(0))
     many = jax.jit(jax.vmap(trainer.init))(jax.random.split(jax.random.PRNGKey(0), seeds))
@@ -333,12 +334,23 @@ def child_main(args) -> None:
                 result.update(measure_loop(args, args.depth, knobs, args.algo))
             result.update(_memory())
         result["backend"] = jax.default_backend()
-    except Exception as exc:  # reported to the parent as a skipped row, never a crash of the whole run
-        result["skipped"] = f"error: {type(exc).__name__}: {str(exc)[:500]}"
+    except Exception as exc:  # reported to the parent as a failed row, never a crash of the whole run
+        result["skipped"] = result["failed"] = f"error: {type(exc).__name__}: {str(exc)[:500]}"
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
 # --- the parent: run children, collect, summarise -----------------------------------------------
+
+
+def record_row(args, kind: str, row: dict) -> None:
+    """Append one measurement to ``--rows-out`` (JSON lines) the moment it exists: a run cut short keeps
+    every row measured before the cut."""
+    if not args.rows_out:
+        return
+    with open(args.rows_out, "a") as f:
+        f.write(json.dumps({"kind": kind, **row}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def run_child(args, extra: list[str]) -> dict:
@@ -352,20 +364,23 @@ def run_child(args, extra: list[str]) -> dict:
         "--episode-length", str(args.episode_length), "--fast-unroll", str(args.fast_unroll),
         "--fast-remat", args.fast_remat, "--fast-dtype", args.fast_dtype, "--peak-repeats", str(args.peak_repeats),
         "--peak-matmul-size", str(args.peak_matmul_size), "--budget-seconds", str(args.budget_seconds),
+        "--num-seeds-count", str(args.num_seeds_count),
     ]
     command = [sys.executable, str(Path(__file__).resolve()), *extra, *shared]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        return {"skipped": f"timeout: no result within --timeout {args.timeout} s"}
+        reason = f"timeout: no result within --timeout {args.timeout} s"
+        return {"skipped": reason, "failed": reason}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             row = json.loads(line[len(RESULT_PREFIX):])
             row["process_seconds"] = time.perf_counter() - t0
             return row
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"skipped": f"crashed (exit {proc.returncode}): {' | '.join(tail)[:500]}"}
+    reason = f"crashed (exit {proc.returncode}): {' | '.join(tail)[:500]}"
+    return {"skipped": reason, "failed": reason}
 
 
 def median_rows(rows: list[dict]) -> dict:
@@ -569,8 +584,10 @@ def parent_main(args) -> None:
     backend = jax.default_backend()
     print(f"machine: {info['device_kind']} ({backend}), {info['cpu_count']} CPUs, jax {info['jax']}, load {info['load_average_before']}", flush=True)
 
-    peak = run_child(args, ["--one", "peak"])
-    print(f"matmul peak: {json.dumps(peak)}", flush=True)
+    peak = {} if args.skip_peak else run_child(args, ["--one", "peak"])
+    if peak:
+        record_row(args, "matmul_peak", peak)
+        print(f"matmul peak: {json.dumps(peak)}", flush=True)
 
     rows: list[dict] = []
     runs = plan_runs(args)
@@ -595,6 +612,7 @@ def parent_main(args) -> None:
                 )
                 label = f"{algo:8s} {mode:10s}" if several else f"{mode:10s}"
                 print(f"depth {depth:5d} {label} pair {pair + 1}/{args.pairs}: {summary}", flush=True)
+                record_row(args, "config", {"depth": depth, "algo": algo, "mode": mode, "pair": pair + 1, **row})
                 repeats[algo, mode].append(row)
         for _, algo, mode, unroll, _, _ in depth_runs:
             row = median_rows(repeats[algo, mode])
@@ -606,12 +624,14 @@ def parent_main(args) -> None:
 
     seeds = run_child(args, ["--one", "seeds"]) if args.num_seeds_check else None
     if seeds:
+        record_row(args, "seeds", seeds)
         print(f"num-seeds check: {json.dumps({k: v for k, v in seeds.items() if not k.endswith('call_seconds')})}", flush=True)
 
     # The peak again at the end, best of both: on a shared machine one short measurement can be loaded.
-    peak_end = run_child(args, ["--one", "peak"])
-    peak = best_peak(peak, peak_end)
-    print(f"matmul peak (best of start and end): {json.dumps(peak)}", flush=True)
+    if not args.skip_peak:
+        peak_end = run_child(args, ["--one", "peak"])
+        peak = best_peak(peak, peak_end)
+        print(f"matmul peak (best of start and end): {json.dumps(peak)}", flush=True)
     for row in rows:
         add_mfu(row, peak)
 
@@ -649,6 +669,14 @@ def parent_main(args) -> None:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(args.markdown, table)
     print(f"wrote {out}" + (f" and {args.markdown}" if args.markdown else ""), flush=True)
+    failed = [f"depth {r.get('depth')} {r.get('mode')}: {r['failed']}" for r in rows if r.get("failed")]
+    others = (("matmul peak at the start", peak.get("start", {})), ("matmul peak at the end", peak.get("end", {})),
+              ("num-seeds check", seeds or {}))
+    failed += [f"{name}: {r['failed']}" for name, r in others if r.get("failed")]
+    for line in failed:
+        print(f"FAILED {line}", flush=True)
+    if failed and args.strict:
+        sys.exit(1)
 
 
 def parse_args(argv=None):
@@ -683,7 +711,11 @@ def parse_args(argv=None):
     add("--episode-length", type=int, default=1000)
     add("--min-replay-size", type=int, default=1000, help="≥ --episode-length (the sampling window)")
     add("--max-replay-size", type=int, default=10_000)
-    add("--num-seeds-check", action="store_true", help="also time 4 vmapped seeds against 1 (depth 4, fast)")
+    add("--num-seeds-check", action="store_true", help="also time --num-seeds-count vmapped seeds against 1 (depth 4, fast)")
+    add("--num-seeds-count", type=int, default=4, help="seeds of the --num-seeds-check")
+    add("--rows-out", default=None, help="append each measurement to this JSON-lines file as soon as it is measured")
+    add("--skip-peak", action="store_true", help="do not measure the matmul peak (no MFU in the rows)")
+    add("--strict", action="store_true", help="exit 1 if any measurement failed (crash, error or timeout)")
     add("--peak-repeats", type=int, default=5)
     add("--peak-matmul-size", type=int, default=0, help="default: 8192 on GPU, 2048 on CPU")
     add("--out", default=None, help="JSON path (default: benchmarks/results/speed_<backend>.json)")

@@ -85,6 +85,7 @@ def _host_options(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--compilation-cache-dir", default=None)
     parser.add_argument("--no-compilation-cache", action="store_true")
     parser.add_argument("--num-devices", type=int, default=None)
+    parser.add_argument("--seed-devices", type=int, default=None)
     parser.add_argument("--seed-threads", type=int, default=None)
     parser.add_argument("--dry-run", action="store_true")
     # Used by the sweep launcher to pack runs: explicit seeds and run directories (one per seed).
@@ -100,7 +101,9 @@ process options (not part of the run's config):
   --compilation-cache-dir DIR persistent XLA compilation cache (default: <run dir's parent>/.jax_cache,
                               or $JAX_COMPILATION_CACHE_DIR when set)
   --no-compilation-cache      do not use a persistent compilation cache
-  --num-devices N             split envs and minibatches over the first N devices (default: all visible)
+  --num-devices N             split envs and minibatches over the first N devices (default: one device)
+  --seed-devices N            with --num-seeds: split the seeds over the first N devices (default: as many
+                              of the visible devices as divide the seeds evenly; 1 keeps them on one)
   --seed-threads N            run the seeds as N groups at once, one host thread each (default: one per
                               CPU core, or $RLSCALE_SEED_THREADS; 1 on a GPU); changes speed, not the run
   --dry-run                   print the plan and the cost (parameters, FLOPs per SGD step, peak device
@@ -148,7 +151,7 @@ def _train(args: list[str]) -> None:
             )
         paths = [p for path in known.resume for p in resume_paths(path)]
         train_seeds(resume=paths, compilation_cache=cache, num_devices=host.num_devices, seed_threads=host.seed_threads,
-                    started_at=_started_at())
+                    started_at=_started_at(), seed_devices=host.seed_devices)
         return
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--env", default=TrainConfig.env)
@@ -181,7 +184,8 @@ def _train(args: list[str]) -> None:
         dry_run(cfg, host.num_seeds, seeds=host.seeds, run_dirs=host.run_dirs)
         return
     train_seeds(cfg, host.num_seeds, compilation_cache=cache, num_devices=host.num_devices,
-                seeds=host.seeds, run_dirs=host.run_dirs, seed_threads=host.seed_threads, started_at=_started_at())
+                seeds=host.seeds, run_dirs=host.run_dirs, seed_threads=host.seed_threads, started_at=_started_at(),
+                seed_devices=host.seed_devices)
 
 
 _AS_PROGRAM = False  # main() was called as the program (argv from the command line), not from Python

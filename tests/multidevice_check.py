@@ -2,7 +2,8 @@
 
 Prints one JSON line: how the sharded SGD step compares with the single-device one, the metric rows of a
 tiny run trained on 4 devices and on 1, and where each run's training loop held its state (the buffer
-split across the devices, the learner replicated), so that a run that ignored the mesh fails the check.
+split across the devices, the learner replicated), so that a run that ignored the mesh fails the check;
+and the same for 4 packed seeds split over the 4 devices against the same group on one device.
 """
 
 import json
@@ -83,6 +84,21 @@ for n in (4, 1):
     run = train(TrainConfig(**{**TINY, "run_dir": f"{runs}/devices{n}"}), num_devices=n)
     rows[n] = [without_timing(r) for r in rd.read_metrics(run)]
     placement[n] = data_parallel_placement(trained_states[-1])
+# Seeds across devices: 4 seeds in one group, split over the 4 devices (the default for --num-seeds 4
+# here), against the same group of 4 on one device.
+seed_rows, seed_placement = {}, {}
+for devices in (None, 1):
+    trained_states.clear()
+    paths = train_module.train_seeds(TrainConfig(**{**TINY, "run_dir": f"{runs}/seeds_on_{devices}"}), 4,
+                                     seed_devices=devices, seed_threads=1 if devices == 1 else None)
+    seed_rows[str(devices)] = [[without_timing(r) for r in rd.read_metrics(p)] for p in paths]
+    seed_placement[str(devices)] = all(len(x.sharding.device_set) == 4 and not x.sharding.is_fully_replicated
+                                       for x in jax.tree.leaves(trained_states[-1]))
+try:
+    train_module.train_seeds(TrainConfig(**{**TINY, "run_dir": f"{runs}/three"}), 4, seed_devices=3)
+    seed_devices_error = ""
+except ValueError as err:
+    seed_devices_error = str(err)
 try:
     Trainer(TrainConfig(**{**TINY, "num_envs": 6}), mesh)
     indivisible_error = ""
@@ -95,4 +111,8 @@ print(json.dumps({
     "rows": {str(n): r for n, r in rows.items()},
     "placement": {str(n): p for n, p in placement.items()},
     "indivisible_error": indivisible_error,
+    "seed_rows": seed_rows,
+    "seed_placement": seed_placement,
+    "seed_devices_error": seed_devices_error,
+    "three_written": Path(f"{runs}/three").exists(),
 }))

@@ -150,7 +150,7 @@ def test_persistent_compilation_cache_defaults_beside_the_run(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_data_parallel_on_four_cpu_devices_matches_one_device():
+def test_four_cpu_devices_split_envs_or_seeds_and_match_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, str(REPO / "tests" / "multidevice_check.py")], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=600)
@@ -166,6 +166,13 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     # A run trained on 4 devices logs what the same run on one device logs.
     assert_rows_close(result["rows"]["4"], result["rows"]["1"], rtol=1e-4)
     assert result["indivisible_error"].startswith("--num-envs 6 does not split over 4 devices")
+    # 4 packed seeds on 4 devices: the state is split over them, and each seed logs what it logs in the same
+    # vmapped group on one device.
+    assert result["seed_placement"] == {"None": True, "1": False}
+    for sharded, single in zip(result["seed_rows"]["None"], result["seed_rows"]["1"]):
+        assert_rows_close(sharded, single, rtol=1e-4)
+    assert result["seed_devices_error"] == "--seed-devices 3 does not divide the 4 seeds; choose a divisor of 4"
+    assert not result["three_written"]
 
 
 def test_num_devices_bad_values(tmp_path):

@@ -139,6 +139,22 @@ def seed_configs(
     return [dataclasses.replace(cfg, seed=seed, run_dir=str(group / f"seed{seed}")) for seed in seeds]
 
 
+def _seed_devices(num_seeds: int, mesh, seed_devices: int | None, seed_threads: int | None):
+    """``(seed mesh or None, seed threads)``: packed seeds split over devices unless the envs are
+    (``--num-devices``); seed groups on host threads only on one CPU device."""
+    if mesh is not None and seed_devices not in (None, 1):
+        raise ValueError(f"--seed-devices {seed_devices} with --num-devices {mesh.size}: the devices split either the "
+                         f"seeds or the envs; pass one of them")
+    seeds_mesh = None if mesh is not None else parallel.make_seed_mesh(num_seeds, seed_devices)
+    if seed_threads is None:
+        return seeds_mesh, default_seed_threads(single_device=mesh is None and seeds_mesh is None)
+    if check_seed_threads(seed_threads) > 1 and (mesh or seeds_mesh) is not None:
+        devices = (mesh or seeds_mesh).size
+        raise ValueError(f"--seed-threads {seed_threads} with {devices} devices: the seeds run as one group there; "
+                         f"leave --seed-threads out" + (", or pass --num-devices 1" if mesh is not None else ", or pass --seed-devices 1"))
+    return seeds_mesh, seed_threads
+
+
 def dry_run(cfg: TrainConfig, num_seeds: int = 1, seeds: list[int] | None = None, run_dirs: list[str] | None = None,
             console: Console | None = None) -> "estimates.Estimate":
     """Print the plan ``train_seeds`` would follow for these arguments and what it would cost (parameters,
@@ -212,14 +228,16 @@ def train_seeds(
     run_dirs: list[str] | None = None,
     seed_threads: int | None = None,
     started_at: float | None = None,
+    seed_devices: int | None = None,
 ) -> list[Path]:
     """Train (or resume) seeds of one configuration in one process: the seeds in ``seed_threads`` groups
     (default: one per CPU core, :mod:`rlscale.training.seed_groups`), each group one compiled program ``vmap``-ed over
     its seeds and run on its own host thread, with independent keys; each seed writes its own run directory
     (config, metrics, checkpoints), exactly as a run of its own would. Returns the run directories.
 
-    With several devices (``num_devices``, default all visible) envs and minibatches are split across
-    them (:mod:`rlscale.training.parallel`).
+    Devices (:mod:`rlscale.training.parallel`): one by default; several seeds on a host with several devices
+    are split over them (``seed_devices``, default as many as divide the seeds evenly), one group; with
+    ``num_devices`` the envs and minibatches are split across that many devices instead.
 
     ``started_at`` (Unix time; default: now) is where this process's share of the runs' wall-clock begins:
     the command line passes the process's start (:func:`process_start_time`)."""
@@ -233,21 +251,18 @@ def train_seeds(
     try:
         with stop:
             mesh = parallel.make_mesh(num_devices)
-            if seed_threads is None:
-                seed_threads = default_seed_threads(single_device=mesh is None)
-            elif check_seed_threads(seed_threads) > 1 and mesh is not None:
-                raise ValueError(f"--seed-threads {seed_threads} with data parallelism over {mesh.size} devices: "
-                                 f"pass --num-devices 1, or leave --seed-threads out")
             if resume is not None:
                 cfgs = _stored_configs([Path(p) for p in resume])
                 paths = [Path(c.run_dir) for c in cfgs]
                 for path in paths:  # before any work: a second writer stops here
                     locks.append(rd.RunLock.acquire(path))
+                seeds_mesh, seed_threads = _seed_devices(len(cfgs), mesh, seed_devices, seed_threads)
                 trainer = Trainer(cfgs[0], mesh)
             else:
                 assert cfg is not None
                 cfgs = seed_configs(cfg, num_seeds, seeds, run_dirs)
                 check_same_but_seed(cfgs)
+                seeds_mesh, seed_threads = _seed_devices(len(cfgs), mesh, seed_devices, seed_threads)
                 trainer = Trainer(cfgs[0], mesh)  # validates everything before a file is written
                 if cfg.wandb:
                     _import_wandb()
@@ -272,10 +287,12 @@ def train_seeds(
                 m.writer = ckpt.CheckpointWriter(m.path, m.cfg.keep_checkpoints)
 
             grouped = len(members) > 1
-            groups = SeedGroups(len(members), min(seed_threads, len(members)))
+            groups = SeedGroups(len(members), min(seed_threads, len(members)),
+                                None if seeds_mesh is None else parallel.seed_split(seeds_mesh))
             _print_plan(console, members[0].cfg, run_plan, trainer, paths[0].parent if grouped else paths[0])
             if grouped:
-                where = ("one vmapped program" if len(groups) == 1 else
+                where = ("one vmapped program" + ("" if seeds_mesh is None else
+                                                  f" split over {seeds_mesh.size} devices") if len(groups) == 1 else
                          f"{len(groups)} vmapped programs of {'/'.join(map(str, groups.sizes))} seeds, one host thread each")
                 console.print(f"{len(members)} seeds ({', '.join(str(m.cfg.seed) for m in members)}) in {where}")
             if start_epoch >= run_plan.num_epochs:
@@ -416,6 +433,9 @@ def _compile(trainer: Trainer, states: list[TrainingState], members: list[_SeedR
         states = [jax.device_put(states[0], shardings)]
         sharded = {"out_shardings": (shardings, parallel.replicated(mesh))}
         console.print(f"data parallel over {mesh.size} devices: {mesh.devices.tolist()}")
+    elif groups.placement is not None:  # seeds across devices: split already (SeedGroups.split), as the keys
+        sharded = {"in_shardings": groups.placement}
+        console.print(f"{len(members)} seeds over {len(groups.placement.device_set)} devices")
     else:
         # Committed to the device, as a restored state is: a program's cache key records whether its inputs
         # are committed, so only then does a resumed run find the fresh run's programs in the cache.
@@ -426,8 +446,10 @@ def _compile(trainer: Trainer, states: list[TrainingState], members: list[_SeedR
     def compile_group(g: int, state: TrainingState, group_keys: dict) -> _GroupPrograms:
         size = groups.sizes[g]
         epoch = jax.jit(_over_seeds(trainer.epoch, size), donate_argnums=0, **sharded)
-        evaluate = jax.jit(_over_seeds(trainer.evaluate, size))
-        norms = jax.jit(_over_seeds(trainer.block_norms, size))
+        # Seeds across devices: every input split on its seed axis, so each device evaluates its own seeds.
+        on_seeds = {} if groups.placement is None else {"in_shardings": groups.placement}
+        evaluate = jax.jit(_over_seeds(trainer.evaluate, size), **on_seeds)
+        norms = jax.jit(_over_seeds(trainer.block_norms, size), **on_seeds)
         return _GroupPrograms(
             epoch=epoch.lower(state, group_keys["train"]).compile(),
             evaluate=evaluate.lower(state.learner.actor_params, group_keys["eval"], _collector_actor(state)).compile(),

@@ -1,29 +1,56 @@
-"""Data parallelism over several devices with JAX's sharding API.
+"""Several devices, with JAX's sharding API, in one of two ways (a plain run uses one device):
 
-One mesh axis, ``data``. Parameters, optimiser states and α are replicated; the parallel envs (and the
-replay buffer's env axis) and every minibatch are split across devices. XLA inserts the cross-device
-reductions of the gradients, so a sharded SGD step computes the single-device step's update (up to
-floating-point summation order).
+* **Seeds across devices** (``--num-seeds N`` on a host with several devices; mesh axis ``seeds``): the
+  packed seeds' stacked state and keys are split on their leading seed axis, so each device trains its
+  own seeds and no array crosses devices.
+* **Data parallelism** (``--num-devices N``; mesh axis ``data``): parameters, optimiser states and α are
+  replicated; the parallel envs (and the replay buffer's env axis) and every minibatch are split across
+  devices. XLA inserts the cross-device reductions of the gradients, so a sharded SGD step computes the
+  single-device step's update (up to floating-point summation order).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+SEED_AXIS = "seeds"
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh | None:
-    """A 1-D mesh over the first ``num_devices`` devices (default: all); ``None`` for a single device."""
+    """The data-parallel mesh over the first ``num_devices`` devices; ``None`` (one device) when not asked."""
     devices = jax.devices()
-    n = len(devices) if num_devices is None else num_devices
+    n = 1 if num_devices is None else num_devices
     if not isinstance(n, int) or not 1 <= n <= len(devices):
         raise ValueError(f"--num-devices must be between 1 and the {len(devices)} visible device(s), got {num_devices!r}")
     return None if n == 1 else Mesh(np.array(devices[:n]), (DATA_AXIS,))
+
+
+def make_seed_mesh(num_seeds: int, seed_devices: int | None = None) -> Mesh | None:
+    """The devices ``num_seeds`` packed seeds are split over: ``seed_devices`` of them, which must divide the
+    seeds, or by default as many of the visible devices as divide them evenly (all of them when the seeds
+    are a multiple of their count). ``None`` for one device."""
+    devices = jax.devices()
+    if seed_devices is None:
+        n = math.gcd(num_seeds, len(devices))
+    else:
+        n = seed_devices
+        if not isinstance(n, int) or not 1 <= n <= len(devices):
+            raise ValueError(f"--seed-devices must be between 1 and the {len(devices)} visible device(s), got {seed_devices!r}")
+        if num_seeds % n:
+            raise ValueError(f"--seed-devices {n} does not divide the {num_seeds} seeds; choose a divisor of {num_seeds}")
+    return None if n == 1 else Mesh(np.array(devices[:n]), (SEED_AXIS,))
+
+
+def seed_split(mesh: Mesh) -> NamedSharding:
+    """Arrays split across the seed mesh on their leading (seed) axis."""
+    return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
 
 
 def check_divisible(num_envs: int, batch_size: int, mesh: Mesh | None) -> None:

@@ -67,8 +67,12 @@ class SeedGroups:
     ``split``/``concat`` move a tree stacked over all seeds to one tree per group and back; ``run`` calls a
     function once per group, concurrently on a thread pool when there are several groups."""
 
-    def __init__(self, num_seeds: int, num_groups: int = 1):
+    def __init__(self, num_seeds: int, num_groups: int = 1, placement: Any = None):
+        """``placement``: a sharding that ``split`` puts the one group's trees on (seeds across devices)."""
         check_seed_threads(num_groups)
+        if placement is not None and num_groups != 1:
+            raise ValueError("seeds split across devices run as one group")
+        self.placement = placement
         if num_groups > num_seeds:
             raise ValueError(f"--seed-threads {num_groups} is more than the {num_seeds} seed(s) to split")
         base, extra = divmod(num_seeds, num_groups)
@@ -93,7 +97,7 @@ class SeedGroups:
         import jax
 
         if len(self) == 1:
-            return [tree]
+            return [tree if self.placement is None else jax.device_put(tree, self.placement)]
         return [jax.tree.map(lambda x, s=start, e=stop: x[s:e], tree) for start, stop in self.bounds]
 
     def concat(self, trees: Sequence[Any]) -> Any:
