@@ -353,14 +353,16 @@ def train_seeds(
 
 
 def process_start_time() -> float:
-    """When this process started (Unix time), so that Python's start-up and imports count too. From
-    ``/proc/self/stat`` on Linux; elsewhere, when this module was imported."""
+    """When this process started (Unix time), so that Python's start-up and imports count too. On Linux its
+    age from ``/proc/self/stat`` (start, in clock ticks since boot) and ``/proc/uptime``, both to 10 ms
+    (the boot time in ``/proc/stat`` is whole seconds: up to a second off); elsewhere, when this module was
+    imported."""
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         ticks = int(fields[19])  # field 22 of stat(5), counted from field 3 after the command name
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return _IMPORTED_AT
 
 
