@@ -19,7 +19,7 @@ import jax
 
 from rlscale.config import config_for
 from rlscale.storage.run_dir import write_atomic
-from rlscale.training.estimates import GIB, estimate, xla_epoch_memory
+from rlscale.training.estimates import GIB, estimate, xla_training_memory
 
 PAPER = dict(batch_size=512, num_envs=512, max_replay_size=10_000)
 CASES = {
@@ -40,7 +40,7 @@ def main() -> None:
         env, options = CASES[name]
         cfg = config_for(env, **options)
         ours = estimate(cfg)
-        xla = xla_epoch_memory(cfg)
+        xla = xla_training_memory(cfg)
         row = {"case": name, "env": env, **options, "estimate_bytes": ours.peak_bytes,
                "estimate_parts": {"state": ours.state_bytes, "buffer": ours.buffer_bytes,
                                   "minibatches": ours.minibatch_bytes, "sgd_step": ours.sgd_bytes},

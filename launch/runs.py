@@ -343,7 +343,7 @@ def _run_training(command: list[str], env: dict[str, str], cwd: str | None, log,
         cwd=cwd if cwd and os.path.isdir(cwd) else None,
         pass_fds=tuple(lock.fileno() for lock in locks),  # the training process holds the locks until it exits
         # Its own process group: a Ctrl-C at the terminal reaches only the launcher, which asks the run
-        # to stop cleanly (SIGTERM: save at the end of the epoch) instead of losing the epoch.
+        # to stop cleanly (SIGTERM: save after the training step in progress) instead of losing its work.
         process_group=0,
     )
     _live[proc.pid] = proc

@@ -31,7 +31,7 @@ class SlurmRun(submitit.helpers.Checkpointable):
         return runs.execute(spec)
 
     def checkpoint(self, spec: runs.RunSpec):
-        runs.request_stop()  # SIGTERM to the training process: it finishes its epoch and saves
+        runs.request_stop()  # SIGTERM to the training process: it saves after its training step
         runs.wait_for_children(self.grace_s)
         return submitit.helpers.DelayedSubmission(SlurmRun(self.grace_s), spec)
 

@@ -87,6 +87,7 @@ def _host_options(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--num-devices", type=int, default=None)
     parser.add_argument("--seed-devices", type=int, default=None)
     parser.add_argument("--seed-threads", type=int, default=None)
+    parser.add_argument("--steps-per-call", type=int, default=1)
     parser.add_argument("--dry-run", action="store_true")
     # Used by the sweep launcher to pack runs: explicit seeds and run directories (one per seed).
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
@@ -106,6 +107,9 @@ process options (not part of the run's config):
                               of the visible devices as divide the seeds evenly; 1 keeps them on one)
   --seed-threads N            run the seeds as N groups at once, one host thread each (default: one per
                               CPU core, or $RLSCALE_SEED_THREADS; 1 on a GPU); changes speed, not the run
+  --steps-per-call N          training steps per compiled call (default 1): a SIGTERM or Ctrl-C is acted on
+                              when the call in progress ends, with a checkpoint in the middle of the epoch;
+                              changes neither the numbers nor the run
   --dry-run                   print the plan and the cost (parameters, FLOPs per SGD step, peak device
                               memory, hours where benchmarks/results measured this device); train nothing
   --seeds S1 S2 … --run-dirs D1 D2 …
@@ -151,7 +155,7 @@ def _train(args: list[str]) -> None:
             )
         paths = [p for path in known.resume for p in resume_paths(path)]
         train_seeds(resume=paths, compilation_cache=cache, num_devices=host.num_devices, seed_threads=host.seed_threads,
-                    started_at=_started_at(), seed_devices=host.seed_devices)
+                    started_at=_started_at(), seed_devices=host.seed_devices, steps_per_call=host.steps_per_call)
         return
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--env", default=TrainConfig.env)
@@ -185,7 +189,7 @@ def _train(args: list[str]) -> None:
         return
     train_seeds(cfg, host.num_seeds, compilation_cache=cache, num_devices=host.num_devices,
                 seeds=host.seeds, run_dirs=host.run_dirs, seed_threads=host.seed_threads, started_at=_started_at(),
-                seed_devices=host.seed_devices)
+                seed_devices=host.seed_devices, steps_per_call=host.steps_per_call)
 
 
 _AS_PROGRAM = False  # main() was called as the program (argv from the command line), not from Python

@@ -271,12 +271,13 @@ class Plan:
     total_sgd_steps: int
     total_env_steps: int  # ≥ the requested total_env_steps
 
-    def env_steps_after(self, epoch: int) -> int:
-        """Env steps done once ``epoch`` epochs (0 = none, only the prefill) are complete."""
-        return self.prefill_env_steps + epoch * self.training_steps_per_epoch * self.env_steps_per_training_step
+    def env_steps_after(self, epoch: int, training_steps: int = 0) -> int:
+        """Env steps done once ``epoch`` epochs (0 = none, only the prefill) and ``training_steps`` of the next
+        are complete."""
+        return self.prefill_env_steps + (epoch * self.training_steps_per_epoch + training_steps) * self.env_steps_per_training_step
 
-    def sgd_steps_after(self, epoch: int) -> int:
-        return epoch * self.training_steps_per_epoch * self.sgd_steps_per_training_step
+    def sgd_steps_after(self, epoch: int, training_steps: int = 0) -> int:
+        return (epoch * self.training_steps_per_epoch + training_steps) * self.sgd_steps_per_training_step
 
 
 def _flag(name: str) -> str:

@@ -67,16 +67,16 @@ def data_parallel_placement(state) -> dict:
 
 # The state the training loop itself holds after each epoch (not a state this script placed).
 trained_states = []
-_epoch = train_module._train_and_evaluate_epoch
+_train_epoch = train_module._train_epoch
 
 
-def _capturing_epoch(*args, **kwargs):
-    states, result = _epoch(*args, **kwargs)
+def _capturing_train_epoch(*args, **kwargs):
+    states, progress = _train_epoch(*args, **kwargs)
     trained_states.append(states[0])  # one seed group: data parallelism takes the devices
-    return states, result
+    return states, progress
 
 
-train_module._train_and_evaluate_epoch = _capturing_epoch
+train_module._train_epoch = _capturing_train_epoch
 runs = tempfile.mkdtemp()
 rows, placement = {}, {}
 for n in (4, 1):

@@ -272,8 +272,8 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes_from_the_ca
     assert resumed.returncode == 0, resumed.stderr
     assert epochs(run) == [1, 2, 3] and ckpt.list_steps(run) == [160, 240, 320]
     # The resume compiled only what a resume alone runs (stacking the restored seeds, refilling the buffer);
-    # the epoch, the evaluation and the block norms came from the cache.
-    assert {"jit_epoch", "jit_evaluate", "jit_block_norms"} <= {name.split("-")[0] for name in fresh}
+    # the training steps, the evaluation and the block norms came from the cache.
+    assert {"jit_training_steps", "jit_evaluate", "jit_block_norms"} <= {name.split("-")[0] for name in fresh}
     assert {name.split("-")[0] for name in set(os.listdir(cache)) - fresh} == {"jit_stack", "jit_init_env_and_buffer"}
 
 

@@ -1,6 +1,8 @@
 import io
 import json
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from rlscale.agents import contrastive
 from rlscale.config import CONFIG_SCHEMA, TrainConfig, plan
 from rlscale.storage import checkpoint as ckpt
 from rlscale.storage import run_dir as rd
+from rlscale.training import loop
 from rlscale.training.loop import NonFiniteError, run_keys, train
 from rlscale.training.trainer import Trainer
 
@@ -22,9 +25,9 @@ from rlscale.training.trainer import Trainer
 OLD_RUN = Path(__file__).parent / "fixtures" / "whole_config_ids" / "runs_root" / "whole_config_ids" / "point_u_maze_d4_w16_b32_s0_69228c99"
 
 
-def _run(tmp_path, name, **overrides):
+def _run(tmp_path, name, steps_per_call=1, **overrides):
     cfg = TrainConfig(**{**TINY, **overrides, "run_dir": str(tmp_path / name)})
-    return train(cfg)
+    return train(cfg, steps_per_call=steps_per_call)
 
 
 def _assert_saved_without_seed_axis(run):
@@ -206,7 +209,86 @@ def test_non_finite_loss_stops_the_run_and_saves_nothing(tmp_path, monkeypatch):
         return loss * np.nan, metrics
 
     monkeypatch.setattr(contrastive, "contrastive_loss", poisoned)
-    with pytest.raises(NonFiniteError, match=r"epoch 1; nothing was saved for it; last good checkpoint: none"):
+    with pytest.raises(NonFiniteError, match=r"epoch 1 \(training step 1 of 2\); nothing was saved for it; last good checkpoint: none"):
         _run(tmp_path, "nan")
     assert ckpt.list_steps(tmp_path / "nan") == []
     assert rd.read_metrics(tmp_path / "nan") == []
+
+
+def _sigterm_after_call(monkeypatch, epoch: int, steps: int):
+    """A real SIGTERM to this process as soon as the host loop has recorded ``steps`` training steps of
+    epoch ``epoch`` (1-based): it lands between two calls, as a cluster's would during a long epoch."""
+    original = loop._EpochProgress.add
+    seen = {"epoch": 0}
+    original_train_epoch = loop._train_epoch
+
+    def train_epoch(trainer, programs, states, members, groups, epoch_index, *args):
+        seen["epoch"] = epoch_index + 1
+        return original_train_epoch(trainer, programs, states, members, groups, epoch_index, *args)
+
+    def add(self, metrics, seconds):
+        original(self, metrics, seconds)
+        if seen["epoch"] == epoch and self.steps == steps:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(loop, "_train_epoch", train_epoch)
+    monkeypatch.setattr(loop._EpochProgress, "add", add)
+
+
+# TINY with 3 training steps per epoch: 80 prefill + 3 epochs x 3 steps x 40 env steps.
+THREE_STEP_EPOCHS = dict(total_env_steps=440)
+
+
+@pytest.mark.slow  # three tiny trainings each: 30-45 s
+@pytest.mark.parametrize("save_buffer", [True, False])
+def test_sigterm_mid_epoch_saves_within_a_call_and_the_resume_is_exact(tmp_path, monkeypatch, save_buffer):
+    """SIGTERM during epoch 2 stops the run when the call in progress ends (2 of the epoch's 3 training
+    steps, calls of 2), with a checkpoint at that step; the resume (calls of 1) finishes the epoch. With
+    --save-buffer the run's metrics are exactly those of the uninterrupted run (one call per epoch): the
+    call length changes nothing. Without it the checkpoint holds no buffer and the resume refills one."""
+    options = {**THREE_STEP_EPOCHS, "save_buffer": save_buffer}
+    reference = rd.read_metrics(_run(tmp_path, "reference", steps_per_call=3, **options))
+    with monkeypatch.context() as patch:
+        _sigterm_after_call(patch, epoch=2, steps=2)
+        with pytest.raises(loop.Preempted):
+            _run(tmp_path, "stopped", steps_per_call=2, **options)
+    run = tmp_path / "stopped"
+    mid_epoch = 80 + (3 + 2) * 40
+    assert ckpt.list_steps(run) == [200, mid_epoch] and len(rd.read_metrics(run)) == 1
+    meta = ckpt.read_meta(run, mid_epoch)
+    assert meta["counters"] == {"epoch": 1, "env_steps": mid_epoch, "sgd_steps": 5 * 4, "epoch_training_steps": 2}
+    assert [len(v["values"]) for v in meta["partial_epoch"]["metrics"].values()] == [2] * len(meta["partial_epoch"]["metrics"])
+    _assert_saved_without_seed_axis(run)  # no buffer copied without --save-buffer
+    out = io.StringIO()
+    train(resume=run, steps_per_call=1, console=Console(file=out, soft_wrap=True))
+    assert f"at epoch 1/3 and 2/3 training steps from {ckpt.step_path(run, mid_epoch)}" in out.getvalue()
+    rows = rd.read_metrics(run)
+    assert [r["training/env_steps"] for r in rows] == [r["training/env_steps"] for r in reference] == [200, 320, 440]
+    if save_buffer:
+        assert [without_timing(r) for r in rows] == [without_timing(r) for r in reference]
+    else:  # the first epoch was trained before the stop; the rest on refilled data
+        assert without_timing(rows[0]) == without_timing(reference[0]) and without_timing(rows[1]) != without_timing(reference[1])
+    assert rows[1]["walltime"] >= rows[0]["walltime"]
+    assert ckpt.list_steps(run) == [200, mid_epoch, 320, 440]
+
+
+def test_a_checkpoint_from_the_middle_of_the_first_epoch_evaluates(tmp_path, monkeypatch):
+    """A stop after the first training step saves a checkpoint that `rlscale eval` loads (epoch 0)."""
+    from rlscale.evaluation.evaluate import evaluate
+    from rlscale.evaluation.policy import load
+
+    with monkeypatch.context() as patch:
+        _sigterm_after_call(patch, epoch=1, steps=1)
+        with pytest.raises(loop.Preempted):
+            _run(tmp_path, "run", **THREE_STEP_EPOCHS)
+    run = tmp_path / "run"
+    assert ckpt.list_steps(run) == [120] and not rd.read_metrics(run)
+    result = evaluate(load(run), episodes=4)
+    assert result["epoch"] == 0 and result["step"] == 120 and 0.0 <= result["eval/episode_success"] <= 1.0
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_steps_per_call_must_be_a_positive_integer(tmp_path, bad):
+    with pytest.raises(ValueError, match=rf"--steps-per-call must be a positive integer .*got {bad!r}"):
+        _run(tmp_path, "run", steps_per_call=bad)
+    assert not (tmp_path / "run").exists()

@@ -42,7 +42,10 @@ def evaluate(policy: LoadedPolicy, task: str | None = None, episodes: int = 128,
     seed = policy.train_config.seed if seed is None else seed
     epoch = policy.meta["counters"]["epoch"]
     unroll = make_unroll(env, policy.train_config.episode_length, episodes, policy.act)
-    per_episode = jax.jit(unroll, static_argnums=2)(policy.actor_params, eval_key(seed, epoch - 1), stochastic)
+    # The key of the training-time evaluation after that epoch (a checkpoint from the middle of the first
+    # epoch, saved by a stop, takes the first evaluation's).
+    key = eval_key(seed, max(epoch - 1, 0))
+    per_episode = jax.jit(unroll, static_argnums=2)(policy.actor_params, key, stochastic)
     return {
         "task": env.spec.name,
         "step": policy.step,

@@ -2,7 +2,7 @@
 speed benchmark measured this device, hours (``rlscale train --dry-run``, ``rlscale sweep --dry-run``;
 docs/runs.md#a-plan-before-launch).
 
-Peak device memory is what the epoch program holds at once, per process (all its packed seeds):
+Peak device memory is what the training program holds at once, per process (all its packed seeds):
 
 * **state**: the learner (parameters, Adam's two moments, target copies), the envs and the replay buffer,
   their exact sizes from the trainer's own shapes (``jax.eval_shape``, nothing allocated);
@@ -14,7 +14,8 @@ Peak device memory is what the epoch program holds at once, per process (all its
   outputs of its 4 matrix products (``full``: the input only; ``--no-remat``: every unit's product,
   normalisation and activation outputs), for ``batch_size`` rows, every trunk of the agent at once.
 
-``benchmarks/memory_estimate.py`` checks the total against XLA's memory analysis of the compiled epoch.
+``benchmarks/memory_estimate.py`` checks the total against XLA's memory analysis of the compiled training
+program.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ class Estimate:
 
     def line(self) -> str:
         bound, _, source = (self.hours_source or "").partition(" ")
-        time = (f"{bound} {hours_text(self.hours)} {source}" if self.hours is not None
-                else "hours: no measured speed for this device")
+        # A stop (SIGTERM) is acted on when the call in progress ends: one training step by default.
+        step_seconds = None if self.hours is None else self.hours * 3600 / max(self.plan.total_training_steps, 1)
+        time = (f"{bound} {hours_text(self.hours)} {source}; one training step {bound} {step_seconds:.3g} s "
+                f"(a stop saves when the call of training steps in progress ends, one step by default)"
+                if self.hours is not None else "hours: no measured speed for this device")
         return (f"{self.param_count:,} parameters, {flops_text(self.flops_per_sgd_step)} per SGD step, "
                 f"{self.plan.total_sgd_steps:,} SGD steps; peak memory ≈ {self.peak_bytes / GIB:.2f} GiB "
                 f"(buffer {self.buffer_bytes / GIB:.2f}, minibatches {self.minibatch_bytes / GIB:.2f}, "
@@ -217,16 +221,18 @@ def estimate_hours(cfg: TrainConfig, run_plan: Plan, num_seeds: int, device_kind
                                         f"{row['depth']}, width {row.get('width')}, batch {row.get('batch_size')}")
 
 
-def xla_epoch_memory(cfg: TrainConfig) -> dict[str, int]:
-    """XLA's memory analysis of the epoch program, compiled for the local backend as the trainer compiles it
-    (one seed, state donated): its sizes and ``peak_bytes`` = arguments + outputs − aliased + temporaries.
-    What the estimate is checked against (tests/test_estimates.py, benchmarks/memory_estimate.py)."""
+def xla_training_memory(cfg: TrainConfig) -> dict[str, int]:
+    """XLA's memory analysis of the training program (one call of one training step, what a run calls by
+    default), compiled for the local backend as the trainer compiles it (one seed, state donated): its sizes
+    and ``peak_bytes`` = arguments + outputs − aliased + temporaries. What the estimate is checked against
+    (tests/test_estimates.py, benchmarks/memory_estimate.py)."""
     from rlscale.training.trainer import Trainer
 
     trainer = Trainer(cfg)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     state = jax.eval_shape(trainer.init, key)
-    compiled = jax.jit(trainer.epoch, donate_argnums=0).lower(state, key).compile()
+    step_keys = jax.ShapeDtypeStruct((1, 2), jnp.uint32)
+    compiled = jax.jit(trainer.training_steps, donate_argnums=0).lower(state, step_keys).compile()
     m = compiled.memory_analysis()
     fields = {k: int(getattr(m, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
                                               "temp_size_in_bytes")}

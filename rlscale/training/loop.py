@@ -1,7 +1,8 @@
-"""The host side of training: runs epochs of ``rlscale.training.trainer.Trainer`` (one program per seed
-group), and after each evaluates, logs a metrics row and saves a checkpoint; start-up, resume, signals and
-the wall-clock record (docs/method.md#training-loop, docs/runs.md). Keys derive from the seed and the epoch
-index alone, so a resumed run draws the same randomness as an uninterrupted one.
+"""The host side of training: runs each epoch of ``rlscale.training.trainer.Trainer`` as calls of a few
+training steps (one program per seed group), and after it evaluates, logs a metrics row and saves a
+checkpoint; start-up, resume, signals and the wall-clock record (docs/method.md#training-loop,
+docs/runs.md). Keys derive from the seed, the epoch index and the step within the epoch alone, so a run
+resumed at an epoch's end or in its middle draws the same randomness as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from rich.console import Console
 
 from rlscale import agents, metric_keys
@@ -49,7 +51,7 @@ class NonFiniteError(RuntimeError):
 
 
 class Preempted(Exception):
-    """SIGTERM arrived; the run saved a checkpoint at the end of the current epoch and stopped."""
+    """SIGTERM arrived; the run saved a checkpoint after the training steps in progress and stopped."""
 
 
 def _saved_tree(state: TrainingState, rng: jax.Array | None, with_buffer: bool) -> dict:
@@ -85,7 +87,7 @@ def _over_seeds(fn, num_seeds: int):
     if num_seeds > 1:
         return jax.vmap(fn)
 
-    @functools.wraps(fn)  # the program keeps fn's name (jit_epoch, ...)
+    @functools.wraps(fn)  # the program keeps fn's name (jit_training_steps, ...)
     def one_seed(*args):
         out = fn(*jax.tree.map(lambda x: jnp.squeeze(x, 0), args))
         return jax.tree.map(lambda x: jnp.expand_dims(x, 0), out)
@@ -110,6 +112,44 @@ class _SeedRun:
 
 
 @dataclasses.dataclass
+class _EpochProgress:
+    """The training steps of an epoch done so far, every seed: their metrics and seconds. A stop in the
+    middle of an epoch saves it in each seed's checkpoint (``saved``), and the resume continues it
+    (``restored``), so that the epoch's metrics row is the one an uninterrupted run writes."""
+
+    steps: int = 0  # the epoch's training steps done
+    metrics: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> [num_seeds, steps]
+    seconds_before: float = 0.0  # training seconds of the steps an earlier process did
+    seconds: float = 0.0  # training seconds in this process
+    steps_here: int = 0  # training steps done in this process
+
+    def add(self, metrics: dict[str, np.ndarray], seconds: float) -> None:
+        """Record a call's training steps: ``metrics`` name -> [num_seeds, steps of the call]."""
+        added = next(iter(metrics.values())).shape[1]
+        self.metrics = {k: np.concatenate([self.metrics[k], v], axis=1) if self.metrics else v for k, v in metrics.items()}
+        self.steps += added
+        self.steps_here += added
+        self.seconds += seconds
+
+    def means(self) -> dict[str, np.ndarray]:
+        """Each seed's epoch metrics: the means over the epoch's training steps."""
+        return {k: np.asarray(jnp.mean(jnp.asarray(v), axis=1)) for k, v in self.metrics.items()}
+
+    def saved(self, i: int) -> dict:
+        """Seed ``i``'s part, for its checkpoint's meta (JSON: float32 values round-trip exactly)."""
+        return {"training_steps": self.steps, "train_seconds": self.seconds_before + self.seconds,
+                "metrics": {k: {"dtype": str(v.dtype), "values": v[i].tolist()} for k, v in self.metrics.items()}}
+
+    @classmethod
+    def restored(cls, saved: list[dict]) -> "_EpochProgress":
+        """The progress the seeds' checkpoints saved (``saved``: one per seed, in the seeds' order)."""
+        names = saved[0]["metrics"]
+        metrics = {k: np.stack([np.asarray(s["metrics"][k]["values"], dtype=s["metrics"][k]["dtype"]) for s in saved])
+                   for k in names}
+        return cls(steps=saved[0]["training_steps"], metrics=metrics, seconds_before=saved[0]["train_seconds"])
+
+
+@dataclasses.dataclass
 class _EpochResult:
     """One epoch of every seed, on the host: metrics stacked over seeds, and its timing."""
 
@@ -117,8 +157,10 @@ class _EpochResult:
     train_metrics: dict
     per_episode: dict
     block_norms: dict  # network -> [num_seeds, num_blocks]
-    train_seconds: float
+    train_seconds: float  # the epoch's training, every process that trained part of it
     eval_seconds: float
+    seconds_here: float  # the epoch's training in this process
+    steps_here: int  # its training steps in this process
 
 
 def seed_configs(
@@ -210,10 +252,11 @@ def train(
     console: Console | None = None,
     compilation_cache: str | os.PathLike | None | bool = None,
     num_devices: int | None = None,
+    steps_per_call: int = 1,
 ) -> Path:
     """Run (or resume) one training run; returns its run directory."""
     (path,) = train_seeds(cfg, 1, resume=[resume] if resume is not None else None, console=console,
-                          compilation_cache=compilation_cache, num_devices=num_devices)
+                          compilation_cache=compilation_cache, num_devices=num_devices, steps_per_call=steps_per_call)
     return path
 
 
@@ -229,6 +272,7 @@ def train_seeds(
     seed_threads: int | None = None,
     started_at: float | None = None,
     seed_devices: int | None = None,
+    steps_per_call: int = 1,
 ) -> list[Path]:
     """Train (or resume) seeds of one configuration in one process: the seeds in ``seed_threads`` groups
     (default: one per CPU core, :mod:`rlscale.training.seed_groups`), each group one compiled program ``vmap``-ed over
@@ -240,7 +284,11 @@ def train_seeds(
     ``num_devices`` the envs and minibatches are split across that many devices instead.
 
     ``started_at`` (Unix time; default: now) is where this process's share of the runs' wall-clock begins:
-    the command line passes the process's start (:func:`process_start_time`)."""
+    the command line passes the process's start (:func:`process_start_time`).
+
+    ``steps_per_call``: the training steps of one compiled call; a stop (SIGTERM) is acted on when the call
+    in progress ends, with a checkpoint in the middle of the epoch (docs/runs.md#stopping-and-resuming)."""
+    check_steps_per_call(steps_per_call)
     console = console or Console(soft_wrap=True)
     process_start = time.time() if started_at is None else started_at
     locks: list[rd.RunLock] = []
@@ -278,10 +326,10 @@ def train_seeds(
 
             t_start = time.perf_counter()
             # Restore before anything is written, so that a bad checkpoint leaves the run directories untouched.
-            state, start_epoch = _initial_state(trainer, members, resume is not None, console)
+            state, start_epoch, progress = _initial_state(trainer, members, resume is not None, console)
             for m in members:
                 m.log = rd.MetricsLog(m.path, m.cfg.tensorboard, _wandb_run(m.cfg, m.path))
-                dropped = m.log.truncate_after(run_plan.env_steps_after(start_epoch) if m.last_good else -1)
+                dropped = m.log.truncate_after(run_plan.env_steps_after(start_epoch, progress.steps) if m.last_good else -1)
                 if dropped:
                     console.print(f"{m.path}: dropped {dropped} metric rows written after the last checkpoint")
                 m.writer = ckpt.CheckpointWriter(m.path, m.cfg.keep_checkpoints)
@@ -300,21 +348,36 @@ def train_seeds(
                 for m in members:
                     m.counts_time = False  # nothing was trained: the run's wall-clock does not grow
                 return paths
-            states, programs, compile_seconds = _compile(trainer, groups.split(state), members, groups, console)
+            call_lengths = {b - a for offset in (progress.steps, 0)
+                            for a, b in _call_bounds(run_plan.training_steps_per_epoch, steps_per_call, offset)}
+            states, programs, compile_seconds = _compile(trainer, groups.split(state), members, groups, call_lengths, console)
             del state
             stop.stop_if_requested()
             training = True
             with stop.deferred(stop_after=False):
                 for epoch_index in range(start_epoch, run_plan.num_epochs):
-                    states, result = _train_and_evaluate_epoch(programs, states, members, groups, epoch_index)
+                    states, progress = _train_epoch(trainer, programs, states, members, groups, epoch_index, progress,
+                                                    steps_per_call, stop)
+                    if progress.steps < run_plan.training_steps_per_epoch:  # stopped in the middle of the epoch
+                        for i, m in enumerate(members):
+                            m.walltime += progress.seconds
+                            _save_checkpoint(trainer, m, groups.seed([_saved_tree(s, None, m.cfg.save_buffer) for s in states], i),
+                                             epoch_index, progress.saved(i))
+                        where = ", ".join(str(m.last_good) for m in members)
+                        console.print(f"[yellow]{stop.requested}: stopped in epoch {epoch_index + 1} after training step "
+                                      f"{progress.steps}/{run_plan.training_steps_per_epoch} with checkpoint {where}; "
+                                      f"resume with --resume")
+                        raise Preempted(where)
+                    result = _evaluate_epoch(programs, states, members, groups, epoch_index, progress)
+                    progress = _EpochProgress()
                     checkpoint_now = (result.done % members[0].cfg.checkpoint_every == 0
                                       or result.done == run_plan.num_epochs or stop.requested is not None)
                     for i, m in enumerate(members):  # each seed's row, then its checkpoint
-                        m.walltime += result.train_seconds + result.eval_seconds
+                        m.walltime += result.seconds_here + result.eval_seconds
                         row = _metrics_row(result, i, run_plan, len(members), m, compile_seconds)
                         _log_epoch(console, m, row, run_plan, time.perf_counter() - t_start, result.done - start_epoch, grouped)
                         if checkpoint_now:
-                            _save_epoch(trainer, m, groups.seed([_saved_tree(s, None, m.cfg.save_buffer) for s in states], i), result.done)
+                            _save_checkpoint(trainer, m, groups.seed([_saved_tree(s, None, m.cfg.save_buffer) for s in states], i), result.done)
                     if stop.requested is not None and result.done < run_plan.num_epochs:
                         where = ", ".join(str(m.last_good) for m in members)
                         console.print(f"[yellow]{stop.requested}: stopped after epoch {result.done} with checkpoint {where}; "
@@ -418,22 +481,42 @@ def _write_run_configs(cfgs: list[TrainConfig], run_plan: Plan) -> list[Path]:
 
 @dataclasses.dataclass
 class _GroupPrograms:
-    """The compiled programs of one seed-group size: the epoch, the evaluation and the block norms."""
+    """The compiled programs of one seed-group size: the training steps (one per call length), the
+    evaluation and the block norms."""
 
-    epoch: Any
+    training_steps: dict[int, Any]
     evaluate: Any
     block_norms: Any
 
 
-def _compile(trainer: Trainer, states: list[TrainingState], members: list[_SeedRun], groups: SeedGroups, console: Console):
+def check_steps_per_call(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"--steps-per-call must be a positive integer (training steps per compiled call), got {value!r}")
+    return value
+
+
+def _call_bounds(steps_per_epoch: int, steps_per_call: int, offset: int = 0) -> list[tuple[int, int]]:
+    """``(first, end)`` training steps of each call that trains an epoch from step ``offset`` on."""
+    return [(a, min(a + steps_per_call, steps_per_epoch)) for a in range(offset, steps_per_epoch, steps_per_call)]
+
+
+def _step_keys(trainer: Trainer, members: list[_SeedRun], epoch_index: int) -> jax.Array:
+    """``[num_seeds, training steps per epoch]`` keys of epoch ``epoch_index``'s training steps."""
+    epoch_keys = _stack([jax.random.fold_in(m.keys["train"], epoch_index) for m in members])
+    return jax.vmap(trainer.epoch_step_keys)(epoch_keys)
+
+
+def _compile(trainer: Trainer, states: list[TrainingState], members: list[_SeedRun], groups: SeedGroups,
+             call_lengths: set[int], console: Console):
     """``(states, programs, compile_seconds)``: each group's programs (one compile per distinct group size,
-    the sizes compiled concurrently), compiled ahead of the loop; with a mesh, the state placed on it."""
+    the sizes compiled concurrently; the training steps once per length in ``call_lengths``), compiled ahead
+    of the loop; with a mesh, the state placed on it."""
     mesh = trainer.mesh
     sharded = {}
     if mesh is not None:
         shardings = parallel.training_state_shardings(states[0], mesh, seed_axes=1)
         states = [jax.device_put(states[0], shardings)]
-        sharded = {"out_shardings": (shardings, parallel.replicated(mesh))}
+        sharded = {"out_shardings": (shardings, parallel.replicated(mesh), parallel.replicated(mesh))}
         console.print(f"data parallel over {mesh.size} devices: {mesh.devices.tolist()}")
     elif groups.placement is not None:  # seeds across devices: split already (SeedGroups.split), as the keys
         sharded = {"in_shardings": groups.placement}
@@ -442,18 +525,22 @@ def _compile(trainer: Trainer, states: list[TrainingState], members: list[_SeedR
         # Committed to the device, as a restored state is: a program's cache key records whether its inputs
         # are committed, so only then does a resumed run find the fresh run's programs in the cache.
         states = [jax.device_put(s, jax.devices()[0]) for s in states]
-    keys = groups.split({name: _stack([m.keys[name] for m in members]) for name in ("train", "eval")})
+    # Keys of the kind, shape and placement each program is called with.
+    step_keys = _step_keys(trainer, members, 0)
+    call_keys = {n: groups.split(step_keys[:, :n]) for n in sorted(call_lengths)}
+    keys = [{"eval": eval_keys, "calls": {n: call_keys[n][g] for n in call_keys}}
+            for g, eval_keys in enumerate(groups.split(_stack([m.keys["eval"] for m in members])))]
     first_of_size = {size: g for g, size in reversed(list(enumerate(groups.sizes)))}
 
     def compile_group(g: int, state: TrainingState, group_keys: dict) -> _GroupPrograms:
         size = groups.sizes[g]
-        epoch = jax.jit(_over_seeds(trainer.epoch, size), donate_argnums=0, **sharded)
+        steps = jax.jit(_over_seeds(trainer.training_steps, size), donate_argnums=0, **sharded)
         # Seeds across devices: every input split on its seed axis, so each device evaluates its own seeds.
         on_seeds = {} if groups.placement is None else {"in_shardings": groups.placement}
         evaluate = jax.jit(_over_seeds(trainer.evaluate, size), **on_seeds)
         norms = jax.jit(_over_seeds(trainer.block_norms, size), **on_seeds)
         return _GroupPrograms(
-            epoch=epoch.lower(state, group_keys["train"]).compile(),
+            training_steps={n: steps.lower(state, call_keys).compile() for n, call_keys in group_keys["calls"].items()},
             evaluate=evaluate.lower(state.learner.actor_params, group_keys["eval"], _collector_actor(state)).compile(),
             block_norms=norms.lower(state.learner, state.buffer, group_keys["eval"]).compile(),
         )
@@ -467,24 +554,45 @@ def _compile(trainer: Trainer, states: list[TrainingState], members: list[_SeedR
     return states, programs, compile_seconds
 
 
-def _train_and_evaluate_epoch(programs: list[_GroupPrograms], states: list[TrainingState], members: list[_SeedRun],
-                              groups: SeedGroups, epoch_index: int):
-    """``(states, result)`` after epoch ``epoch_index`` (0-based) of every seed and the evaluation of its
-    actor, the seed groups concurrently; a seed whose loss or parameters went non-finite stops the run
-    before anything is written."""
-    t0 = time.perf_counter()
-    epoch_keys = groups.split(_stack([jax.random.fold_in(m.keys["train"], epoch_index) for m in members]))
-    trained = groups.run(lambda g, state, keys: programs[g].epoch(state, keys), states, epoch_keys)
-    states = [state for state, _ in trained]
-    train_metrics = groups.concat([jax.device_get(metrics) for _, metrics in trained])
+def _train_epoch(trainer: Trainer, programs: list[_GroupPrograms], states: list[TrainingState], members: list[_SeedRun],
+                 groups: SeedGroups, epoch_index: int, progress: "_EpochProgress", steps_per_call: int,
+                 stop: "_StopSignals") -> tuple[list[TrainingState], "_EpochProgress"]:
+    """``(states, progress)`` after the training steps of epoch ``epoch_index`` (0-based) that ``progress``
+    has not done, ``steps_per_call`` per call, the seed groups concurrently; a stop requested during a call
+    ends the epoch's training when that call ends (``progress.steps`` tells how far it got). A seed whose
+    loss or parameters went non-finite stops the run before anything is written."""
+    step_keys = _step_keys(trainer, members, epoch_index)
+    for first, end in _call_bounds(trainer.plan.training_steps_per_epoch, steps_per_call, progress.steps):
+        t0 = time.perf_counter()
+        calls = groups.run(lambda g, state, keys: programs[g].training_steps[end - first](state, keys),
+                           states, groups.split(step_keys[:, first:end]))
+        states = [state for state, _, _ in calls]
+        metrics = groups.concat([jax.device_get(metrics) for _, metrics, _ in calls])
+        finite = groups.concat([jax.device_get(finite) for _, _, finite in calls])
+        for m, seed_finite in zip(members, finite):
+            if not bool(seed_finite):
+                raise NonFiniteError(
+                    f"non-finite loss or parameters in epoch {epoch_index + 1} ({_steps_text(first, end, len(step_keys[0]))}); "
+                    f"nothing was saved for it; last good checkpoint: {m.last_good or 'none'}"
+                    + (f" (seed {m.cfg.seed}, {m.path})" if len(members) > 1 else "")
+                )
+        progress.add(metrics, time.perf_counter() - t0)
+        if stop.requested is not None:
+            break
+    return states, progress
+
+
+def _steps_text(first: int, end: int, steps_per_epoch: int) -> str:
+    """``training step 3 of 8`` or ``training steps 3-4 of 8``: a call's steps (0-based ``first``, ``end``)."""
+    steps = f"step {end}" if end - first == 1 else f"steps {first + 1}-{end}"
+    return f"training {steps} of {steps_per_epoch}"
+
+
+def _evaluate_epoch(programs: list[_GroupPrograms], states: list[TrainingState], members: list[_SeedRun],
+                    groups: SeedGroups, epoch_index: int, progress: "_EpochProgress") -> _EpochResult:
+    """Epoch ``epoch_index``'s result: its training (``progress``, complete) and the evaluation of every
+    seed's actor, the seed groups concurrently."""
     t1 = time.perf_counter()
-    finite = train_metrics.pop("all_finite")
-    for m, seed_finite in zip(members, finite):
-        if not bool(seed_finite):
-            raise NonFiniteError(
-                f"non-finite loss or parameters in epoch {epoch_index + 1}; nothing was saved for it; "
-                f"last good checkpoint: {m.last_good or 'none'}" + (f" (seed {m.cfg.seed}, {m.path})" if len(members) > 1 else "")
-            )
     eval_keys = groups.split(_stack([eval_key(m.cfg.seed, epoch_index) for m in members]))
     # Its own stream (not the evaluation's, which `rlscale eval` reproduces).
     norms_keys = groups.split(_stack([jax.random.fold_in(eval_key(m.cfg.seed, epoch_index), 1) for m in members]))
@@ -497,7 +605,8 @@ def _train_and_evaluate_epoch(programs: list[_GroupPrograms], states: list[Train
     per_episode = groups.concat([jax.device_get(p) for p, _ in evaluated])
     norms = groups.concat([jax.device_get(n) for _, n in evaluated])
     t2 = time.perf_counter()
-    return states, _EpochResult(epoch_index + 1, train_metrics, per_episode, norms, train_seconds=t1 - t0, eval_seconds=t2 - t1)
+    return _EpochResult(epoch_index + 1, progress.means(), per_episode, norms, train_seconds=progress.seconds_before + progress.seconds,
+                        eval_seconds=t2 - t1, seconds_here=progress.seconds, steps_here=progress.steps_here)
 
 
 def _collector_actor(state: TrainingState):
@@ -506,15 +615,14 @@ def _collector_actor(state: TrainingState):
 
 def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, m: _SeedRun, compile_seconds: float) -> dict:
     """Seed ``i``'s metrics row of the epoch."""
-    epoch_steps = p.training_steps_per_epoch
     return {
         "epoch": result.done,
         metric_keys.ENV_STEPS: p.env_steps_after(result.done),
         metric_keys.SGD_STEPS: p.sgd_steps_after(result.done),
         **{f"{metric_keys.TRAINING_PREFIX}{k}": float(v[i]) for k, v in result.train_metrics.items()},
-        # Throughput of the whole process (all its seeds together).
-        metric_keys.ENV_SPS: num_seeds * epoch_steps * p.env_steps_per_training_step / result.train_seconds,
-        metric_keys.SGD_SPS: num_seeds * epoch_steps * p.sgd_steps_per_training_step / result.train_seconds,
+        # Throughput of the whole process (all its seeds together), over the epoch's steps it trained.
+        metric_keys.ENV_SPS: num_seeds * result.steps_here * p.env_steps_per_training_step / result.seconds_here,
+        metric_keys.SGD_SPS: num_seeds * result.steps_here * p.sgd_steps_per_training_step / result.seconds_here,
         **summarize(_seed_slice(result.per_episode, i)),
         **{f"{metric_keys.BLOCK_NORMS_PREFIX}{net}/{b}": float(v) for net, values in result.block_norms.items() for b, v in enumerate(values[i])},
         metric_keys.EPOCH_SECONDS: result.train_seconds,
@@ -531,20 +639,24 @@ def _log_epoch(console: Console, m: _SeedRun, row: dict, p: Plan, elapsed: float
     _print_row(console, row, p, elapsed, epochs_done_here, f"seed {m.cfg.seed}: " if grouped else "")
 
 
-def _save_epoch(trainer: Trainer, m: _SeedRun, saved: dict, done: int) -> None:
+def _save_checkpoint(trainer: Trainer, m: _SeedRun, saved: dict, done: int, partial: dict | None = None) -> None:
     """Checkpoint one seed's ``saved`` tree (``_saved_tree`` without its key, sliced out of the stacked state:
     without --save-buffer the buffer is never copied; no seed axis: the shapes of a run trained alone)
-    after ``done`` epochs."""
+    after ``done`` epochs and, in the middle of the next, the training steps of it that ``partial`` holds
+    (``_EpochProgress.saved``)."""
     p = trainer.plan
-    env_steps = p.env_steps_after(done)
+    steps_into_epoch = 0 if partial is None else partial["training_steps"]
+    env_steps = p.env_steps_after(done, steps_into_epoch)
     meta = {
         "config": m.cfg.to_dict(),
-        "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": p.sgd_steps_after(done)},
+        "counters": {"epoch": done, "env_steps": env_steps, "sgd_steps": p.sgd_steps_after(done, steps_into_epoch),
+                     "epoch_training_steps": steps_into_epoch},
         "walltime": m.walltime,
         "has_buffer": m.cfg.save_buffer,
         "task": m.cfg.env,
         "eval_task": trainer.eval_task.spec.name,
         "state_size": trainer.spec.state_size,
+        **({} if partial is None else {"partial_epoch": partial}),
     }
     m.last_good = m.writer.save(env_steps, {**saved, "rng": m.keys["init"]}, meta)
     _record_wallclock(m)
@@ -556,7 +668,9 @@ class _StopSignals:
 
     Outside the epoch loop (start-up, restore, compile) the run stops at once: there is nothing to save.
     In the loop, and in the ``deferred`` sections (claiming run directories, writing their configs), the
-    signal is noted and the run stops at the next safe point: after the epoch's checkpoint. A second
+    signal is noted and the run stops at the next safe point: when the call of training steps in progress
+    ends, with a checkpoint in the middle of the epoch (or, in the epoch's evaluation, after the epoch's
+    checkpoint). A second
     SIGINT (Ctrl-C twice) stops at once; a checkpoint it interrupts is a temporary one, which orbax never
     lists and the resume cleans up."""
 
@@ -585,7 +699,8 @@ class _StopSignals:
         if not self.deferring or (again and signum == signal.SIGINT):
             self._raised = True
             raise Preempted(self.requested)
-        os.write(2, f"\n{self.requested}: stopping after this epoch's checkpoint (Ctrl-C again to stop now)\n".encode())
+        os.write(2, f"\n{self.requested}: stopping after the training steps in progress and a checkpoint "
+                    f"(Ctrl-C again to stop now)\n".encode())
 
     @contextlib.contextmanager
     def deferred(self, stop_after: bool = True):
@@ -606,8 +721,9 @@ class _StopSignals:
 
 
 def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, console: Console):
-    """``(state, start_epoch)`` from the latest checkpoints (common to all seeds), or fresh; sets each
-    member's walltime and last good checkpoint. The state is stacked over the seeds (a leading axis,
+    """``(state, start_epoch, progress)`` from the latest checkpoints (common to all seeds), or fresh;
+    ``progress``: the training steps of epoch ``start_epoch`` a checkpoint in its middle already holds. Sets
+    each member's walltime and last good checkpoint. The state is stacked over the seeds (a leading axis,
     also for one seed); checkpoints are per seed, without it."""
     num_seeds = len(members)
     latest = [ckpt.latest_step(m.path) if resuming else None for m in members]
@@ -615,7 +731,7 @@ def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, co
         if resuming:
             console.print(f"{', '.join(str(m.path) for m in members)}: no complete checkpoint; starting from the beginning")
         init = jax.jit(_over_seeds(trainer.init, num_seeds))
-        return init(_stack([m.keys["init"] for m in members])), 0
+        return init(_stack([m.keys["init"] for m in members])), 0, _EpochProgress()
     # Seeds save together; if a stop came between their saves, go back to the last step they all have.
     step = min(latest)
     missing = [str(m.path) for m in members if step not in ckpt.list_steps(m.path)]
@@ -630,6 +746,9 @@ def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, co
         m.walltime = meta["walltime"]
         m.last_good = ckpt.step_path(m.path, step)
     start_epoch = restored[0][1]["counters"]["epoch"]
+    # A checkpoint in the middle of an epoch (a stop) holds its steps so far; older versions saved none.
+    partial = [meta.get("partial_epoch") for _, meta in restored]
+    progress = _EpochProgress.restored(partial) if partial[0] else _EpochProgress()
     for m in members:  # a seed that saved past the common step: keep its newer checkpoints, out of the way
         for newer in [s for s in ckpt.list_steps(m.path) if s > step]:
             moved = m.path / SUPERSEDED_DIR / f"{newer:012d}_{time.strftime('%Y%m%dT%H%M%S')}"
@@ -640,18 +759,25 @@ def _initial_state(trainer: Trainer, members: list[_SeedRun], resuming: bool, co
         state = _stack([TrainingState(s["learner"], s["env_state"], s["buffer"], s.get("collector")) for s, _ in restored])
     else:
         refill = jax.jit(_over_seeds(trainer.init_env_and_buffer, num_seeds))
-        refill_keys = _stack([jax.random.fold_in(m.keys["refill"], start_epoch) for m in members])
+        refill_keys = _stack([_refill_key(m.keys["refill"], start_epoch, progress.steps) for m in members])
         collectors = None if trainer.collector_agent is None else _stack([s["collector"] for s, _ in restored])
         state = refill(_stack([s["learner"] for s, _ in restored]), refill_keys, collectors)
         if trainer.dataset is None:
             console.print(
                 f"[yellow]no buffer in the checkpoint: refilled it with {trainer.plan.prefill_env_steps:,} fresh env steps (not counted)"
             )
+    into_epoch = f" and {progress.steps}/{trainer.plan.training_steps_per_epoch} training steps" if progress.steps else ""
     console.print(
-        f"resuming {', '.join(str(m.path) for m in members)} at epoch {start_epoch}/{trainer.plan.num_epochs} "
+        f"resuming {', '.join(str(m.path) for m in members)} at epoch {start_epoch}/{trainer.plan.num_epochs}{into_epoch} "
         f"from {', '.join(str(m.last_good) for m in members)}"
     )
-    return state, start_epoch
+    return state, start_epoch, progress
+
+
+def _refill_key(refill_key: jax.Array, epoch: int, steps_into_epoch: int) -> jax.Array:
+    """The key of the buffer refilled on resuming after ``epoch`` epochs and ``steps_into_epoch`` steps of the next."""
+    key = jax.random.fold_in(refill_key, epoch)
+    return key if steps_into_epoch == 0 else jax.random.fold_in(key, steps_into_epoch)
 
 
 def _import_wandb():

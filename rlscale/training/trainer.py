@@ -2,9 +2,9 @@
 
 ``Trainer.training_step(state, key)`` is one pure, jittable step: collect ``unroll_length`` steps in each of
 ``num_envs`` envs, insert them in the replay buffer, draw ``sgd_steps_per_collection`` relabelled minibatches
-(the algorithm's sampler) and ``lax.scan`` its SGD steps over them. ``Trainer.epoch`` scans training steps.
-The host side (``rlscale.training.loop``) runs epochs, evaluates, logs and checkpoints
-(docs/method.md#training-loop).
+(the algorithm's sampler) and ``lax.scan`` its SGD steps over them. ``Trainer.training_steps`` scans a
+slice of an epoch's training steps: the host side (``rlscale.training.loop``) calls it until the epoch is
+done (a stop can come between calls), then evaluates, logs and checkpoints (docs/method.md#training-loop).
 """
 
 from __future__ import annotations
@@ -143,13 +143,17 @@ class Trainer:
         metrics["resampled_fraction"] = resampled_fraction
         return TrainingState(learner=learner, env_state=env_state, buffer=buffer, collector=collector), metrics
 
-    def epoch(self, state: TrainingState, key: jax.Array) -> tuple[TrainingState, dict]:
-        keys = jax.random.split(key, self.plan.training_steps_per_epoch)
+    def epoch_step_keys(self, epoch_key: jax.Array) -> jax.Array:
+        """The keys of an epoch's training steps, one per step: however the epoch is cut into calls of
+        ``training_steps``, each step draws the same randomness."""
+        return jax.random.split(epoch_key, self.plan.training_steps_per_epoch)
+
+    def training_steps(self, state: TrainingState, keys: jax.Array) -> tuple[TrainingState, dict, jax.Array]:
+        """One training step per key: ``(state, metrics of each step (stacked), finite)``, ``finite`` whether
+        the learner, the collector and the metrics are all finite."""
         state, metrics = jax.lax.scan(self.training_step, state, keys)
-        metrics = jax.tree.map(jnp.mean, metrics)
         leaves = jax.tree.leaves((state.learner, state.collector, metrics))
-        metrics["all_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-        return state, metrics
+        return state, metrics, jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
     def block_norms(self, learner, buffer: ReplayBuffer, key: jax.Array) -> dict[str, jax.Array]:
         """Mean activation norm of each residual block's output (``[num_blocks]`` per network: CRL's actor and
