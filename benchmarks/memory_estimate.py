@@ -1,5 +1,5 @@
 """The dry run's peak-memory estimate (``rlscale.training.estimates``) against XLA's memory analysis of the
-compiled epoch program, as the trainer compiles it (state donated): arguments + outputs − aliased +
+compiled training program (one call of one training step), as the trainer compiles it (state donated): arguments + outputs − aliased +
 temporaries. Compiles for the local backend; nothing is allocated.
 
     python benchmarks/memory_estimate.py                       # the paper's humanoid at depth 64 and 1024/512

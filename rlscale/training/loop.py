@@ -359,15 +359,7 @@ def train_seeds(
                     states, progress = _train_epoch(trainer, programs, states, members, groups, epoch_index, progress,
                                                     steps_per_call, stop)
                     if progress.steps < run_plan.training_steps_per_epoch:  # stopped in the middle of the epoch
-                        for i, m in enumerate(members):
-                            m.walltime += progress.seconds
-                            _save_checkpoint(trainer, m, groups.seed([_saved_tree(s, None, m.cfg.save_buffer) for s in states], i),
-                                             epoch_index, progress.saved(i))
-                        where = ", ".join(str(m.last_good) for m in members)
-                        console.print(f"[yellow]{stop.requested}: stopped in epoch {epoch_index + 1} after training step "
-                                      f"{progress.steps}/{run_plan.training_steps_per_epoch} with checkpoint {where}; "
-                                      f"resume with --resume")
-                        raise Preempted(where)
+                        _stop_mid_epoch(trainer, members, groups, states, epoch_index, progress, stop.requested, console)
                     result = _evaluate_epoch(programs, states, members, groups, epoch_index, progress)
                     progress = _EpochProgress()
                     checkpoint_now = (result.done % members[0].cfg.checkpoint_every == 0
@@ -660,6 +652,19 @@ def _save_checkpoint(trainer: Trainer, m: _SeedRun, saved: dict, done: int, part
     }
     m.last_good = m.writer.save(env_steps, {**saved, "rng": m.keys["init"]}, meta)
     _record_wallclock(m)
+
+
+def _stop_mid_epoch(trainer: Trainer, members: list[_SeedRun], groups: SeedGroups, states: list[TrainingState],
+                    epoch_index: int, progress: _EpochProgress, signal_name: str, console: Console) -> None:
+    """Save every seed's checkpoint at the point ``progress`` reached in epoch ``epoch_index``, then stop."""
+    for i, m in enumerate(members):
+        m.walltime += progress.seconds
+        saved = groups.seed([_saved_tree(s, None, m.cfg.save_buffer) for s in states], i)
+        _save_checkpoint(trainer, m, saved, epoch_index, progress.saved(i))
+    where = ", ".join(str(m.last_good) for m in members)
+    console.print(f"[yellow]{signal_name}: stopped in epoch {epoch_index + 1} after training step {progress.steps}/"
+                  f"{trainer.plan.training_steps_per_epoch} with checkpoint {where}; resume with --resume")
+    raise Preempted(where)
 
 
 class _StopSignals:
