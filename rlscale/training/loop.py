@@ -120,8 +120,8 @@ class _EpochProgress:
     steps: int = 0  # the epoch's training steps done
     metrics: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> [num_seeds, steps]
     seconds_before: float = 0.0  # training seconds of the steps an earlier process did
-    seconds: float = 0.0  # training seconds in this process
     steps_here: int = 0  # training steps done in this process
+    seconds_here: float = 0.0  # and their training seconds
 
     def add(self, metrics: dict[str, np.ndarray], seconds: float) -> None:
         """Record a call's training steps: ``metrics`` name -> [num_seeds, steps of the call]."""
@@ -129,7 +129,12 @@ class _EpochProgress:
         self.metrics = {k: np.concatenate([self.metrics[k], v], axis=1) if self.metrics else v for k, v in metrics.items()}
         self.steps += added
         self.steps_here += added
-        self.seconds += seconds
+        self.seconds_here += seconds
+
+    @property
+    def seconds(self) -> float:
+        """The epoch's training seconds so far, every process that trained part of it."""
+        return self.seconds_before + self.seconds_here
 
     def means(self) -> dict[str, np.ndarray]:
         """Each seed's epoch metrics: the means over the epoch's training steps."""
@@ -137,7 +142,7 @@ class _EpochProgress:
 
     def saved(self, i: int) -> dict:
         """Seed ``i``'s part, for its checkpoint's meta (JSON: float32 values round-trip exactly)."""
-        return {"training_steps": self.steps, "train_seconds": self.seconds_before + self.seconds,
+        return {"training_steps": self.steps, "train_seconds": self.seconds,
                 "metrics": {k: {"dtype": str(v.dtype), "values": v[i].tolist()} for k, v in self.metrics.items()}}
 
     @classmethod
@@ -154,13 +159,11 @@ class _EpochResult:
     """One epoch of every seed, on the host: metrics stacked over seeds, and its timing."""
 
     done: int  # epochs complete after this one
-    train_metrics: dict
+    training: _EpochProgress  # its training steps, complete
+    train_metrics: dict  # each seed's means over them
     per_episode: dict
     block_norms: dict  # network -> [num_seeds, num_blocks]
-    train_seconds: float  # the epoch's training, every process that trained part of it
     eval_seconds: float
-    seconds_here: float  # the epoch's training in this process
-    steps_here: int  # its training steps in this process
 
 
 def seed_configs(
@@ -365,16 +368,13 @@ def train_seeds(
                     checkpoint_now = (result.done % members[0].cfg.checkpoint_every == 0
                                       or result.done == run_plan.num_epochs or stop.requested is not None)
                     for i, m in enumerate(members):  # each seed's row, then its checkpoint
-                        m.walltime += result.seconds_here + result.eval_seconds
+                        m.walltime += result.training.seconds_here + result.eval_seconds
                         row = _metrics_row(result, i, run_plan, len(members), m, compile_seconds)
                         _log_epoch(console, m, row, run_plan, time.perf_counter() - t_start, result.done - start_epoch, grouped)
                         if checkpoint_now:
                             _save_checkpoint(trainer, m, groups.seed([_saved_tree(s, None, m.cfg.save_buffer) for s in states], i), result.done)
                     if stop.requested is not None and result.done < run_plan.num_epochs:
-                        where = ", ".join(str(m.last_good) for m in members)
-                        console.print(f"[yellow]{stop.requested}: stopped after epoch {result.done} with checkpoint {where}; "
-                                      f"resume with --resume")
-                        raise Preempted(where)
+                        _stopped(members, stop.requested, f"after epoch {result.done}", console)
             stop.deferring = True  # the run is complete: a signal from now on changes nothing
     except Preempted:
         if not training:  # the loop reports its own stops
@@ -554,7 +554,8 @@ def _train_epoch(trainer: Trainer, programs: list[_GroupPrograms], states: list[
     ends the epoch's training when that call ends (``progress.steps`` tells how far it got). A seed whose
     loss or parameters went non-finite stops the run before anything is written."""
     step_keys = _step_keys(trainer, members, epoch_index)
-    for first, end in _call_bounds(trainer.plan.training_steps_per_epoch, steps_per_call, progress.steps):
+    steps_per_epoch = trainer.plan.training_steps_per_epoch
+    for first, end in _call_bounds(steps_per_epoch, steps_per_call, progress.steps):
         t0 = time.perf_counter()
         calls = groups.run(lambda g, state, keys: programs[g].training_steps[end - first](state, keys),
                            states, groups.split(step_keys[:, first:end]))
@@ -564,7 +565,7 @@ def _train_epoch(trainer: Trainer, programs: list[_GroupPrograms], states: list[
         for m, seed_finite in zip(members, finite):
             if not bool(seed_finite):
                 raise NonFiniteError(
-                    f"non-finite loss or parameters in epoch {epoch_index + 1} ({_steps_text(first, end, len(step_keys[0]))}); "
+                    f"non-finite loss or parameters in epoch {epoch_index + 1} ({_steps_text(first, end, steps_per_epoch)}); "
                     f"nothing was saved for it; last good checkpoint: {m.last_good or 'none'}"
                     + (f" (seed {m.cfg.seed}, {m.path})" if len(members) > 1 else "")
                 )
@@ -597,8 +598,7 @@ def _evaluate_epoch(programs: list[_GroupPrograms], states: list[TrainingState],
     per_episode = groups.concat([jax.device_get(p) for p, _ in evaluated])
     norms = groups.concat([jax.device_get(n) for _, n in evaluated])
     t2 = time.perf_counter()
-    return _EpochResult(epoch_index + 1, progress.means(), per_episode, norms, train_seconds=progress.seconds_before + progress.seconds,
-                        eval_seconds=t2 - t1, seconds_here=progress.seconds, steps_here=progress.steps_here)
+    return _EpochResult(epoch_index + 1, progress, progress.means(), per_episode, norms, eval_seconds=t2 - t1)
 
 
 def _collector_actor(state: TrainingState):
@@ -607,17 +607,18 @@ def _collector_actor(state: TrainingState):
 
 def _metrics_row(result: _EpochResult, i: int, p: Plan, num_seeds: int, m: _SeedRun, compile_seconds: float) -> dict:
     """Seed ``i``'s metrics row of the epoch."""
+    trained = result.training
     return {
         "epoch": result.done,
         metric_keys.ENV_STEPS: p.env_steps_after(result.done),
         metric_keys.SGD_STEPS: p.sgd_steps_after(result.done),
         **{f"{metric_keys.TRAINING_PREFIX}{k}": float(v[i]) for k, v in result.train_metrics.items()},
         # Throughput of the whole process (all its seeds together), over the epoch's steps it trained.
-        metric_keys.ENV_SPS: num_seeds * result.steps_here * p.env_steps_per_training_step / result.seconds_here,
-        metric_keys.SGD_SPS: num_seeds * result.steps_here * p.sgd_steps_per_training_step / result.seconds_here,
+        metric_keys.ENV_SPS: num_seeds * trained.steps_here * p.env_steps_per_training_step / trained.seconds_here,
+        metric_keys.SGD_SPS: num_seeds * trained.steps_here * p.sgd_steps_per_training_step / trained.seconds_here,
         **summarize(_seed_slice(result.per_episode, i)),
         **{f"{metric_keys.BLOCK_NORMS_PREFIX}{net}/{b}": float(v) for net, values in result.block_norms.items() for b, v in enumerate(values[i])},
-        metric_keys.EPOCH_SECONDS: result.train_seconds,
+        metric_keys.EPOCH_SECONDS: trained.seconds,
         metric_keys.EVAL_SECONDS: result.eval_seconds,
         metric_keys.COMPILE_SECONDS: compile_seconds,
         metric_keys.TRAINING_TIME: m.walltime,
@@ -658,12 +659,17 @@ def _stop_mid_epoch(trainer: Trainer, members: list[_SeedRun], groups: SeedGroup
                     epoch_index: int, progress: _EpochProgress, signal_name: str, console: Console) -> None:
     """Save every seed's checkpoint at the point ``progress`` reached in epoch ``epoch_index``, then stop."""
     for i, m in enumerate(members):
-        m.walltime += progress.seconds
+        m.walltime += progress.seconds_here
         saved = groups.seed([_saved_tree(s, None, m.cfg.save_buffer) for s in states], i)
         _save_checkpoint(trainer, m, saved, epoch_index, progress.saved(i))
+    _stopped(members, signal_name, f"in epoch {epoch_index + 1} after training step {progress.steps}/"
+                                   f"{trainer.plan.training_steps_per_epoch}", console)
+
+
+def _stopped(members: list[_SeedRun], signal_name: str, when: str, console: Console) -> None:
+    """Report a stop after the seeds' checkpoints (``when``: where in the run) and raise :class:`Preempted`."""
     where = ", ".join(str(m.last_good) for m in members)
-    console.print(f"[yellow]{signal_name}: stopped in epoch {epoch_index + 1} after training step {progress.steps}/"
-                  f"{trainer.plan.training_steps_per_epoch} with checkpoint {where}; resume with --resume")
+    console.print(f"[yellow]{signal_name}: stopped {when} with checkpoint {where}; resume with --resume")
     raise Preempted(where)
 
 
