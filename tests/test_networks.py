@@ -317,10 +317,16 @@ def _compile_seconds(depth):
 
 @pytest.mark.slow
 def test_compile_time_does_not_grow_with_depth():
+    """The scanned trunk compiles as fast at depth 256 as at 16. The bound leaves room for a busy CPU (the
+    other test worker): the unrolled trunk, what this guards against, took 18.0 s at depth 256 against
+    1.4 s at 16 here, over 3x + 1.5 s; the scanned one about 0.9 s at both."""
     _compile_seconds(8)  # warm up tracing machinery
-    shallow = min(_compile_seconds(16) for _ in range(2))
-    deep = min(_compile_seconds(256) for _ in range(2))
-    assert deep <= 2 * shallow + 0.5, (shallow, deep)
+    times = {16: [], 256: []}
+    for _ in range(3):  # interleaved, so that a burst of load falls on both depths
+        for depth in times:
+            times[depth].append(_compile_seconds(depth))
+    shallow, deep = min(times[16]), min(times[256])
+    assert deep <= 3 * shallow + 1.5, (shallow, deep)
 
 
 def test_under_bfloat16_the_input_layer_keeps_a_30_m_coordinate_to_within_a_millimetre():
